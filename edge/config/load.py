@@ -1,0 +1,197 @@
+"""Load the station YAML and report every problem with file, line and key path.
+
+`config check` prints problems as `station.yaml:14 stations[1].printer: unknown printer
+'bar2'` (CONTRACT section 1), so each one carries the line of the key it is about.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from edge.config.models import Config
+
+Loc = Sequence[str | int]
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where} {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def format_path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_of(root: Any, loc: Loc) -> int:
+    """1-based line of the deepest node of `loc` that exists in the document."""
+    node, line = root, 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+_RELATIVE_PATHS: list[Loc] = [
+    ("state_dir",),
+    ("mqtt", "password_file"),
+    ("upstream", "token_file"),
+]
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for loc in _RELATIVE_PATHS:
+        parent: Any = data
+        for part in loc[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        key = loc[-1]
+        if isinstance(parent, dict) and isinstance(parent.get(key), str):
+            value = Path(parent[key]).expanduser()
+            parent[key] = str(value if value.is_absolute() else base / value)
+
+
+def _pydantic_message(err: Any) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg.removeprefix("Value error, ")
+
+
+def _items(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        return []
+    return [v if isinstance(v, dict) else {} for v in value]
+
+
+def _cross_checks(data: dict[str, Any], add: Any) -> None:
+    """Checks across keys; they read the raw data so they run even when a field is invalid."""
+    printers, stations = _items(data, "printers"), _items(data, "stations")
+    for kind, entries in (("printers", printers), ("stations", stations)):
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            ident = entry.get("id")
+            if isinstance(ident, str):
+                if ident in seen:
+                    add((kind, i, "id"), f"duplicate id '{ident}'")
+                seen.add(ident)
+    known = {p.get("id") for p in printers}
+    routing = data.get("routing") if isinstance(data.get("routing"), dict) else {}
+    default = routing.get("default_station") if isinstance(routing, dict) else None
+    for i, station in enumerate(stations):
+        primary, backup = station.get("printer"), station.get("backup")
+        if isinstance(primary, str) and primary not in known:
+            add(("stations", i, "printer"), f"unknown printer '{primary}'")
+        if isinstance(backup, str):
+            if backup == primary:
+                add(("stations", i, "backup"), "backup is the same printer as the primary")
+            elif backup not in known:
+                add(("stations", i, "backup"), f"unknown printer '{backup}'")
+        if not station.get("categories") and not station.get("all") and default != station.get("id"):
+            add(("stations", i), f"station '{station.get('id')}' has no categories and is "
+                "neither the default nor an all-items station: nothing would print there")
+    station_ids = {s.get("id") for s in stations}
+    if default is None:
+        if stations and not any(s.get("all") for s in stations):
+            add(("routing", "default_station"),
+                "required: items whose category no station lists would reach no station")
+    elif default not in station_ids:
+        add(("routing", "default_station"), f"unknown station '{default}'")
+    if not stations:
+        add(("stations",), "no stations: no ticket could ever print")
+    upstream = data.get("upstream")
+    if isinstance(upstream, dict) and isinstance(upstream.get("token_file"), str):
+        if not Path(upstream["token_file"]).is_file():
+            add(("upstream", "token_file"), f"token file {upstream['token_file']} does not exist")
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
+        if not Path(mqtt["password_file"]).is_file():
+            add(("mqtt", "password_file"),
+                f"password file {mqtt['password_file']} does not exist")
+        if mqtt.get("username") is None:
+            add(("mqtt", "username"), "password_file is set but username is not")
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse YAML text as if read from `path`; raise ConfigError listing every problem."""
+    name = path.name
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(io.StringIO(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError([Problem(name, line, "", f"YAML syntax error: {exc.problem}")]) from None
+    if not isinstance(doc, CommentedMap):
+        raise ConfigError([Problem(name, 1, "", "the file must be a mapping of keys")])
+    data = _plain(doc)
+    _resolve_paths(data, path.parent.resolve())
+    problems: list[Problem] = []
+
+    def add(loc: Loc, message: str) -> None:
+        problems.append(Problem(name, _line_of(doc, loc), format_path(loc), message))
+
+    cfg: Config | None = None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+            add(loc, _pydantic_message(err))
+    _cross_checks(data, add)
+    if problems or cfg is None:
+        unique = list(dict.fromkeys(problems))
+        unique.sort(key=lambda p: p.line)
+        raise ConfigError(unique)
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(path.name, 0, "", f"cannot read: {exc.strerror}")]) from None
+    return parse_config(text, path)

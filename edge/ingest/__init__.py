@@ -1,0 +1,1 @@
+"""Getting order events from the broker into the database, exactly once."""

@@ -1,0 +1,1 @@
+"""Kitchen printing: routing, job keys, ticket rendering, transports and the spooler."""
