@@ -64,9 +64,11 @@ class Broker:
 
     def start(self) -> Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self._write_conf()
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [exe, "-c", str(self._write_conf())], stdout=log, stderr=log, cwd=self.workdir
+            [exe, "-c", str(conf)], stdout=log, stderr=log, cwd=self.workdir
         )
         log.close()
         try:

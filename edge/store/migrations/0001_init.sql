@@ -29,6 +29,9 @@ CREATE TABLE orders (
     scheduled_for   TEXT,
     paid_cents      INTEGER NOT NULL DEFAULT 0,
     refunded_cents  INTEGER NOT NULL DEFAULT 0,
+    hold_count      INTEGER NOT NULL DEFAULT 0,
+    fired_course    INTEGER,           -- highest course the kitchen was told to fire
+    timeline_digest TEXT,              -- last timeline sent as a status record
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
     intake_event_id TEXT NOT NULL
@@ -90,12 +93,13 @@ CREATE TABLE print_jobs (
     backup_from     TEXT,
     may_be_duplicate INTEGER NOT NULL DEFAULT 0,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    reason          TEXT,
+    reason          TEXT,              -- why it failed or was withdrawn
+    note            TEXT,              -- printed on the ticket: void / cancel / hold reason
     created_at      TEXT NOT NULL,
     queued_at       TEXT,
     sent_at         TEXT,
-    printed_at      TEXT,
-    created_mono_seq INTEGER NOT NULL DEFAULT 0
+    printed_at      TEXT,              -- rowid order is creation order: FIFO per station
+    reported_state  TEXT               -- last state written to the outbox as a print_job record
 );
 CREATE INDEX print_jobs_by_state ON print_jobs(state, station_id, created_at);
 CREATE INDEX print_jobs_by_order ON print_jobs(order_id);

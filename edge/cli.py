@@ -1,0 +1,303 @@
+"""`kitchen-edge`: the daemon and the operator's commands.
+
+Operator commands read the same SQLite file the daemon writes (WAL lets them run side by
+side); the one that writes (`jobs reprint`) goes through the same code path as the MQTT
+reprint command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path("/etc/kitchen-edge/station.yaml")
+
+
+def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(render(data))
+
+
+def _db(args: argparse.Namespace) -> Path:
+    from edge.config import load_config
+    from edge.daemon import db_path
+
+    if getattr(args, "db", None):
+        return Path(args.db)
+    return db_path(load_config(Path(args.config)))
+
+
+def _ro(args: argparse.Namespace) -> Any:
+    from edge.store import open_readonly
+
+    return open_readonly(_db(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.daemon import run_daemon
+
+    return run_daemon(Path(args.config))
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config
+
+    path = Path(args.path)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path.name}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 2
+    print(f"{path.name}: ok (site {cfg.site}, {len(cfg.printers)} printers, "
+          f"{len(cfg.stations)} stations)")
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from edge import ops
+
+    rows = ops.jobs_list(_ro(args), state=args.state, order_id=args.order, limit=args.limit)
+    _emit(rows, args.json, lambda r: ops.table(
+        r, ["job_key", "kind", "state", "station_id", "printer_id", "attempts", "created_at"]))
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    from edge import ops
+
+    job = ops.job_show(_ro(args), args.job_key)
+    if job is None:
+        print(f"no job {args.job_key}", file=sys.stderr)
+        return 1
+    _emit(job, args.json, lambda j: "\n".join(f"{k:18} {v}" for k, v in j.items()))
+    return 0
+
+
+def cmd_jobs_reprint(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from edge.clock import SystemClock
+    from edge.config import load_config
+    from edge.daemon import db_path, plan_of
+    from edge.ingest.pipeline import Incoming, Pipeline
+    from edge.orders.apply import Applier
+    from edge.store import Store
+
+    cfg = load_config(Path(args.config))
+    command_id = args.command_id or f"cli-{uuid.uuid4().hex[:12]}"
+    pipeline = Pipeline(cfg.root, Applier(plan_of(cfg)))
+    message = Incoming(pipeline.reprint_topic,
+                       json.dumps({"command_id": command_id, "job_key": args.job_key}).encode())
+
+    async def go() -> Any:
+        store = Store(db_path(cfg))
+        await store.open()
+        try:
+            now = SystemClock().now()
+            return await store.transact(lambda c: pipeline.apply_batch(c, [message], now))
+        finally:
+            await store.close()
+
+    outcome = asyncio.run(go()).outcomes[0]
+    if outcome.result == "dead":
+        print(f"refused: {outcome.reason}", file=sys.stderr)
+        return 1
+    result = {"command_id": command_id, "job_key": args.job_key,
+              "reprint_job_key": outcome.new_jobs[0] if outcome.new_jobs else None,
+              "result": outcome.result}
+    _emit(result, args.json, lambda r: f"queued {r['reprint_job_key']} (REPRINT of {args.job_key})"
+          if r["reprint_job_key"] else f"command {command_id} was already applied")
+    return 0
+
+
+def cmd_orders_show(args: argparse.Namespace) -> int:
+    from edge import ops
+
+    order = ops.order_show(_ro(args), args.order_id)
+    if order is None:
+        print(f"no order {args.order_id}", file=sys.stderr)
+        return 1
+
+    def render(o: dict[str, Any]) -> str:
+        head = (f"order {o['order_id']} ({o['channel']}) display {o['display_id'] or '-'}\n"
+                f"status {o['status']}  stage {o['kitchen_stage']}  "
+                f"fulfillment {o['fulfillment']} {o['table_label'] or ''}")
+        return "\n\n".join([
+            head,
+            "LINES\n" + ops.table(o["lines"], ["line_id", "qty", "name", "category", "state"]),
+            "ACTIVITIES\n" + ops.table(o["activities"], ["at", "what", "channel", "device"]),
+            "JOBS\n" + ops.table(o["jobs"], ["job_key", "kind", "state", "printer_id"]),
+        ])
+
+    _emit(order, args.json, render)
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from edge import ops
+
+    rows = ops.dead_letters(_ro(args), limit=args.limit)
+    _emit(rows, args.json, lambda r: ops.table(r, ["id", "received_at", "topic", "reason",
+                                                   "seen"]))
+    return 0
+
+
+def cmd_printers_list(args: argparse.Namespace) -> int:
+    from edge import ops
+    from edge.config import load_config
+
+    cfg = load_config(Path(args.config))
+    states = {s["printer_id"]: s for s in ops.printer_states(_ro(args))}
+    rows = [{"printer_id": p.id, "connection": p.connection, "columns": p.columns,
+             "state": states.get(p.id, {}).get("state", "unknown"),
+             "since": states.get(p.id, {}).get("since")} for p in cfg.printers]
+    _emit(rows, args.json, lambda r: ops.table(r, ["printer_id", "connection", "state", "since"]))
+    return 0
+
+
+def cmd_printers_test(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from edge.config import load_config
+    from edge.printing.testprint import test_print
+
+    cfg = load_config(Path(args.config))
+    result = asyncio.run(test_print(cfg, args.printer_id))
+    _emit(result, args.json, lambda r: "\n".join(f"{k:10} {v}" for k, v in r.items()))
+    return 0 if result.get("printed") else 1
+
+
+def cmd_printers_discover(args: argparse.Namespace) -> int:
+    from edge.discovery.report import discover, format_table
+
+    found = discover(timeout=args.timeout)
+    _emit(found, args.json, format_table)
+    return 0
+
+
+def cmd_outbox_status(args: argparse.Namespace) -> int:
+    from edge.upstream.cli import outbox_status
+
+    print(outbox_status(_db(args), as_json=args.json))
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    from edge.upstream.cli import retry_parked
+
+    count = retry_parked(_db(args))
+    print(f"{count} parked record(s) queued again")
+    return 0
+
+
+def cmd_virtual_printer(args: argparse.Namespace) -> int:
+    from edge.virtual_printer.cli import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kitchen-edge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser, db: bool = True) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", default=str(DEFAULT_CONFIG),
+                       help=f"station config (default {DEFAULT_CONFIG})")
+        if db:
+            p.add_argument("--db", help="database file (default: state_dir from the config)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", "-c", required=True)
+    run.set_defaults(fn=cmd_run)
+
+    config = sub.add_parser("config", help="configuration tools").add_subparsers(
+        dest="config_command", required=True)
+    check = config.add_parser("check", help="validate a station YAML; exit 2 if invalid")
+    check.add_argument("path")
+    check.set_defaults(fn=cmd_config_check)
+
+    jobs = sub.add_parser("jobs", help="print jobs").add_subparsers(dest="jobs_command",
+                                                                    required=True)
+    jl = with_config(jobs.add_parser("list", help="recent jobs"))
+    jl.add_argument("--state")
+    jl.add_argument("--order")
+    jl.add_argument("--limit", type=int, default=50)
+    jl.set_defaults(fn=cmd_jobs_list)
+    js = with_config(jobs.add_parser("show", help="one job"))
+    js.add_argument("job_key")
+    js.set_defaults(fn=cmd_jobs_show)
+    jr = with_config(jobs.add_parser("reprint", help="print a job again, marked REPRINT"),
+                     db=False)
+    jr.add_argument("job_key")
+    jr.add_argument("--command-id", help="idempotency key (default: a new one)")
+    jr.set_defaults(fn=cmd_jobs_reprint)
+
+    orders = sub.add_parser("orders", help="orders").add_subparsers(dest="orders_command",
+                                                                    required=True)
+    os_ = with_config(orders.add_parser("show", help="an order, its activity log and jobs"))
+    os_.add_argument("order_id")
+    os_.set_defaults(fn=cmd_orders_show)
+
+    printers = sub.add_parser("printers", help="printers").add_subparsers(
+        dest="printers_command", required=True)
+    pl = with_config(printers.add_parser("list", help="configured printers and their state"))
+    pl.set_defaults(fn=cmd_printers_list)
+    pt = with_config(printers.add_parser("test", help="print a test ticket"), db=False)
+    pt.add_argument("printer_id")
+    pt.set_defaults(fn=cmd_printers_test)
+    pd = printers.add_parser("discover", help="find printers on USB and mDNS")
+    pd.add_argument("--timeout", type=float, default=3.0)
+    pd.add_argument("--json", action="store_true")
+    pd.set_defaults(fn=cmd_printers_discover)
+
+    outbox = sub.add_parser("outbox", help="upstream outbox").add_subparsers(
+        dest="outbox_command", required=True)
+    ost = with_config(outbox.add_parser("status", help="backlog, oldest unsent, parked"))
+    ost.set_defaults(fn=cmd_outbox_status)
+    orp = with_config(outbox.add_parser("retry-parked", help="send parked records again"))
+    orp.set_defaults(fn=cmd_outbox_retry)
+
+    dead = sub.add_parser("dead-letter", help="rejected messages").add_subparsers(
+        dest="dead_command", required=True)
+    dl = with_config(dead.add_parser("list", help="recent rejected messages"))
+    dl.add_argument("--limit", type=int, default=50)
+    dl.set_defaults(fn=cmd_dead_letters)
+
+    vp = sub.add_parser("virtual-printer", help="a virtual ESC/POS printer for tests and demos")
+    try:
+        from edge.virtual_printer.cli import add_arguments
+    except ImportError:  # pragma: no cover - the module ships with the package
+        pass
+    else:
+        add_arguments(vp)
+    vp.set_defaults(fn=cmd_virtual_printer)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.fn(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"kitchen-edge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,202 @@
+"""The daemon's one MQTT connection: a persistent MQTT v5 session, kept across restarts.
+
+Three aiomqtt 2.x defaults would lose orders, and each is turned off here:
+
+* paho acknowledges a QoS 1 message as soon as it is parsed, before our code sees it. We
+  switch paho to manual acknowledgement; the consumer sends the PUBACK only after the
+  transaction holding the message has committed.
+* `clean_start` defaults to MQTT_CLEAN_START_FIRST_ONLY, so the first connect of every
+  process throws the broker-side session (and every order queued in it) away. We always
+  connect with clean start off and a long session expiry.
+* A bounded incoming queue drops messages when full, after paho acknowledged them. Ours is
+  unbounded, and its size is bounded instead by MQTT v5 Receive Maximum: the broker never
+  has more than that many unacknowledged messages in flight to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge import __version__
+from edge.clock import Clock, SystemClock, rfc3339
+from edge.config.models import Config
+
+log = structlog.get_logger(__name__)
+
+Consumer = Callable[[aiomqtt.Client], Awaitable[None]]
+
+
+@dataclass
+class Outgoing:
+    topic: str
+    payload: bytes
+    retain: bool
+    on_sent: Callable[[], Awaitable[None]] | None = None
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Send the PUBACK for a message we have made durable."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+
+
+class BrokerLink:
+    def __init__(self, cfg: Config, *, clock: Clock | None = None,
+                 password: str | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.password = password
+        self.connected = asyncio.Event()
+        self.ever_connected = asyncio.Event()
+        self.client: aiomqtt.Client | None = None
+        self.started_at = self.clock.now()
+        self.extra_state: dict[str, Any] = {}
+        self._retained: OrderedDict[str, Outgoing] = OrderedDict()
+        self._ordered: deque[Outgoing] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def state_topic(self) -> str:
+        return f"{self.cfg.root}/edge/state"
+
+    def _presence(self, state: str) -> bytes:
+        return encode({"state": state, "version": __version__, "since": rfc3339(
+            self.started_at if state == "online" else self.clock.now()), **self.extra_state})
+
+    def publish(self, topic: str, body: dict[str, Any] | bytes, *, retain: bool = False,
+                on_sent: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Queue a message; it goes out on this connection or the next. Retained topics keep
+        only their newest value, since a retained state superseded before it was sent is
+        of no use to anyone."""
+        payload = body if isinstance(body, bytes) else encode(body)
+        item = Outgoing(topic, payload, retain, on_sent)
+        if retain:
+            self._retained.pop(topic, None)
+            self._retained[topic] = item
+        else:
+            self._ordered.append(item)
+        self._wake.set()
+
+    def update_presence(self, **fields: Any) -> None:
+        """Extra fields in {root}/edge/state (e.g. the WAN state), republished now."""
+        self.extra_state.update(fields)
+        if self.connected.is_set():
+            self.publish(self.state_topic, self._presence("online"), retain=True)
+
+    def _client(self) -> aiomqtt.Client:
+        mq = self.cfg.mqtt
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = mq.session_expiry
+        props.ReceiveMaximum = mq.receive_maximum
+        tls = ssl.create_default_context() if mq.tls else None
+        client = aiomqtt.Client(
+            mq.host,
+            mq.port,
+            identifier=self.cfg.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=mq.keepalive,
+            username=mq.username,
+            password=self.password,
+            tls_context=tls,
+            timeout=10,
+            will=aiomqtt.Will(self.state_topic, self._presence("offline"), qos=1, retain=True),
+            max_queued_incoming_messages=0,
+        )
+        client._client.manual_ack_set(True)  # noqa: SLF001
+        return client
+
+    async def run(self, consume: Consumer) -> None:
+        """Connect, consume, reconnect with capped backoff, until cancelled."""
+        attempt = 0
+        while True:
+            client = self._client()
+            try:
+                async with client:
+                    attempt = 0
+                    await self._on_connect(client)
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._sender(client))
+                        await consume(client)
+                        raise aiomqtt.MqttError("consumer returned")
+            except* aiomqtt.MqttError as group_exc:
+                self._down()
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                log.warning("mqtt_disconnected", error=str(group_exc.exceptions[0]),
+                            retry_in=round(delay, 2), attempt=attempt)
+                await asyncio.sleep(delay)
+            finally:
+                self._down()
+
+    def _down(self) -> None:
+        self.connected.clear()
+        self.client = None
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        root = self.cfg.root
+        # Subscriptions survive in the session, but a broker that lost its state would
+        # leave us deaf; resubscribing is cheap and idempotent.
+        await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/reprint", 1)])
+        self.client = client
+        self.connected.set()
+        self.ever_connected.set()
+        self.publish(self.state_topic, self._presence("online"), retain=True)
+        log.info("mqtt_connected", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                 client_id=self.cfg.client_id)
+
+    async def _sender(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._retained or self._ordered:
+                if self._ordered:
+                    item = self._ordered[0]
+                else:
+                    item = next(iter(self._retained.values()))
+                await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+                # Only forget it once the broker has it; a failure above leaves it queued.
+                if self._ordered and self._ordered[0] is item:
+                    self._ordered.popleft()
+                elif self._retained.get(item.topic) is item:
+                    del self._retained[item.topic]
+                if item.on_sent is not None:
+                    await item.on_sent()
+
+    async def say_goodbye(self) -> None:
+        """Clean shutdown: the retained state says offline before we disconnect."""
+        client = self.client
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(2):
+                await client.publish(self.state_topic, self._presence("offline"), qos=1,
+                                     retain=True)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("mqtt_goodbye_failed", error=str(exc))
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+
+__all__ = ["BrokerLink", "Outgoing", "ack", "encode", "paho"]

@@ -1,0 +1,1 @@
+"""Orders in the kitchen: their status machine, and applying events to them."""
