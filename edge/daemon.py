@@ -25,7 +25,7 @@ from edge.ingest.pipeline import BatchResult, Pipeline, cut_payload
 from edge.orders.apply import Applier, Plan
 from edge.printing.jobs import Claimed
 from edge.printing.spooler import Spooler
-from edge.store import DB_FILENAME, Store
+from edge.store import DB_FILENAME, SchemaTooNew, Store
 from edge.timeline import build_timeline
 
 log = structlog.get_logger(__name__)
@@ -352,7 +352,13 @@ def run_daemon(config_path: Path) -> int:
                 log.info("config_reloaded", site=current.site)
         return 0
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (SchemaTooNew, OSError, sqlite3.DatabaseError) as exc:
+        # What the operator must fix (a newer database, a full disk, a bad state_dir) is
+        # said in one line; systemd's Restart= will try again.
+        log.error("daemon_failed", error=str(exc), kind=type(exc).__name__)
+        return 1
 
 
 __all__ = ["Daemon", "db_path", "rfc3339_ms", "run_daemon", "sqlite3"]

@@ -1,0 +1,112 @@
+"""`kitchen-edge config check`: every problem, with file, line and key path; exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, load_config
+
+GOOD = """\
+site: ist-kadikoy-01
+state_dir: ./state
+mqtt:
+  url: mqtt://127.0.0.1:1883
+printers:
+  - id: hot-line
+    connection: tcp://192.168.1.50:9100
+  - id: bar
+    connection: usb://04b8:0202/ABC
+  - id: pass
+    connection: mdns://Kitchen%20Pass
+stations:
+  - id: grill
+    printer: hot-line
+    backup: bar
+    categories: [grill, mains]
+  - id: drinks
+    printer: bar
+    categories: [drinks]
+routing:
+  default_station: grill
+"""
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, str]:
+    path = tmp_path / "station.yaml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "edge", "config", "check", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_valid_file_exits_zero_and_resolves_relative_paths(tmp_path: Path) -> None:
+    code, out = check(tmp_path, GOOD)
+    assert code == 0, out
+    cfg = load_config(tmp_path / "station.yaml")
+    assert cfg.state_dir == tmp_path.resolve() / "state"
+    assert str(cfg.printer("bar").target) == "usb://04b8:0202/ABC"
+    assert cfg.printer("pass").target.service_name == "Kitchen Pass"  # type: ignore[union-attr]
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "config" / "station.example.yaml"
+    proc = subprocess.run([sys.executable, "-m", "edge", "config", "check", str(example)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    printer: bar\n    categories: [drinks]", "    printer: bar2\n    categories: [drinks]",
+         "station.yaml:18 stations[1].printer: unknown printer 'bar2'"),
+        ("    backup: bar", "    backup: hot-line",
+         "station.yaml:15 stations[0].backup: backup is the same printer as the primary"),
+        ("  - id: pass", "  - id: bar", "station.yaml:10 printers[2].id: duplicate id 'bar'"),
+        ("tcp://192.168.1.50:9100", "lpt://x",
+         "station.yaml:7 printers[0].connection: 'lpt://x': unknown scheme 'lpt'"),
+        ("usb://04b8:0202/ABC", "usb://4b8:202",
+         "station.yaml:9 printers[1].connection: 'usb://4b8:202': expected usb://VID:PID"),
+        ("    categories: [drinks]", "    catgories: [drinks]",
+         "station.yaml:19 stations[1].catgories: unknown key"),
+        ("site: ist-kadikoy-01", "site: Ist Kadikoy", "station.yaml:1 site: String should match"),
+        ("  default_station: grill", "  default_station: fryer",
+         "station.yaml:21 routing.default_station: unknown station 'fryer'"),
+        ("routing:\n  default_station: grill\n", "",
+         "routing.default_station: required: items whose category no station lists"),
+        ("  url: mqtt://127.0.0.1:1883", "  url: http://127.0.0.1:1883",
+         "station.yaml:4 mqtt.url: 'http://127.0.0.1:1883': scheme must be mqtt:// or mqtts://"),
+    ],
+)
+def test_each_problem_is_named_with_line_and_key(tmp_path: Path, old: str, new: str,
+                                                  expected: str) -> None:
+    assert old in GOOD
+    code, out = check(tmp_path, GOOD.replace(old, new))
+    assert code == 2
+    assert expected in out, out
+
+
+def test_missing_token_file_and_every_problem_reported_at_once(tmp_path: Path) -> None:
+    text = GOOD.replace("    backup: bar", "    backup: hot-line").replace(
+        "    printer: bar\n", "    printer: nope\n") + (
+        "upstream:\n  url: https://core.example.com/api\n  token_file: missing.token\n")
+    code, out = check(tmp_path, text)
+    assert code == 2
+    assert "stations[0].backup" in out and "stations[1].printer: unknown printer 'nope'" in out
+    assert f"station.yaml:24 upstream.token_file: token file {tmp_path.resolve()}/missing.token "\
+           "does not exist" in out
+    (tmp_path / "missing.token").write_text("secret\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "station.yaml")
+    assert len(err.value.problems) == 2
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    code, out = check(tmp_path, GOOD.replace("    categories: [grill, mains]",
+                                             "    categories: [grill, mains"))
+    assert code == 2
+    assert "station.yaml:" in out and "YAML syntax error" in out
