@@ -1,0 +1,258 @@
+"""The public status timeline of an order (CONTRACT section 6, seed 000).
+
+A read-only evidence view: every step is derived from a row that proves it, and reading a
+timeline runs SELECT statements only. The first five steps, in this fixed order:
+
+1. `order_accepted` - the order's intake event (`orders.intake_event_id`); at: its
+   `occurred_at`.
+2. `routed_to_core` - ingest applied the intake and recorded its lines for the stations
+   (`order_lines` rows, or print jobs, exist); evidence `ingest_{intake_event_id}`; at: when
+   the intake was received.
+3. `kitchen_ticket_created` - a kitchen print job exists for the order (in any state,
+   waiting jobs of a scheduled order included); evidence `ingest_{intake_event_id}` as in
+   seed 000; at: that job's `created_at`.
+4. `printer_job_created` - the first original (non-reprint) job was handed to a printer
+   (queued, sending, printed or failed, not just waiting or withdrawn); evidence its
+   `job_key`; at: `printed_at`, else `queued_at`, else `created_at`.
+5. `confirmation_outboxed` - the order's `confirmation` outbox record, in whatever state;
+   evidence its `record_id`; at: its `created_at`.
+
+Then one step per lifecycle event applied to the order, in the order they were applied:
+`order.accepted` -> `order_confirmed` (with `prep_minutes`), `order.ready`,
+`order.out_for_delivery`, `order.completed`, `order.cancelled`, `order.rejected`; evidence
+the event id. Sequence numbers count the steps present.
+
+Nothing from the customer ever goes in: the only payload fields read are `prep_minutes` and
+`reason_code`. As a guard, the finished document is scanned and any field holding an e-mail
+address, something shaped like a phone number, or a contact value found in the order's
+events is removed (a step that loses its evidence that way fails `evidence_linked`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from edge.clock import parse_rfc3339, rfc3339
+
+LABELS = {
+    "order_accepted": "Order accepted",
+    "routed_to_core": "Sent to restaurant",
+    "kitchen_ticket_created": "Kitchen received",
+    "printer_job_created": "Ticket printed or queued",
+    "confirmation_outboxed": "Confirmation recorded",
+    "order_confirmed": "Order confirmed",
+    "order_ready": "Order ready",
+    "out_for_delivery": "Out for delivery",
+    "order_completed": "Order completed",
+    "order_cancelled": "Order cancelled",
+    "order_rejected": "Order rejected",
+}
+
+LIFECYCLE = {
+    "order.accepted": "order_confirmed",
+    "order.ready": "order_ready",
+    "order.out_for_delivery": "out_for_delivery",
+    "order.completed": "order_completed",
+    "order.cancelled": "order_cancelled",
+    "order.rejected": "order_rejected",
+}
+
+_HANDED_TO_PRINTER = ("queued", "sending", "printed", "failed")
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# A run of digits with phone punctuation: "+994 50 123 45 67", "(050) 123-45-67".
+_DIGIT_RUN = re.compile(r"[+(]?\d[\d\s().-]*\d\)?")
+_NANP = re.compile(r"(?<!\d)\d{3}[-.]\d{3}[-.]\d{4}(?!\d)")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$")
+_CONTACT_KEYS = ("phone", "mail", "tel", "msisdn", "whatsapp", "telegram", "contact")
+
+
+def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
+    """The timeline of `order_id`, or None if no such order. Only SELECTs are run."""
+    order = conn.execute(
+        "SELECT order_id, channel, intake_event_id, created_at FROM orders WHERE order_id = ?",
+        (order_id,),
+    ).fetchone()
+    if order is None:
+        return None
+    intake_id = str(order[2])
+    intake = conn.execute(
+        "SELECT occurred_at, received_at FROM events WHERE event_id = ? AND order_id = ?",
+        (intake_id, order_id),
+    ).fetchone()
+    created_at = str(order[3])
+    steps: list[dict[str, Any]] = []
+
+    def add(key: str, at: str | None, evidence: str | None, **extra: Any) -> None:
+        step = {
+            "sequence": len(steps) + 1, "key": key, "label": LABELS[key],
+            "customer_visible": True, "at": _at(at), "evidence": evidence, **extra,
+        }
+        steps.append(step)
+
+    add("order_accepted", intake[0] if intake else created_at, intake_id)
+
+    jobs = conn.execute(
+        "SELECT job_key, state, created_at, queued_at, printed_at FROM print_jobs"
+        " WHERE order_id = ? AND reprint_of IS NULL AND kind != 'TEST'"
+        " ORDER BY change_ref != 'initial', created_at, rowid",
+        (order_id,),
+    ).fetchall()
+    has_lines = conn.execute(
+        "SELECT 1 FROM order_lines WHERE order_id = ? LIMIT 1", (order_id,)
+    ).fetchone()
+    ingest = f"ingest_{intake_id}"
+    if has_lines is not None or jobs:
+        add("routed_to_core", intake[1] if intake else created_at, ingest)
+    if jobs:
+        add("kitchen_ticket_created", str(jobs[0][2]), ingest)
+    handed = next((j for j in jobs if j[1] in _HANDED_TO_PRINTER), None)
+    if handed is not None:
+        add("printer_job_created", handed[4] or handed[3] or handed[2], str(handed[0]))
+
+    confirmation = conn.execute(
+        "SELECT record_id, created_at FROM outbox WHERE order_id = ? AND kind = 'confirmation'"
+        " ORDER BY seq LIMIT 1",
+        (order_id,),
+    ).fetchone()
+    if confirmation is not None:
+        add("confirmation_outboxed", str(confirmation[1]), str(confirmation[0]))
+
+    marks = ",".join("?" * len(LIFECYCLE))
+    seen: set[str] = set()
+    for event_id, kind, occurred_at, payload in conn.execute(
+        f"SELECT event_id, type, occurred_at, payload FROM events"
+        f" WHERE order_id = ? AND type IN ({marks}) ORDER BY received_at, rowid",
+        (order_id, *LIFECYCLE),
+    ):
+        key = LIFECYCLE[str(kind)]
+        if key in seen:
+            continue
+        seen.add(key)
+        add(key, str(occurred_at), str(event_id), **_lifecycle_extra(str(kind), payload))
+
+    document: dict[str, Any] = {
+        "order_id": order_id,
+        "channel": str(order[1]),
+        "read_only": True,
+        "external_mutation": False,
+        "steps": steps,
+    }
+    document = _scrub(document, _known_contacts(conn, order_id))
+    kept: list[dict[str, Any]] = document.get("steps", [])
+    present = {s.get("key") for s in kept}
+    document["last_status"] = kept[-1].get("label") if kept else None
+    document["checks"] = {
+        "core_routed": "routed_to_core" in present,
+        "printer_stage": "printer_job_created" in present,
+        "confirmation_stage": "confirmation_outboxed" in present,
+        "evidence_linked": bool(kept) and all(s.get("evidence") for s in kept),
+        "read_only": True,
+        "no_lan_block": True,
+    }
+    return document
+
+
+def _at(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return rfc3339(parse_rfc3339(text))
+    except ValueError:
+        return None
+
+
+def _payload_data(payload: Any) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    data = doc.get("data", doc)
+    return data if isinstance(data, dict) else {}
+
+
+def _lifecycle_extra(kind: str, payload: Any) -> dict[str, Any]:
+    data = _payload_data(payload)
+    if kind == "order.accepted":
+        prep = data.get("prep_minutes")
+        if isinstance(prep, int) and not isinstance(prep, bool):
+            return {"prep_minutes": prep}
+    if kind == "order.cancelled":
+        code = data.get("reason_code")
+        if isinstance(code, str) and code:
+            return {"reason_code": code[:64]}
+    return {}
+
+
+# -- the privacy guard --------------------------------------------------------------------
+
+
+def _known_contacts(conn: sqlite3.Connection, order_id: str) -> tuple[set[str], set[str]]:
+    """(phone digit strings, lowercased e-mails) found anywhere in the order's events."""
+    phones: set[str] = set()
+    emails: set[str] = set()
+    for (payload,) in conn.execute("SELECT payload FROM events WHERE order_id = ?", (order_id,)):
+        try:
+            doc = json.loads(payload)
+        except (TypeError, ValueError):
+            continue
+        for key, value in _strings(doc, ""):
+            emails.update(m.group(0).lower() for m in _EMAIL.finditer(value))
+            if any(word in key.lower() for word in _CONTACT_KEYS):
+                digits = re.sub(r"\D", "", value)
+                if len(digits) >= 7:
+                    phones.add(digits)
+    return phones, emails
+
+
+def _strings(node: Any, key: str) -> Iterable[tuple[str, str]]:
+    if isinstance(node, str):
+        yield key, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{key}.{k}")
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v, key)
+
+
+def looks_personal(text: str, known: tuple[set[str], set[str]] = (set(), set())) -> bool:
+    """True if `text` holds an e-mail address, a phone-shaped number or a known contact."""
+    if _EMAIL.search(text) or _NANP.search(text):
+        return True
+    for run in _DIGIT_RUN.finditer(text):
+        chunk = run.group(0)
+        digits = sum(c.isdigit() for c in chunk)
+        if digits >= 7 and (chunk.startswith("+") or any(c in chunk for c in " ()")):
+            return True
+    phones, emails = known
+    lowered = text.lower()
+    if any(e in lowered for e in emails):
+        return True
+    only_digits = re.sub(r"\D", "", text)
+    return any(p in only_digits for p in phones)
+
+
+def _scrub(node: Any, known: tuple[set[str], set[str]]) -> Any:
+    if isinstance(node, dict):
+        clean: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "at" and isinstance(value, str) and _TIMESTAMP.match(value):
+                clean[key] = value
+            elif isinstance(value, str) and looks_personal(value, known):
+                continue
+            else:
+                clean[key] = _scrub(value, known)
+        return clean
+    if isinstance(node, list):
+        return [
+            _scrub(v, known) for v in node
+            if not (isinstance(v, str) and looks_personal(v, known))
+        ]
+    return node

@@ -1,0 +1,436 @@
+"""The outbox sender: pushes outbox records to the upstream whenever it answers (CONTRACT 7).
+
+It runs as its own task and only ever reads the outbox and marks records; the kitchen never
+waits for it. A record is marked accepted only after the upstream listed it in a 2xx answer,
+so a crash at any point leaves it pending and it is simply sent again (the upstream accepts
+an id it has already seen).
+
+WAN state is judged from the sender's own requests: up when a request got any HTTP answer
+(even a 500 proves the link works), down on a connect error, a broken connection or a
+timeout. A silently cut link (no FIN, no RST) is caught by httpx's connect/read/write/pool
+timeouts, each `upstream.timeout`, and by an overall deadline of DEADLINE_FACTOR x timeout
+per request, which also catches an answer dripping in too slowly for the read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from functools import partial
+from typing import Literal
+
+import httpx
+import structlog
+
+from edge.clock import Clock, SystemClock
+from edge.config.models import UpstreamConfig
+from edge.store.db import Store
+from edge.upstream import outbox
+from edge.upstream.outbox import OutboxRecord
+
+log = structlog.get_logger(__name__)
+
+DEADLINE_FACTOR = 3.0
+# 4xx answers that say nothing about the records (auth, wrong URL...): parking on them would
+# park the whole outbox, so they are retried with backoff and logged loudly instead.
+_NOT_THE_RECORDS = frozenset({401, 403, 404, 405, 407, 421})
+_RETRYABLE = frozenset({408, 429})
+_COMPACT_CHUNK = 2000
+
+AnswerKind = Literal["ok", "retry", "reject", "config"]
+
+
+@dataclass(slots=True)
+class _Answer:
+    kind: AnswerKind
+    status: int | None = None
+    accepted: set[str] = field(default_factory=set)
+    retry_after: float | None = None
+    error: str = ""
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+class Sender:
+    def __init__(
+        self,
+        store: Store,
+        cfg: UpstreamConfig,
+        site: str,
+        *,
+        clock: Clock | None = None,
+        on_wan_change: Callable[[bool], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base: float = 1.0,
+        poll_interval: float = 5.0,
+        housekeeping_interval: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._cfg = cfg
+        self._site = site
+        self._clock: Clock = clock or SystemClock()
+        self._on_wan_change = on_wan_change
+        self._transport = transport
+        self._backoff_base = backoff_base
+        # Records written by someone who cannot kick us (the operator's retry-parked) are
+        # found by polling this often.
+        self._poll_interval = poll_interval
+        self._housekeeping_interval = housekeeping_interval
+        self._rng = rng or random.Random()
+        self._endpoint = f"{cfg.url}/v1/sites/{site}/records"
+        self._client: httpx.AsyncClient | None = None
+        self._kicked = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token_key: tuple[int, int] | None = None
+        self._token_value: str | None = None
+        self._token_problem: str | None = None
+        self._last_housekeeping: float | None = None
+        self._wan_up: bool | None = None
+        # Read by metrics and the status page.
+        self.last_success_at: datetime | None = None
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.last_backoff_s = 0.0
+        self.requests_sent = 0
+        self.records_accepted = 0
+        self.records_parked = 0
+
+    @property
+    def wan_up(self) -> bool | None:
+        return self._wan_up
+
+    def kick(self) -> None:
+        """New records were written: send soon, without waiting out a backoff if WAN is up.
+
+        Safe from any thread (the kitchen may kick from the database worker thread).
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._kicked.set()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._kicked.set()
+        else:
+            loop.call_soon_threadsafe(self._kicked.set)
+
+    async def run(self) -> None:
+        """Send until cancelled. Network trouble is logged and retried, never raised."""
+        self._loop = asyncio.get_running_loop()
+        log.info("upstream_sender_started", endpoint=self._endpoint)
+        try:
+            while True:
+                try:
+                    await self._cycle()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # A database hiccup (disk full, a locked file) must not end syncing for
+                    # good: log it and come back later.
+                    log.exception("upstream_sender_error", error=repr(exc))
+                    self._note_failure(repr(exc))
+                    await self._clock.sleep(self._backoff(None))
+        finally:
+            await self._drop_client()
+            log.info("upstream_sender_stopped")
+
+    # -- one round ---------------------------------------------------------------------------
+
+    async def _cycle(self) -> None:
+        await self._housekeep_if_due()
+        # Cleared before reading: a kick that lands while we read or send is not lost.
+        self._kicked.clear()
+        batch = await self._store.read(
+            partial(
+                outbox.next_batch,
+                max_records=self._cfg.batch_records,
+                max_bytes=self._cfg.batch_bytes,
+            )
+        )
+        if not batch:
+            await self._wait(self._poll_interval, kickable=True)
+            return
+        answer = await self._deliver(batch)
+        if answer is None:
+            self.consecutive_failures = 0
+            return
+        self._note_failure(answer.error)
+        delay = self._backoff(answer.retry_after)
+        log.info(
+            "upstream_backoff", delay_s=round(delay, 3), status=answer.status,
+            error=answer.error, failures=self.consecutive_failures, records=len(batch),
+        )
+        # New records cut a backoff short only while the link answers and the upstream set
+        # no Retry-After; a floor keeps a busy kitchen from turning kicks into a hammering.
+        if self._wan_up and answer.retry_after is None:
+            self._kicked.clear()
+            floor = min(delay, self._backoff_base)
+            await self._clock.sleep(floor)
+            await self._wait(delay - floor, kickable=True)
+        else:
+            await self._clock.sleep(delay)
+
+    def _note_failure(self, error: str) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+
+    def _backoff(self, retry_after: float | None) -> float:
+        # Full jitter: anywhere between zero and the capped exponential ceiling.
+        exponent = min(self.consecutive_failures - 1, 30)
+        ceiling = min(self._cfg.backoff_max, self._backoff_base * (2.0 ** max(0, exponent)))
+        delay = self._rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            if retry_after > self._cfg.backoff_max:
+                log.warning("upstream_retry_after_capped", retry_after_s=retry_after,
+                            backoff_max_s=self._cfg.backoff_max)
+            delay = max(delay, min(retry_after, self._cfg.backoff_max))
+        self.last_backoff_s = delay
+        return delay
+
+    async def _wait(self, seconds: float, *, kickable: bool) -> None:
+        if seconds <= 0:
+            return
+        if not kickable:
+            await self._clock.sleep(seconds)
+            return
+        if self._kicked.is_set():
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        kicked = asyncio.ensure_future(self._kicked.wait())
+        try:
+            await asyncio.wait({sleeper, kicked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, kicked):
+                task.cancel()
+            for task in (sleeper, kicked):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- delivering one batch ----------------------------------------------------------------
+
+    async def _deliver(self, batch: Sequence[OutboxRecord]) -> _Answer | None:
+        """Send a batch; None when it made progress, else the answer to back off on."""
+        answer = await self._post(batch)
+        if answer.kind == "ok":
+            done = await self._accept(batch, answer.accepted)
+            if done:
+                return None
+            answer.error = "upstream accepted none of the batch"
+            return answer
+        if answer.kind == "reject":
+            log.warning("upstream_rejected_batch", status=answer.status, records=len(batch),
+                        error=answer.error)
+            return await self._isolate(batch, answer)
+        await self._store.transact(
+            partial(outbox.mark_failed, record_ids=[r.record_id for r in batch],
+                    error=answer.error)
+        )
+        return answer
+
+    async def _isolate(self, rejected: Sequence[OutboxRecord], answer: _Answer) -> _Answer | None:
+        """Bisect a refused group down to the records at fault; park those, deliver the rest.
+
+        A batch holds at most one record per order, so its halves can go in any order
+        without breaking per-order sequence.
+        """
+        if len(rejected) == 1:
+            await self._park(rejected[0], answer)
+            return None
+        middle = len(rejected) // 2
+        for half in (rejected[:middle], rejected[middle:]):
+            reply = await self._post(half)
+            if reply.kind == "ok":
+                await self._accept(half, reply.accepted)
+            elif reply.kind == "reject":
+                outcome = await self._isolate(half, reply)
+                if outcome is not None:
+                    return outcome
+            else:
+                await self._store.transact(
+                    partial(outbox.mark_failed, record_ids=[r.record_id for r in half],
+                            error=reply.error)
+                )
+                return reply
+        return None
+
+    async def _park(self, record: OutboxRecord, answer: _Answer) -> None:
+        error = f"HTTP {answer.status}: {answer.error}"
+        await self._store.transact(
+            partial(outbox.park, record_ids=[record.record_id], error=error,
+                    at=self._clock.now())
+        )
+        self.records_parked += 1
+        log.error("upstream_record_parked", record_id=record.record_id, kind=record.kind,
+                  order_id=record.order_id, seq=record.seq, status=answer.status,
+                  error=answer.error)
+
+    async def _accept(self, batch: Sequence[OutboxRecord], accepted: set[str]) -> int:
+        ids = [r.record_id for r in batch if r.record_id in accepted]
+        if not ids:
+            return 0
+        now = self._clock.now()
+        await self._store.transact(partial(outbox.mark_accepted, record_ids=ids, at=now))
+        self.last_success_at = now
+        self.records_accepted += len(ids)
+        return len(ids)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _post(self, records: Sequence[OutboxRecord]) -> _Answer:
+        token = self._token()
+        if token is None:
+            return _Answer("config", error=self._token_problem or "no token")
+        payload = ('{"records":[' + ",".join(r.wire() for r in records) + "]}").encode()
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": "kitchen-edge",
+        }
+        client = self._get_client()
+        self.requests_sent += 1
+        try:
+            async with asyncio.timeout(self._cfg.timeout * DEADLINE_FACTOR):
+                response = await client.post(self._endpoint, content=payload, headers=headers)
+        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                reason = "overall deadline exceeded"
+            # The pooled connection may be half dead; start the next request on a fresh one.
+            await self._drop_client()
+            self._set_wan(False, reason)
+            return _Answer("retry", error=reason)
+        self._set_wan(True, f"HTTP {response.status_code}")
+        return self._classify(response)
+
+    def _classify(self, response: httpx.Response) -> _Answer:
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                data = json.loads(response.content)
+                accepted = data["accepted"]
+                if not isinstance(accepted, list):
+                    raise TypeError("accepted is not a list")
+                ids = {a for a in accepted if isinstance(a, str)}
+            except (ValueError, KeyError, TypeError) as exc:
+                return _Answer("retry", status, error=f"unreadable answer: {exc}")
+            return _Answer("ok", status, accepted=ids)
+        text = response.text[:300]
+        if status in _RETRYABLE or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"),
+                                            self._clock.now())
+            return _Answer("retry", status, retry_after=retry_after, error=f"HTTP {status}")
+        if 400 <= status < 500 and status not in _NOT_THE_RECORDS:
+            return _Answer("reject", status, error=text)
+        log.error("upstream_refuses_site", status=status, endpoint=self._endpoint, answer=text,
+                  hint="check upstream.url and the token file")
+        return _Answer("config", status, error=f"HTTP {status}: {text}")
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self._cfg.timeout),
+                limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def _drop_client(self) -> None:
+        # A transport handed in by the caller is theirs to close, and cannot be reopened.
+        if self._client is not None and self._transport is None:
+            client, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def _token(self) -> str | None:
+        path = self._cfg.token_file
+        try:
+            st = path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            if key != self._token_key:
+                value = path.read_text(encoding="utf-8").strip()
+                self._token_key, self._token_value = key, value or None
+                if value:
+                    log.info("upstream_token_loaded", path=str(path))
+                    self._token_problem = None
+                else:
+                    self._token_problem = f"{path}: token file is empty"
+                    log.error("upstream_token_empty", path=str(path))
+        except OSError as exc:
+            problem = f"{path}: {exc.strerror or exc}"
+            if problem != self._token_problem:
+                log.error("upstream_token_unreadable", path=str(path), error=problem)
+            self._token_problem = problem
+            self._token_key = self._token_value = None
+        return self._token_value
+
+    def _set_wan(self, up: bool, reason: str) -> None:
+        if up == self._wan_up:
+            return
+        self._wan_up = up
+        if up:
+            log.info("upstream_wan_up", reason=reason)
+        else:
+            log.warning("upstream_wan_down", reason=reason)
+        if self._on_wan_change is not None:
+            try:
+                self._on_wan_change(up)
+            except Exception:
+                log.exception("upstream_wan_callback_failed")
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def _housekeep_if_due(self) -> None:
+        now_mono = self._clock.monotonic()
+        last = self._last_housekeeping
+        if last is not None and now_mono - last < self._housekeeping_interval:
+            return
+        self._last_housekeeping = now_mono
+        await self.housekeep()
+
+    async def housekeep(self) -> None:
+        """Compact what is past retention, then hold the disk budget."""
+        cutoff = self._clock.now() - timedelta(hours=self._cfg.retention_hours)
+        total = 0
+        while True:
+            # Small transactions: the kitchen's writer is never held for long.
+            touched = await self._store.transact(
+                partial(outbox.compact, older_than=cutoff, limit=_COMPACT_CHUNK)
+            )
+            total += touched
+            if touched < _COMPACT_CHUNK:
+                break
+        if total:
+            log.info("outbox_compacted", rows=total)
+        budget = int(self._cfg.disk_budget_mb * 1024 * 1024)
+        await self._store.transact(partial(outbox.enforce_budget, budget_bytes=budget))
