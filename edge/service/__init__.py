@@ -1,0 +1,1 @@
+"""Running kitchen-edge as a real kitchen service: systemd notification and Prometheus metrics."""
