@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sqlite3
 from pathlib import Path
@@ -129,7 +130,8 @@ class Daemon:
             self._status_wake.clear()
             orders, self._status_dirty = self._status_dirty, set()
             for order_id in orders:
-                timeline = await self.store.read(lambda c, o=order_id: build_timeline(c, o))  # type: ignore[misc]
+                timeline = await self.store.read(
+                    functools.partial(build_timeline, order_id=order_id))
                 if timeline is not None:
                     self.link.publish(f"{self.cfg.root}/orders/{order_id}/status", timeline,
                                       retain=True)
@@ -245,8 +247,7 @@ class Daemon:
             #    marked MAY BE DUPLICATE, after restart).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE):
-                    while self.spooler.busy:
-                        await asyncio.sleep(0.02)
+                    await self.spooler.wait_idle()
             spool.cancel()
             # 3. Tell everyone we are going, while the connection is still up.
             if not reloading:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -48,7 +49,11 @@ class Broker:
             return self.conf_file
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
+        # As root, mosquitto switches to user `mosquitto`, which cannot write its persistence
+        # file into the test's tmp dir; a restart would then silently start empty.
+        user = pwd.getpwuid(os.geteuid()).pw_name
         conf.write_text(
+            f"user {user}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

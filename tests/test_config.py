@@ -62,7 +62,8 @@ def test_example_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("    printer: bar\n    categories: [drinks]", "    printer: bar2\n    categories: [drinks]",
+        ("    printer: bar\n    categories: [drinks]",
+         "    printer: bar2\n    categories: [drinks]",
          "station.yaml:18 stations[1].printer: unknown printer 'bar2'"),
         ("    backup: bar", "    backup: hot-line",
          "station.yaml:15 stations[0].backup: backup is the same printer as the primary"),

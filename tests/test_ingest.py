@@ -3,6 +3,7 @@ aiomqtt traps (early PUBACK, clean start on connect, a full queue dropping messa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -215,10 +216,8 @@ def test_broker_restart_mid_stream_loses_nothing(daemon: DaemonProc, broker: Bro
             except (OSError, RuntimeError, ValueError):
                 pass
             if pub is not None:
-                try:
+                with contextlib.suppress(Exception):  # the broker is going away under it
                     pub.close()
-                except Exception:  # noqa: BLE001 - the broker is going away under it
-                    pass
                 pub = None
             time.sleep(0.1)
         if pub is not None:

@@ -130,7 +130,8 @@ def _cross_checks(data: dict[str, Any], add: Any) -> None:
                 add(("stations", i, "backup"), "backup is the same printer as the primary")
             elif backup not in known:
                 add(("stations", i, "backup"), f"unknown printer '{backup}'")
-        if not station.get("categories") and not station.get("all") and default != station.get("id"):
+        listed = station.get("categories") or station.get("all")
+        if not listed and default != station.get("id"):
             add(("stations", i), f"station '{station.get('id')}' has no categories and is "
                 "neither the default nor an all-items station: nothing would print there")
     station_ids = {s.get("id") for s in stations}
@@ -143,9 +144,9 @@ def _cross_checks(data: dict[str, Any], add: Any) -> None:
     if not stations:
         add(("stations",), "no stations: no ticket could ever print")
     upstream = data.get("upstream")
-    if isinstance(upstream, dict) and isinstance(upstream.get("token_file"), str):
-        if not Path(upstream["token_file"]).is_file():
-            add(("upstream", "token_file"), f"token file {upstream['token_file']} does not exist")
+    token = upstream.get("token_file") if isinstance(upstream, dict) else None
+    if isinstance(token, str) and not Path(token).is_file():
+        add(("upstream", "token_file"), f"token file {token} does not exist")
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():

@@ -159,7 +159,9 @@ class PrintingConfig(_Strict):
 
     failover_after: float = Field(default=15.0, ge=0)
     late_after: float = Field(default=600.0, ge=0)
-    retry_max: float = Field(default=10.0, gt=0)
+    # Longest wait between status polls of a printer that cannot print: also how long a
+    # printer back from paper-out may go unnoticed.
+    retry_max: float = Field(default=2.0, gt=0, le=60)
     connect_timeout: float = Field(default=3.0, gt=0)
     write_timeout: float = Field(default=5.0, gt=0)
     status_timeout: float = Field(default=1.5, gt=0)

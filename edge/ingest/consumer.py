@@ -10,11 +10,13 @@ already in the database, and `event_id` deduplication absorbs them.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 
 import aiomqtt
 import structlog
 
+from edge import crashpoints
 from edge.clock import Clock
 from edge.ingest.link import ack
 from edge.ingest.pipeline import BatchResult, Incoming, Pipeline
@@ -38,7 +40,7 @@ class Ingest:
 
     async def consume(self, client: aiomqtt.Client) -> None:
         messages = client.messages
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue
         async for first in messages:
             self.idle.clear()
             batch = [first]
@@ -50,8 +52,8 @@ class Ingest:
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
             now = self.clock.now()
             result = await self.store.transact(
-                lambda conn, incoming=incoming, now=now: self.pipeline.apply_batch(
-                    conn, incoming, now))
+                functools.partial(self.pipeline.apply_batch, batch=incoming, now=now))
+            crashpoints.reached("after_commit_before_ack")
             # Committed: only now may the broker forget these messages.
             for message in batch:
                 ack(client, message)

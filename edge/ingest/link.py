@@ -55,7 +55,7 @@ def encode(body: dict[str, Any]) -> bytes:
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     """Send the PUBACK for a message we have made durable."""
     if message.qos > 0:
-        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+        client._client.ack(message.mid, message.qos)
 
 
 class BrokerLink:
@@ -104,7 +104,7 @@ class BrokerLink:
 
     def _client(self) -> aiomqtt.Client:
         mq = self.cfg.mqtt
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = mq.session_expiry
         props.ReceiveMaximum = mq.receive_maximum
         tls = ssl.create_default_context() if mq.tls else None
@@ -123,7 +123,7 @@ class BrokerLink:
             will=aiomqtt.Will(self.state_topic, self._presence("offline"), qos=1, retain=True),
             max_queued_incoming_messages=0,
         )
-        client._client.manual_ack_set(True)  # noqa: SLF001
+        client._client.manual_ack_set(True)
         return client
 
     async def run(self, consume: Consumer) -> None:
@@ -170,10 +170,8 @@ class BrokerLink:
             await self._wake.wait()
             self._wake.clear()
             while self._retained or self._ordered:
-                if self._ordered:
-                    item = self._ordered[0]
-                else:
-                    item = next(iter(self._retained.values()))
+                # Dead letters keep their order; retained states go in the gaps.
+                item = self._ordered[0] if self._ordered else next(iter(self._retained.values()))
                 await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
                 # Only forget it once the broker has it; a failure above leaves it queued.
                 if self._ordered and self._ordered[0] is item:

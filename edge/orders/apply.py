@@ -523,7 +523,7 @@ def _when(text: str | None) -> datetime | None:
 
 
 def _course_of(change_ref: str) -> int | None:
-    head, sep, tail = change_ref.rpartition("-course-")
+    _, sep, tail = change_ref.rpartition("-course-")
     return int(tail) if sep and tail.isdigit() else None
 
 

@@ -9,12 +9,14 @@ and publish the printer's state. Job states live in SQLite: queued -> sending ->
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from edge import crashpoints
 from edge.clock import Clock, rfc3339
 from edge.config.models import Config, MdnsConnection, PrinterConfig, TcpConnection
 from edge.printing import jobs
@@ -56,7 +58,8 @@ def make_transport(printer: PrinterConfig, cfg: Config,
     from edge.printing.usb import UsbTransport
 
     return UsbTransport(target.vendor_id, target.product_id, target.serial, name=printer.id,
-                        timeout_ms=int(timing.write_timeout * 1000))
+                        timeout_ms=int(timing.write_timeout * 1000),
+                        status_timeout_ms=int(timing.status_timeout * 1000))
 
 
 @dataclass
@@ -91,6 +94,8 @@ class Spooler:
         self.printed = 0
         self.on_printed: Callable[[jobs.Claimed], None] | None = None
         self._sending: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         for printer in cfg.printers:
             transport = (transports or {}).get(printer.id) or make_transport(
                 printer, cfg, mdns_lookup)
@@ -105,9 +110,9 @@ class Spooler:
         for worker in self.workers.values():
             worker.wake.set()
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._sending)
+    async def wait_idle(self) -> None:
+        """Until no ticket is on its way to a printer."""
+        await self._idle.wait()
 
     async def recover(self) -> None:
         keys = await self.store.transact(jobs.recover_after_crash)
@@ -129,7 +134,7 @@ class Spooler:
     async def _scheduler(self) -> None:
         while True:
             now = self.clock.now()
-            released = await self.store.transact(lambda c: jobs.release_due(c, now))
+            released = await self.store.transact(functools.partial(jobs.release_due, now=now))
             if released:
                 for key in released:
                     log.info("job_released", job_key=key, why="scheduled time reached")
@@ -168,6 +173,12 @@ class Spooler:
             health.since_wall = rfc3339(self.clock.now())
             log.info("printer_state", printer_id=worker.printer.id, state=state, detail=detail,
                      queued=queued)
+            printer_id, since = worker.printer.id, health.since_wall
+            await self.store.transact(lambda c: c.execute(
+                "INSERT INTO printer_states (printer_id, state, since, detail) VALUES (?,?,?,?) "
+                "ON CONFLICT(printer_id) DO UPDATE SET state=excluded.state, "
+                "since=excluded.since, detail=excluded.detail",
+                (printer_id, state, since, detail)))
         body: dict[str, object] = {"printer_id": worker.printer.id, "state": state,
                                    "since": health.since_wall, "queued": queued}
         if body != worker.last_published:
@@ -192,7 +203,7 @@ class Spooler:
         attempt = 0
         while True:
             stations = self._serving(worker)
-            key = await self.store.read(lambda c, s=stations: jobs.next_queued(c, s))  # type: ignore[misc]
+            key = await self.store.read(functools.partial(jobs.next_queued, stations=stations))
             if key is None:
                 # Idle: keep the published state fresh, wake at once for new jobs.
                 worker.wake.clear()
@@ -229,27 +240,32 @@ class Spooler:
         log_ = log.bind(job_key=claimed.job_key, order_id=claimed.order_id,
                         printer_id=printer.id)
         self._sending.add(claimed.job_key)
+        self._idle.clear()
         try:
             try:
                 data = render_ticket(claimed.ticket, columns=printer.columns,
                                      profile=printer.profile, codepage=printer.codepage)
             except Exception as exc:  # a rendering bug must not stop the kitchen
                 log_.exception("ticket_render_failed")
-                await self.store.transact(
-                    lambda c: jobs.fail(c, claimed, f"render failed: {exc}", self.clock.now()))
+                why, at = f"render failed: {exc}", self.clock.now()
+                await self.store.transact(lambda c: jobs.fail(c, claimed, why, at))
                 return
             try:
                 await worker.transport.send(data)
             except PrinterUnavailable as exc:
                 log_.warning("ticket_send_failed", reason=exc.reason)
+                reason, maybe = exc.reason, exc.may_have_printed
                 await self.store.transact(
-                    lambda c: jobs.give_back(c, claimed, exc.reason, maybe_on_paper=True))
-                await self._set_health(worker, "offline", exc.reason)
+                    lambda c: jobs.give_back(c, claimed, reason, maybe_on_paper=maybe))
+                await self._set_health(worker, "offline", reason)
                 return
+            crashpoints.reached("after_send")
             done = self.clock.now()
             await self.store.transact(lambda c: jobs.printed(c, claimed, done))
         finally:
             self._sending.discard(claimed.job_key)
+            if not self._sending:
+                self._idle.set()
         self.printed += 1
         log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
                   backup_from=claimed.backup_from, bytes=len(data))

@@ -8,7 +8,7 @@ incoming events therefore costs one thread hop and one fsync, not one per statem
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -70,7 +70,11 @@ class Store:
         await writer
         reader = aiosqlite.connect(str(self.path), isolation_level=None)
         try:
-            await self._run(writer, lambda c: (_tune(c), migrate(c, str(self.path))))
+            def prepare(conn: sqlite3.Connection) -> None:
+                _tune(conn)
+                migrate(conn, str(self.path))
+
+            await self._run(writer, prepare)
             await reader
             await self._run(reader, _tune)
         except BaseException:
@@ -88,8 +92,9 @@ class Store:
     async def _run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite has no public "run this function on your thread"; `_execute` is that,
         # and it is what every public method of it uses. Pinned below 0.23 in pyproject.
-        raw = conn._conn  # noqa: SLF001
-        return cast(T, await conn._execute(fn, raw))  # noqa: SLF001
+        raw = conn._conn
+        execute = cast(Callable[..., Awaitable[T]], conn._execute)
+        return await execute(fn, raw)
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside one IMMEDIATE transaction on the writer; commit, or roll back."""

@@ -1,0 +1,21 @@
+"""Named places where a crash test may SIGKILL the daemon, at the exact worst moment.
+
+`KITCHEN_EDGE_CRASHPOINT=after_send` makes the process kill itself with SIGKILL right after
+a ticket's bytes reached the printer and before that was committed: the moment a naive
+spooler would print the ticket twice without saying so. Unset (always, in production) a
+crash point costs one comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_ARMED = os.environ.get("KITCHEN_EDGE_CRASHPOINT", "")
+
+POINTS = ("after_send", "after_commit_before_ack")
+
+
+def reached(name: str) -> None:
+    if _ARMED and name == _ARMED:
+        os.kill(os.getpid(), signal.SIGKILL)
