@@ -338,10 +338,14 @@ def _read_secret(path: Path | None) -> str | None:
 
 
 def run_daemon(config_path: Path) -> int:
+    import faulthandler
+
     from edge.log import configure
 
     cfg = load_config(config_path)
     configure(cfg.log_level)
+    # A watchdog kill (SIGABRT) then leaves the stuck stack in the journal.
+    faulthandler.enable()
 
     async def main() -> int:
         current: Config | None = cfg

@@ -23,7 +23,11 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+mkdir -p .venv/log
+if ! .venv/bin/python -m pip install -q -e '.[test]' >.venv/log/pip.log 2>&1; then
+  cat .venv/log/pip.log
+  echo "setup: pip install failed" >&2
+  exit 1
+fi
 .venv/bin/python -c "import edge, aiomqtt, escpos" # fail here, not in the first test
 echo "setup: ok ($(.venv/bin/python --version))"

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The main job on one machine: the daemon against the local Mosquitto (127.0.0.1:1883, started
+# here if nothing listens there), two virtual printers, sample orders; SQLite, no cloud.
+# Ends by listing the tickets' PNG files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+PY=.venv/bin/python
+OUT=${DEMO_OUT:-$PWD/demo-out}
+RUN=$(date +%H%M%S)
+SITE=demo-kitchen
+rm -rf "$OUT"; mkdir -p "$OUT"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! port_open 1883; then
+  echo "demo: no broker on 127.0.0.1:1883; starting mosquitto for the demo"
+  mosquitto -p 1883 >"$OUT/mosquitto.log" 2>&1 & pids+=($!)
+  for _ in $(seq 50); do port_open 1883 && break; sleep 0.1; done
+fi
+
+start_printer() {  # name -> prints the JSON line with its port
+  $PY -m edge virtual-printer --port 0 --out "$OUT/printer-$1" --control-port 0 \
+    >"$OUT/printer-$1.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do
+    grep -q '"listening"' "$OUT/printer-$1.log" 2>/dev/null && break; sleep 0.1
+  done
+  grep '"listening"' "$OUT/printer-$1.log" | head -1 | $PY -c 'import json,sys; print(json.load(sys.stdin)["port"])'
+}
+HOT=$(start_printer hot)
+BAR=$(start_printer bar)
+HTTP_PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+cat >"$OUT/station.yaml" <<YAML
+site: $SITE
+state_dir: ./state
+mqtt:
+  url: mqtt://127.0.0.1:1883
+  client_id: kitchen-edge-demo-$RUN
+  session_expiry: 300
+printers:
+  - id: hot-line
+    connection: tcp://127.0.0.1:$HOT
+    profile: TM-T88V
+  - id: bar
+    connection: tcp://127.0.0.1:$BAR
+    profile: TM-T88V
+    columns: 42
+stations:
+  - id: grill
+    printer: hot-line
+    backup: bar
+    categories: [grill, mains]
+  - id: drinks
+    printer: bar
+    categories: [drinks, desserts]
+routing:
+  default_station: grill
+http:
+  listen: 127.0.0.1:$HTTP_PORT
+YAML
+.venv/bin/kitchen-edge config check "$OUT/station.yaml"
+.venv/bin/kitchen-edge run --config "$OUT/station.yaml" >"$OUT/daemon.log" 2>&1 & DAEMON=$!; pids+=($DAEMON)
+for _ in $(seq 100); do grep -q daemon_ready "$OUT/daemon.log" && break; sleep 0.1; done
+grep -q daemon_ready "$OUT/daemon.log" || { echo "daemon did not start:"; cat "$OUT/daemon.log"; exit 1; }
+echo "demo: daemon ready (log: $OUT/daemon.log, http://127.0.0.1:$HTTP_PORT)"
+
+$PY scripts/demo_orders.py --port 1883 --site $SITE --run "$RUN"
+sleep 2
+echo
+echo "== timeline of qr-7001-$RUN (GET /orders/qr-7001-$RUN/timeline)"
+$PY - "$HTTP_PORT" "qr-7001-$RUN" <<'PYEOF'
+import json, sys, urllib.request
+port, order = sys.argv[1], sys.argv[2]
+body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/orders/{order}/timeline"))
+for step in body["steps"]:
+    print(f"  {step['sequence']}. {step['label']:26} evidence {step['evidence']}")
+print("  last status:", body["last_status"])
+PYEOF
+echo
+echo "== jobs"
+.venv/bin/kitchen-edge jobs list --config "$OUT/station.yaml" --limit 20
+echo
+echo "== dead letters"
+.venv/bin/kitchen-edge dead-letter list --config "$OUT/station.yaml"
+kill -TERM "$DAEMON"; wait "$DAEMON" || true
+sleep 1   # the printers finish writing their PNGs
+echo
+echo "== tickets printed (PNG, text beside each)"
+ls "$OUT"/printer-*/*.png
