@@ -201,6 +201,12 @@ ensure_dir "$ETC" 0755 root:root
 if [ ! -e "$ETC/station.yaml" ]; then
     if [ -f "$FROM/config/station.example.yaml" ]; then
         install -m 0640 "$FROM/config/station.example.yaml" "$ETC/station.yaml"
+        # The shipped Mosquitto config wants a password on 1883: switch the daemon's
+        # credentials on in the installed copy (the example keeps them commented so that it
+        # validates on a development machine without /etc/kitchen-edge/mqtt.pass).
+        sed -i -e 's|^  # username: kitchen-edge$|  username: kitchen-edge|' \
+               -e 's|^  # password_file: /etc/kitchen-edge/mqtt.pass$|  password_file: /etc/kitchen-edge/mqtt.pass|' \
+               "$ETC/station.yaml"
         own "root:$SERVICE_USER" "$ETC/station.yaml"
         changed "/etc/kitchen-edge/station.yaml (from config/station.example.yaml: edit it)"
     else

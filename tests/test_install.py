@@ -113,7 +113,6 @@ def test_install_into_a_throwaway_root(checkout: Path, tmp_path: Path) -> None:
         "etc/sysusers.d/kitchen-edge.conf": ("systemd/kitchen-edge.sysusers", 0o644),
         "etc/mosquitto/conf.d/kitchen-edge.conf": ("config/mosquitto.conf", 0o644),
         "etc/mosquitto/kitchen-edge.acl": ("config/mosquitto.acl", 0o640),
-        "etc/kitchen-edge/station.yaml": ("config/station.example.yaml", 0o640),
         "opt/kitchen-edge/docs/service.md": ("docs/service.md", 0o644),
         "opt/kitchen-edge/docs/mosquitto.md": ("docs/mosquitto.md", 0o644),
     }
@@ -121,6 +120,17 @@ def test_install_into_a_throwaway_root(checkout: Path, tmp_path: Path) -> None:
         path = root / dest
         assert path.read_bytes() == (checkout / src).read_bytes(), dest
         assert mode(path) == want_mode, f"{dest}: {oct(mode(path))}"
+
+    # The installed station.yaml is the example with the daemon's broker credentials on,
+    # and it is a valid config once the password file the install made is in place.
+    station = root / "etc/kitchen-edge/station.yaml"
+    assert mode(station) == 0o640
+    example = (checkout / "config/station.example.yaml").read_text()
+    assert station.read_text() == example.replace(
+        "  # username: kitchen-edge\n", "  username: kitchen-edge\n").replace(
+        "  # password_file: /etc/kitchen-edge/mqtt.pass\n",
+        "  password_file: /etc/kitchen-edge/mqtt.pass\n")
+    assert "\n  username: kitchen-edge\n" in station.read_text()
 
     wants = root / "etc/systemd/system/multi-user.target.wants/kitchen-edge.service"
     assert os.readlink(wants) == "/etc/systemd/system/kitchen-edge.service"

@@ -119,6 +119,17 @@ def _cross_checks(data: dict[str, Any], add: Any) -> None:
                     add((kind, i, "id"), f"duplicate id '{ident}'")
                 seen.add(ident)
     known = {p.get("id") for p in printers}
+    for i, printer in enumerate(printers):
+        profile, codepage = printer.get("profile"), printer.get("codepage")
+        if isinstance(profile, str) or isinstance(codepage, str):
+            # Imported here: rendering pulls in python-escpos, which plain loading need not.
+            from edge.printing.codepages import check_codepage
+
+            problem = check_codepage(profile if isinstance(profile, str) else None,
+                                     codepage if isinstance(codepage, str) else None)
+            if problem:
+                key = "codepage" if isinstance(codepage, str) else "profile"
+                add(("printers", i, key), problem)
     routing = data.get("routing") if isinstance(data.get("routing"), dict) else {}
     default = routing.get("default_station") if isinstance(routing, dict) else None
     for i, station in enumerate(stations):
