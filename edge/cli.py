@@ -179,7 +179,7 @@ def cmd_printers_test(args: argparse.Namespace) -> int:
 def cmd_printers_discover(args: argparse.Namespace) -> int:
     from edge.discovery.report import discover, format_table
 
-    found = discover(timeout=args.timeout)
+    found = discover(timeout=args.timeout, interfaces=args.interfaces)
     _emit(found, args.json, format_table)
     return 0
 
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(fn=cmd_printers_test)
     pd = printers.add_parser("discover", help="find printers on USB and mDNS")
     pd.add_argument("--timeout", type=float, default=3.0)
+    pd.add_argument("--interface", action="append", dest="interfaces", metavar="ADDRESS",
+                    help="IPv4 address to browse mDNS on (repeatable; default all)")
     pd.add_argument("--json", action="store_true")
     pd.set_defaults(fn=cmd_printers_discover)
 

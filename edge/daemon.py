@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import signal
 import sqlite3
 from pathlib import Path
@@ -27,7 +26,6 @@ from edge.orders.apply import Applier, Plan
 from edge.printing.jobs import Claimed
 from edge.printing.spooler import Spooler
 from edge.store import DB_FILENAME, SchemaTooNew, Store
-from edge.timeline import build_timeline
 
 log = structlog.get_logger(__name__)
 
@@ -62,8 +60,6 @@ class Daemon:
         self.notifier: Any = None
         self.stop_requested = asyncio.Event()
         self.ready = asyncio.Event()
-        self._status_dirty: set[str] = set()
-        self._status_wake = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -87,21 +83,23 @@ class Daemon:
         for outcome in result.outcomes:
             if outcome.dead_letter_id is not None:
                 self._publish_dead_letter(outcome.dead_letter_id)
-        self._mark_dirty(result.touched_orders)
+        for order_id, timeline in result.timelines.items():
+            self._publish_timeline(order_id, timeline)
 
-    def _after_print(self, claimed: Claimed) -> None:
+    def _after_print(self, claimed: Claimed, timeline: dict[str, Any] | None) -> None:
         from edge.service import metrics
 
         waited = (self.clock.now() - claimed.created_at).total_seconds()
         metrics.event_to_print_seconds.observe(max(0.0, waited))
         if self.sender is not None:
             self.sender.kick()
-        self._mark_dirty({claimed.order_id})
+        if timeline is not None:
+            self._publish_timeline(claimed.order_id, timeline)
 
-    def _mark_dirty(self, orders: set[str]) -> None:
-        if orders:
-            self._status_dirty |= orders
-            self._status_wake.set()
+    def _publish_timeline(self, order_id: str, timeline: dict[str, Any]) -> None:
+        """The timeline the transaction just wrote as a status record, retained; the link
+        keeps only the newest per topic if it cannot send at once."""
+        self.link.publish(f"{self.cfg.root}/orders/{order_id}/status", timeline, retain=True)
 
     def _publish_dead_letter(self, row_id: int) -> None:
         async def publish() -> None:
@@ -122,19 +120,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(publish())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _status_publisher(self) -> None:
-        """Retained order timelines, coalesced: many changes to one order publish once."""
-        while True:
-            await self._status_wake.wait()
-            self._status_wake.clear()
-            orders, self._status_dirty = self._status_dirty, set()
-            for order_id in orders:
-                timeline = await self.store.read(
-                    functools.partial(build_timeline, order_id=order_id))
-                if timeline is not None:
-                    self.link.publish(f"{self.cfg.root}/orders/{order_id}/status", timeline,
-                                      retain=True)
 
     async def _republish_unsent_dead_letters(self) -> None:
         ids = await self.store.read(lambda c: [r[0] for r in c.execute(
@@ -218,8 +203,7 @@ class Daemon:
         async with asyncio.TaskGroup() as group:
             ingest = group.create_task(self.link.run(self.ingest.consume), name="ingest")
             spool = group.create_task(self.spooler.run(), name="spooler")
-            others = [group.create_task(self._status_publisher(), name="status")]
-            others.append(group.create_task(self._announce_ready(), name="ready"))
+            others = [group.create_task(self._announce_ready(), name="ready")]
             others.append(group.create_task(self._watch_config(), name="config-watch"))
             if self.sender is not None:
                 others.append(group.create_task(self.sender.run(), name="upstream"))
@@ -280,7 +264,7 @@ class Daemon:
             from edge.discovery.mdns import MdnsBrowser
 
             self.browser = MdnsBrowser(interfaces=self.cfg.discovery.interfaces,
-                                       on_change=self._mdns_changed)
+                                       on_change=self._mdns_changed, store=self.store)
 
     def _wan_changed(self, up: bool) -> None:
         log.info("wan_state", up=up)

@@ -175,8 +175,8 @@ class Publisher:
         return self.send(f"{ROOT}/orders/{body['order_id']}/events", body, wait=wait)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 class Listener:
@@ -207,5 +207,5 @@ class Listener:
         raise TimeoutError(f"no matching message in {timeout}s; got {self.messages[-5:]}")
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()

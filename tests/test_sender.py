@@ -314,7 +314,8 @@ async def test_an_answer_that_never_finishes_hits_the_overall_deadline(rig: Rig)
     started = time.monotonic()
     await wan_is(rig, False, within=timeout * DEADLINE_FACTOR + 1.0)
     elapsed = time.monotonic() - started
-    assert timeout * DEADLINE_FACTOR - 0.2 <= elapsed <= timeout * DEADLINE_FACTOR + 0.5
+    # The upper bound leaves room for a loaded 2-core CI machine; the lower one is the point.
+    assert timeout * DEADLINE_FACTOR - 0.2 <= elapsed <= timeout * DEADLINE_FACTOR + 2.0
     assert sender.last_error == "overall deadline exceeded"
     assert (await rig.states())["confirmation:o1"] == "pending"
     await rig.fake.set_fault("none")

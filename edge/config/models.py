@@ -91,7 +91,9 @@ class MqttConfig(_Strict):
     # MQTT v5 Receive Maximum: unacknowledged messages the broker may have in flight to us.
     receive_maximum: int = Field(default=256, ge=1, le=65535)
     keepalive: int = Field(default=30, ge=5, le=3600)
-    max_batch: int = Field(default=256, ge=1, le=10000)
+    # Events per transaction at most: big enough to share one fsync, small enough that a
+    # backlog never keeps the spooler off the single writer for long.
+    max_batch: int = Field(default=64, ge=1, le=10000)
 
     @field_validator("url")
     @classmethod
@@ -211,8 +213,6 @@ class DiscoveryConfig(_Strict):
     enabled: bool = True
     usb: bool = True
     usb_rescan: float = Field(default=5.0, gt=0)
-    # Addition for tests and unusual networks: the mDNS port (5353 on a real LAN).
-    mdns_port: int = Field(default=5353, ge=1, le=65535)
 
 
 class Config(_Strict):

@@ -177,10 +177,13 @@ class TcpTransport:
                     new=_fmt(address),
                 )
                 self._abort("address changed")
+            elif address is None:
+                # The service said goodbye or stopped answering: whatever still listens
+                # there is no longer the printer the config names.
+                self._abort("service withdrawn")
             elif conn.dead:
                 self._abort("closed by printer")
             else:
-                # A resolver that forgot the service does not break a working connection.
                 return conn, False
         if address is None:
             raise PrinterUnavailable("service not resolved")
