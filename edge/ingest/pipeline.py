@@ -51,6 +51,7 @@ class BatchResult:
     outcomes: list[Outcome]
     touched_orders: set[str]
     new_jobs: int
+    timelines: dict[str, dict[str, Any]] = field(default_factory=dict)  # changed ones
 
 
 def cut_payload(payload: bytes) -> str:
@@ -99,9 +100,12 @@ class Pipeline:
                 touched.add(outcome.order_id)
             new_jobs += len(outcome.new_jobs)
             outcomes.append(outcome)
+        timelines: dict[str, dict[str, Any]] = {}
         for order_id in touched:
-            sync_records(conn, order_id, now)
-        return BatchResult(outcomes, touched, new_jobs)
+            timeline = sync_records(conn, order_id, now)
+            if timeline is not None:
+                timelines[order_id] = timeline
+        return BatchResult(outcomes, touched, new_jobs, timelines)
 
     @staticmethod
     def _describe(outcome: Outcome, message: Incoming) -> None:

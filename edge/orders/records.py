@@ -63,8 +63,10 @@ def confirmation_if_first(conn: sqlite3.Connection, order_id: str, job_key: str,
     )
 
 
-def sync_records(conn: sqlite3.Connection, order_id: str, now: datetime) -> None:
-    """Outbox records for whatever changed about the order since the last call."""
+def sync_records(conn: sqlite3.Connection, order_id: str, now: datetime, *,
+                 timeline: bool = True) -> dict[str, Any] | None:
+    """Outbox records for whatever changed about the order since the last call. Returns the
+    timeline when it changed (the caller publishes it once committed), else None."""
     jobs = conn.execute(
         "SELECT job_key, station_id, kind, state, printer_id, backup_from, may_be_duplicate, "
         "reprint_of, reason, created_at, printed_at FROM print_jobs "
@@ -86,15 +88,18 @@ def sync_records(conn: sqlite3.Connection, order_id: str, now: datetime) -> None
             created_at=now,
         )
         conn.execute("UPDATE print_jobs SET reported_state=state WHERE job_key=?", (job[0],))
-    timeline = build_timeline(conn, order_id)
-    if timeline is None:
-        return
-    text = json.dumps(timeline, sort_keys=True, ensure_ascii=False)
+    if not timeline:
+        return None
+    current = build_timeline(conn, order_id)
+    if current is None:
+        return None
+    text = json.dumps(current, sort_keys=True, ensure_ascii=False)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     row = conn.execute("SELECT timeline_digest FROM orders WHERE order_id=?",
                        (order_id,)).fetchone()
     if row is not None and row[0] == digest:
-        return
+        return None
     conn.execute("UPDATE orders SET timeline_digest=? WHERE order_id=?", (digest, order_id))
     add_record(conn, kind="status", record_id=f"status:{order_id}:{digest}", order_id=order_id,
-               body=timeline, created_at=now)
+               body=current, created_at=now)
+    return current

@@ -96,19 +96,31 @@ class Store:
         execute = cast(Callable[..., Awaitable[T]], conn._execute)
         return await execute(fn, raw)
 
-    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside one IMMEDIATE transaction on the writer; commit, or roll back."""
+    async def transact(self, fn: Callable[[sqlite3.Connection], T], *,
+                       durable: bool = True) -> T:
+        """Run `fn` inside one IMMEDIATE transaction on the writer; commit, or roll back.
+
+        `durable=False` commits without waiting for the disk (WAL, synchronous=NORMAL): a
+        process crash keeps it, a power cut may lose it, and the next durable commit makes it
+        durable too. Only for writes whose loss is safe, such as marking a ticket printed
+        (lost, the ticket prints again saying MAY BE DUPLICATE)."""
         if self._writer is None:
             raise RuntimeError("store is not open")
 
         def unit(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
             return result
 
         return await self._run(self._writer, unit)
