@@ -55,6 +55,8 @@ class Plan:
 class Applied:
     order_id: str
     effect: str                       # "applied" or "repeat" (a change the order already has)
+    # Jobs this event made printable: created queued, or released from a hold or a course
+    # wait. The caller wakes the spooler for them; without it a FIRE waits for its poll.
     new_jobs: list[str] = field(default_factory=list)
 
 
@@ -150,7 +152,9 @@ class Applier:
                     not_before = scheduled_for - self.plan.lead(station_id)
                     if wait is None and not_before > now:
                         wait = "scheduled"
-                if order.status == "held":
+                # A later course waits for its course even while held: resume releases
+                # only what the hold stopped, and course_fired re-holds it if need be.
+                if order.status == "held" and wait != "course":
                     wait = "held"
                 self._new_job(conn, event, result, now,
                               job_key=job_key(event.order_id, ref, station_id),
@@ -311,7 +315,8 @@ class Applier:
         count = order.hold_count + 1
         jobs = kitchen.order_jobs(conn, order.order_id)
         for job in jobs:
-            if job.state in kitchen.OPEN and job.wait_reason != "course":
+            if job.state in kitchen.OPEN and job.wait_reason != "course" \
+                    and job.reprint_of is None and kitchen.cooks(job.kind, job.change_ref):
                 kitchen.set_wait(conn, job.job_key, "held", now)
         self._set(conn, order.order_id, now, status="held", held_from=order.status,
                   hold_count=count)
@@ -335,11 +340,19 @@ class Applier:
         for job in jobs:
             if job.state == "waiting" and job.wait_reason == "held":
                 due = _when(job.not_before)
-                kitchen.set_wait(conn, job.job_key, "scheduled" if due and due > now else None,
-                                 now)
+                later = due is not None and due > now
+                kitchen.set_wait(conn, job.job_key, "scheduled" if later else None, now)
+                if not later:
+                    result.new_jobs.append(job.job_key)
         self._set(conn, order.order_id, now, status=back, held_from=None)
-        self._notice_jobs(conn, event, result, "FIRE", f"fire-{order.hold_count}", now,
-                          kitchen.reached_lines_by_station(jobs))
+        # Every station told to hold is told to go on, even one whose ticket was given back
+        # unprinted after the HOLD went out (its food ticket then follows the FIRE).
+        go_on = kitchen.reached_lines_by_station(jobs)
+        for job in jobs:
+            if job.kind == "HOLD" and job.change_ref == f"hold-{order.hold_count}" \
+                    and job.state != "withdrawn":
+                go_on.setdefault(job.station_id, job.line_ids)
+        self._notice_jobs(conn, event, result, "FIRE", f"fire-{order.hold_count}", now, go_on)
         add_activity(conn, event, "Order resumed", now, {"status": back})
         refresh_progress(conn, order.order_id, now)
         return result
@@ -426,6 +439,8 @@ class Applier:
                     and course <= data.course:
                 kitchen.set_wait(conn, job.job_key, "held" if order.status == "held" else None,
                                  now)
+                if order.status != "held":
+                    result.new_jobs.append(job.job_key)
         self._set(conn, order.order_id, now, fired_course=data.course)
         add_activity(conn, event, f"Course {data.course} fired", now, {})
         return result

@@ -49,6 +49,16 @@ def food_jobs(jobs: Iterable[JobRow]) -> list[JobRow]:
     return [j for j in jobs if j.kind in FOOD_KINDS and j.reprint_of is None]
 
 
+def cooks(kind: str, change_ref: str) -> bool:
+    """A ticket that tells a station to cook: NEW, ADDED, or a later course's FIRE.
+
+    Only these wait while the order is held and are dropped once it is called off; notices
+    (VOID, HOLD, CANCELLED, and the FIRE that ends a hold) tell the kitchen to stop or go,
+    and are never held back.
+    """
+    return kind in ("NEW", "ADDED") or (kind == "FIRE" and "-course-" in change_ref)
+
+
 def reached_lines_by_station(jobs: Iterable[JobRow]) -> dict[str, list[str]]:
     """station -> line ids whose food ticket reached that station's printer, in order."""
     out: dict[str, list[str]] = {}

@@ -12,8 +12,10 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from edge.clock import parse_rfc3339, rfc3339_ms
+from edge.orders import kitchen
 from edge.orders.apply import refresh_progress
 from edge.orders.records import add_activity, sync_records
 from edge.printing.ticket import Ticket, TicketItem
@@ -120,11 +122,15 @@ def claim(conn: sqlite3.Connection, stations: Sequence[str], printer_id: str,
         may_be_duplicate=bool(job[5]),
         late=late_after > 0 and now - reference > timedelta(seconds=late_after),
     )
-    sync_records(conn, job[0], now)
+    # queued -> sending is a print_job record, but no timeline step: both count as "handed
+    # to a printer", so the timeline is not rebuilt on this hot path.
+    sync_records(conn, job[0], now, timeline=False)
     return Claimed(key, job[0], station, printer_id, came_from, ticket, created)
 
 
-def printed(conn: sqlite3.Connection, claimed: Claimed, now: datetime) -> None:
+def printed(conn: sqlite3.Connection, claimed: Claimed,
+            now: datetime) -> dict[str, Any] | None:
+    """Mark the job printed; returns the order's timeline if that changed it."""
     conn.execute("UPDATE print_jobs SET state='printed', printed_at=?, reason=NULL "
                  "WHERE job_key=? AND state='sending'", (rfc3339_ms(now), claimed.job_key))
     where = claimed.printer_id + (f" (backup for {claimed.backup_from})"
@@ -133,18 +139,47 @@ def printed(conn: sqlite3.Connection, claimed: Claimed, now: datetime) -> None:
                  {"job_key": claimed.job_key, "station": claimed.station_id},
                  order_id=claimed.order_id)
     refresh_progress(conn, claimed.order_id, now)
-    sync_records(conn, claimed.order_id, now)
+    return sync_records(conn, claimed.order_id, now)
+
+
+def _back_to(conn: sqlite3.Connection, job_key: str) -> tuple[str, str | None]:
+    """Where a job goes when its send did not finish: the order may have changed while the
+    bytes were on their way. A cancel or void then already counted the job as on paper and
+    told the station (CANCELLED / VOID), so a cooking ticket must not come back after that;
+    a hold makes it wait like the order's other unprinted tickets."""
+    row = conn.execute(
+        "SELECT j.kind, j.change_ref, j.line_ids, j.reprint_of, o.status FROM print_jobs j "
+        "JOIN orders o ON o.order_id = j.order_id WHERE j.job_key=?", (job_key,)).fetchone()
+    if row is None or row[3] is not None or not kitchen.cooks(row[0], row[1]):
+        return "queued", None
+    if row[4] in ("cancelled", "void"):
+        return "withdrawn", f"order {row[4]} while the ticket was being sent"
+    line_ids: list[str] = json.loads(row[2])
+    if line_ids and not conn.execute(
+            f"SELECT 1 FROM print_jobs j JOIN order_lines l ON l.order_id = j.order_id "
+            f"WHERE j.job_key=? AND l.state != 'voided' AND l.line_id IN "
+            f"({','.join('?' * len(line_ids))}) LIMIT 1", (job_key, *line_ids)).fetchone():
+        return "withdrawn", "all its lines were voided while it was being sent"
+    if row[4] == "held":
+        return "waiting", "held"
+    return "queued", None
+
+
+def _put_back(conn: sqlite3.Connection, job_key: str, reason: str, maybe_on_paper: bool) -> None:
+    state, why = _back_to(conn, job_key)
+    conn.execute(
+        "UPDATE print_jobs SET state=?, reason=?, wait_reason=?, "
+        "may_be_duplicate = may_be_duplicate OR ? WHERE job_key=? AND state='sending'",
+        (state, why if state == "withdrawn" else reason, why if state == "waiting" else None,
+         1 if maybe_on_paper else 0, job_key),
+    )
 
 
 def give_back(conn: sqlite3.Connection, claimed: Claimed, reason: str, *,
               maybe_on_paper: bool) -> None:
-    """The send failed: queue the job again. If any byte may have reached the printer, the
-    next copy says MAY BE DUPLICATE."""
-    conn.execute(
-        "UPDATE print_jobs SET state='queued', reason=?, "
-        "may_be_duplicate = may_be_duplicate OR ? WHERE job_key=? AND state='sending'",
-        (reason, 1 if maybe_on_paper else 0, claimed.job_key),
-    )
+    """The send failed: queue the job again (or hold or drop it, see `_back_to`). If any byte
+    may have reached the printer, the next copy says MAY BE DUPLICATE."""
+    _put_back(conn, claimed.job_key, reason, maybe_on_paper)
 
 
 def fail(conn: sqlite3.Connection, claimed: Claimed, reason: str, now: datetime) -> None:
@@ -154,24 +189,27 @@ def fail(conn: sqlite3.Connection, claimed: Claimed, reason: str, now: datetime)
 
 
 def recover_after_crash(conn: sqlite3.Connection) -> list[str]:
-    """Jobs left `sending` by a crash may be on paper: queue them again, marked."""
+    """Jobs left `sending` by a crash may be on paper: queue them again, marked, unless the
+    order was held or called off meanwhile (see `_back_to`)."""
     keys = [r[0] for r in conn.execute("SELECT job_key FROM print_jobs WHERE state='sending'")]
-    conn.execute("UPDATE print_jobs SET state='queued', may_be_duplicate=1, "
-                 "reason='interrupted while sending' WHERE state='sending'")
+    for key in keys:
+        _put_back(conn, key, "interrupted while sending", True)
     return keys
 
 
 def release_due(conn: sqlite3.Connection, now: datetime) -> list[str]:
-    """Scheduled jobs whose start time has come are queued."""
+    """Scheduled jobs whose start time has come are queued (and reported upstream)."""
     stamp = rfc3339_ms(now)
-    keys = [r[0] for r in conn.execute(
-        "SELECT job_key FROM print_jobs WHERE state='waiting' AND wait_reason='scheduled' "
-        "AND not_before <= ?", (stamp,))]
-    if keys:
+    due = conn.execute(
+        "SELECT job_key, order_id FROM print_jobs WHERE state='waiting' "
+        "AND wait_reason='scheduled' AND not_before <= ?", (stamp,)).fetchall()
+    if due:
         conn.executemany(
             "UPDATE print_jobs SET state='queued', wait_reason=NULL, queued_at=? WHERE job_key=?",
-            [(stamp, k) for k in keys])
-    return keys
+            [(stamp, key) for key, _ in due])
+        for order_id in {order for _, order in due}:
+            sync_records(conn, order_id, now)
+    return [key for key, _ in due]
 
 
 def next_due(conn: sqlite3.Connection) -> datetime | None:
