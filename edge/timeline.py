@@ -126,7 +126,8 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     seen: set[str] = set()
     for event_id, kind, occurred_at, payload in conn.execute(
         f"SELECT event_id, type, occurred_at, payload FROM events"
-        f" WHERE order_id = ? AND type IN ({marks}) ORDER BY received_at, rowid",
+        f" WHERE order_id = ? AND applied = 1 AND type IN ({marks})"
+        f" ORDER BY received_at, rowid",
         (order_id, *LIFECYCLE),
     ):
         key = LIFECYCLE[str(kind)]

@@ -43,7 +43,8 @@ def test_event_applied_once_and_same_change_under_new_id_makes_no_new_job(
     pos.order(created("qr-7001", channel="qr_menu"))
     pos.order(created("qr-7001", channel="qr_menu"))                   # broker redelivery
     pos.order(created("qr-7001", channel="qr_menu", event_id="retry-2"))  # new id, same change
-    daemon.wait_until(lambda: count(daemon, "SELECT COUNT(*) FROM events") == 2, what="2 events")
+    daemon.wait_until(lambda: count(daemon, "SELECT COUNT(*) FROM events WHERE applied = 1") == 2,
+                      what="2 events applied")
     assert count(daemon, "SELECT COUNT(*) FROM print_jobs") == 1
     assert count(daemon, "SELECT COUNT(*) FROM outbox WHERE kind='confirmation'") == 1
     assert daemon.query("SELECT status, channel FROM orders") == [("created", "qr_menu")]

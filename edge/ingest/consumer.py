@@ -1,10 +1,14 @@
-"""The ingest loop: take what the broker has sent, commit it, then acknowledge it.
+"""The ingest loop: take what the broker has sent, make it durable, acknowledge it, apply it.
 
-Messages are taken in batches (whatever is already queued, up to `max_batch`), applied in
-one transaction and acknowledged in arrival order after COMMIT. A crash anywhere before the
-commit leaves every message of the batch unacknowledged, so the broker sends it again; a
-crash after the commit and before the PUBACKs makes the broker resend messages that are
-already in the database, and `event_id` deduplication absorbs them.
+Messages are taken in batches (whatever is already queued, up to `max_batch`) and stored in
+one durable transaction; the PUBACKs go out, in arrival order, only after COMMIT. A crash
+before the commit leaves every message of the batch unacknowledged, so the broker sends it
+again; a crash after the commit and before the PUBACKs makes the broker resend messages that
+are already stored, and `event_id` deduplication absorbs them.
+
+A second task applies the stored events (see `edge.ingest.pipeline`). While a backlog is
+arriving it lets the intake run ahead, but never waits longer than `APPLY_MAX_LAG` before
+applying a chunk, so tickets start printing while the broker's queue is still draining.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from edge.store import Store
 
 log = structlog.get_logger(__name__)
 
+APPLY_MAX_LAG = 1.0
+# Events applied per transaction: a short hold on the single writer, so the intake and the
+# spooler's claims get their turn during a backlog.
+APPLY_CHUNK = 64
+
 
 class Ingest:
     def __init__(self, store: Store, pipeline: Pipeline, clock: Clock, *, max_batch: int,
@@ -34,14 +43,30 @@ class Ingest:
         self.max_batch = max_batch
         self.on_batch = on_batch
         self.committed = 0
-        # Tests and shutdown wait on this to know nothing is half-applied.
+        self.applied = 0
+        # Shutdown waits on this: set while no batch is half-way between COMMIT and PUBACK.
         self.idle = asyncio.Event()
         self.idle.set()
+        # Set while the applier is not in the middle of a pass (its results not yet handed on).
+        self.applier_idle = asyncio.Event()
+        self.applier_idle.set()
+        self.stopping = False
+        self._pending = asyncio.Event()
+        self._backlog = 0          # messages waiting in the client's queue at the last look
+
+    def stop(self) -> None:
+        """Take and apply nothing more. What arrives from now on stays unacknowledged, so
+        the broker sends it again on this session's next connection; what is stored and not
+        yet applied is applied at the next start."""
+        self.stopping = True
+        self._pending.set()
 
     async def consume(self, client: aiomqtt.Client) -> None:
         messages = client.messages
         queue: asyncio.Queue[aiomqtt.Message] = client._queue
         async for first in messages:
+            if self.stopping:
+                continue
             self.idle.clear()
             batch = [first]
             while len(batch) < self.max_batch:
@@ -52,15 +77,52 @@ class Ingest:
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
             now = self.clock.now()
             result = await self.store.transact(
-                functools.partial(self.pipeline.apply_batch, batch=incoming, now=now))
+                functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
             crashpoints.reached("after_commit_before_ack")
             # Committed: only now may the broker forget these messages.
             for message in batch:
                 ack(client, message)
             self.committed += len(batch)
+            self._backlog = queue.qsize()
             self.idle.set()
+            self._pending.set()
             self._log(result)
             self.on_batch(result)
+
+    async def run_applier(self) -> None:
+        """Apply stored events until cancelled; first whatever a crash left unapplied."""
+        self._pending.set()
+        waited_since: float | None = None
+        while True:
+            await self._pending.wait()
+            if self.stopping:
+                await asyncio.Event().wait()      # until cancelled
+            # A backlog is arriving: let the intake take it off the broker first, up to a lag.
+            if self._backlog > 0:
+                now = self.clock.monotonic()
+                waited_since = waited_since if waited_since is not None else now
+                if now - waited_since < APPLY_MAX_LAG:
+                    await asyncio.sleep(0.01)
+                    continue
+            waited_since = None
+            self._pending.clear()
+            now_wall = self.clock.now()
+            self.applier_idle.clear()
+            try:
+                result = await self.store.transact(
+                    functools.partial(self.pipeline.apply_pending, now=now_wall,
+                                      limit=APPLY_CHUNK),
+                    durable=False)
+                if len(result.outcomes) >= APPLY_CHUNK:
+                    self._pending.set()        # more to do
+                if result.outcomes:
+                    self.applied += sum(1 for o in result.outcomes if o.result != "dead")
+                    self._log(result)
+                    # Publishes the timelines this pass wrote: cancelled before this line,
+                    # they would be committed and never published.
+                    self.on_batch(result)
+            finally:
+                self.applier_idle.set()
 
     @staticmethod
     def _log(result: BatchResult) -> None:
@@ -70,7 +132,7 @@ class Ingest:
                             order_id=o.order_id, event_id=o.event_id, type=o.event_type)
             elif o.result == "duplicate":
                 log.info("event_duplicate", order_id=o.order_id, event_id=o.event_id)
-            else:
+            elif o.result != "accepted":
                 log.info("event_applied", order_id=o.order_id, event_id=o.event_id,
                          type=o.event_type, effect=o.result, jobs=o.new_jobs or None)
 

@@ -1,8 +1,16 @@
-"""One batch of broker messages, applied in one transaction.
+"""Broker messages into the database, in two steps.
 
-Each message gets a savepoint: a refused one is rolled back alone and dead-lettered, the rest
-of the batch commits. Nothing here talks to the network; the caller acknowledges the
-messages only after this transaction has committed.
+`accept_batch` is the durable step, one transaction per batch: each message is validated,
+deduplicated by event_id and stored as received (or dead-lettered). The caller sends the
+PUBACKs once it has committed. `apply_pending` then applies the stored events in arrival
+order: order state, print jobs, activity log, outbox records. A refused event (a transition
+the order cannot make) is rolled back to its savepoint, removed and dead-lettered.
+
+Splitting them keeps the acknowledged-only-when-durable promise cheap: the broker can forget
+an event as soon as its raw form is on disk, and deriving everything from it costs no fsync
+of its own (the spooler's claim, a durable commit, flushes it before any ticket prints; if
+power is lost first, the event is still there, unapplied, and is applied again at start).
+Nothing here talks to the network.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 import structlog
 
 from edge.clock import rfc3339_ms
-from edge.ingest.events import Rejected, parse_event
+from edge.ingest.events import Event, Rejected, parse_event
 from edge.orders.apply import Applier
 from edge.orders.kitchen import insert_job
 from edge.orders.records import add_activity, sync_records
@@ -37,7 +45,8 @@ class Incoming:
 @dataclass
 class Outcome:
     topic: str
-    result: str                     # applied | repeat | duplicate | dead | command
+    result: str          # accepted (stored, not yet applied) | applied | repeat | duplicate
+                         # | dead | command
     event_id: str | None = None
     order_id: str | None = None
     event_type: str | None = None
@@ -71,14 +80,33 @@ def store_dead_letter(conn: sqlite3.Connection, topic: str, payload: bytes, reas
     return int(row[0])
 
 
+# Parsed events between the two steps, so a live event is validated once; after a restart
+# the stored payload is parsed again.
+_CACHE_LIMIT = 20_000
+
+
 class Pipeline:
     def __init__(self, root: str, applier: Applier) -> None:
         self.root = root
         self.applier = applier
         self.reprint_topic = f"{root}/commands/reprint"
+        self._parsed: dict[str, Event] = {}
 
     def apply_batch(self, conn: sqlite3.Connection, batch: list[Incoming],
                     now: datetime) -> BatchResult:
+        """Both steps in the caller's one transaction (operator commands, tests): one outcome
+        per message, as applied."""
+        accepted = self.accept_batch(conn, batch, now)
+        applied = self.apply_pending(conn, now, limit=1_000_000)
+        by_id = {o.event_id: o for o in applied.outcomes}
+        outcomes = [by_id.pop(o.event_id, o) if o.result == "accepted" else o
+                    for o in accepted.outcomes]
+        merged = merge(accepted, applied)
+        merged.outcomes = outcomes + list(by_id.values())
+        return merged
+
+    def accept_batch(self, conn: sqlite3.Connection, batch: list[Incoming],
+                     now: datetime) -> BatchResult:
         outcomes: list[Outcome] = []
         touched: set[str] = set()
         new_jobs = 0
@@ -88,24 +116,62 @@ class Pipeline:
                 if message.topic == self.reprint_topic:
                     outcome = self._reprint(conn, message, now)
                 else:
-                    outcome = self._event(conn, message, now)
+                    outcome = self._accept(conn, message, now)
             except Rejected as exc:
                 conn.execute("ROLLBACK TO message")
-                outcome = Outcome(message.topic, "dead", reason=exc.reason)
-                outcome.dead_letter_id = store_dead_letter(
-                    conn, message.topic, message.payload, exc.reason, now)
-                self._describe(outcome, message)
+                outcome = self._dead(conn, message.topic, message.payload, exc.reason, now)
             conn.execute("RELEASE message")
-            if outcome.order_id and outcome.result in ("applied", "repeat", "command"):
+            if outcome.order_id and outcome.result == "command":
                 touched.add(outcome.order_id)
             new_jobs += len(outcome.new_jobs)
             outcomes.append(outcome)
+        return BatchResult(outcomes, touched, new_jobs, self._sync(conn, touched, now))
+
+    def apply_pending(self, conn: sqlite3.Connection, now: datetime, *,
+                      limit: int) -> BatchResult:
+        """Apply up to `limit` stored events, oldest first."""
+        rows = conn.execute(
+            "SELECT rowid, event_id, topic, payload FROM events WHERE applied = 0 "
+            "ORDER BY rowid LIMIT ?", (limit,)).fetchall()
+        outcomes: list[Outcome] = []
+        touched: set[str] = set()
+        new_jobs = 0
+        for rowid, event_id, topic, payload in rows:
+            raw = str(payload).encode()
+            conn.execute("SAVEPOINT event")
+            try:
+                event = self._parsed.pop(event_id, None) or parse_event(topic, raw, self.root)
+                applied = self.applier.apply(conn, event, now)
+                conn.execute("UPDATE events SET applied = 1 WHERE rowid = ?", (rowid,))
+                outcome = Outcome(topic, applied.effect, event.event_id, event.order_id,
+                                  event.type, new_jobs=applied.new_jobs)
+                touched.add(event.order_id)
+            except Rejected as exc:
+                conn.execute("ROLLBACK TO event")
+                # Not applied, so not a seen event_id: a corrected resend may still apply.
+                conn.execute("DELETE FROM events WHERE rowid = ?", (rowid,))
+                outcome = self._dead(conn, topic, raw, exc.reason, now)
+            conn.execute("RELEASE event")
+            new_jobs += len(outcome.new_jobs)
+            outcomes.append(outcome)
+        return BatchResult(outcomes, touched, new_jobs, self._sync(conn, touched, now))
+
+    @staticmethod
+    def _sync(conn: sqlite3.Connection, touched: set[str],
+              now: datetime) -> dict[str, dict[str, Any]]:
         timelines: dict[str, dict[str, Any]] = {}
         for order_id in touched:
             timeline = sync_records(conn, order_id, now)
             if timeline is not None:
                 timelines[order_id] = timeline
-        return BatchResult(outcomes, touched, new_jobs, timelines)
+        return timelines
+
+    def _dead(self, conn: sqlite3.Connection, topic: str, payload: bytes, reason: str,
+              now: datetime) -> Outcome:
+        outcome = Outcome(topic, "dead", reason=reason)
+        outcome.dead_letter_id = store_dead_letter(conn, topic, payload, reason, now)
+        self._describe(outcome, Incoming(topic, payload))
+        return outcome
 
     @staticmethod
     def _describe(outcome: Outcome, message: Incoming) -> None:
@@ -120,22 +186,22 @@ class Pipeline:
                 if isinstance(value, str):
                     setattr(outcome, "event_type" if key == "type" else key, value[:128])
 
-    def _event(self, conn: sqlite3.Connection, message: Incoming, now: datetime) -> Outcome:
+    def _accept(self, conn: sqlite3.Connection, message: Incoming, now: datetime) -> Outcome:
         event = parse_event(message.topic, message.payload, self.root)
-        base = Outcome(message.topic, "applied", event.event_id, event.order_id, event.type)
+        base = Outcome(message.topic, "accepted", event.event_id, event.order_id, event.type)
         if conn.execute("SELECT 1 FROM events WHERE event_id=?", (event.event_id,)).fetchone():
             base.result = "duplicate"
             return base
         env = event.envelope
         conn.execute(
             "INSERT INTO events (event_id, order_id, type, occurred_at, received_at, channel, "
-            "device, topic, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+            "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,0)",
             (event.event_id, event.order_id, event.type, rfc3339_ms(env.occurred_at),
              rfc3339_ms(now), env.source.channel, env.source.device, message.topic, event.raw),
         )
-        applied = self.applier.apply(conn, event, now)
-        base.result = applied.effect
-        base.new_jobs = applied.new_jobs
+        if len(self._parsed) >= _CACHE_LIMIT:
+            self._parsed.clear()
+        self._parsed[event.event_id] = event
         return base
 
     def _reprint(self, conn: sqlite3.Connection, message: Incoming, now: datetime) -> Outcome:
@@ -180,3 +246,12 @@ class Pipeline:
         outcome.order_id = job[0]
         outcome.new_jobs = [reprint_key]
         return outcome
+
+
+def merge(first: BatchResult, second: BatchResult) -> BatchResult:
+    return BatchResult(
+        first.outcomes + second.outcomes,
+        first.touched_orders | second.touched_orders,
+        first.new_jobs + second.new_jobs,
+        {**first.timelines, **second.timelines},
+    )

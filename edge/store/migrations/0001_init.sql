@@ -9,9 +9,11 @@ CREATE TABLE events (
     channel      TEXT NOT NULL,
     device       TEXT,
     topic        TEXT NOT NULL,
-    payload      TEXT NOT NULL
+    payload      TEXT NOT NULL,
+    applied      INTEGER NOT NULL DEFAULT 1   -- ingest stores 0: acknowledged, not yet applied
 );
 CREATE INDEX events_by_order ON events(order_id, received_at);
+CREATE INDEX events_unapplied ON events(applied) WHERE applied = 0;
 
 CREATE TABLE orders (
     order_id        TEXT PRIMARY KEY,
