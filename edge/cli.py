@@ -291,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     from edge.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    if args.fn not in (cmd_run, cmd_virtual_printer):
+        # stdout carries the table or the JSON a script parses; what library code logs
+        # (a printer connecting, mDNS) goes to stderr.
+        import structlog
+
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     try:
         result: int = args.fn(args)
     except ConfigError as exc:

@@ -30,6 +30,7 @@ from edge.store import DB_FILENAME, SchemaTooNew, Store
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE = 10.0
+FLUSH_GRACE = 2.0
 CONFIG_POLL = 2.0
 
 
@@ -74,7 +75,7 @@ class Daemon:
                 metrics.events_dead_lettered.labels(_reason_kind(outcome.reason or "")).inc()
             elif outcome.result == "duplicate":
                 metrics.events_duplicate.inc()
-            else:
+            elif outcome.result != "accepted":
                 metrics.events_ingested.labels(outcome.event_type or "command").inc()
         if result.new_jobs and self.spooler is not None:
             self.spooler.kick()
@@ -200,8 +201,13 @@ class Daemon:
         self.spooler.on_printed = self._after_print
         await self.spooler.recover()
         await self._republish_unsent_dead_letters()
+        # The config in force, retained: replaces a refusal an earlier reload left there.
+        self.link.publish(f"{self.cfg.root}/edge/config", {
+            "state": "applied", "problems": [], "at": rfc3339_ms(self.clock.now())},
+            retain=True)
         async with asyncio.TaskGroup() as group:
             ingest = group.create_task(self.link.run(self.ingest.consume), name="ingest")
+            applier = group.create_task(self.ingest.run_applier(), name="applier")
             spool = group.create_task(self.spooler.run(), name="spooler")
             others = [group.create_task(self._announce_ready(), name="ready")]
             others.append(group.create_task(self._watch_config(), name="config-watch"))
@@ -223,20 +229,29 @@ class Daemon:
                     self.notifier.reloading()
                 else:
                     self.notifier.stopping()
-            # 1. Stop taking messages once the batch in hand is committed and acknowledged.
+            # 1. Stop taking messages once the batch in hand is committed and acknowledged,
+            #    and let an apply pass in hand hand on its results.
+            self.ingest.stop()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE):
                     await self.ingest.idle.wait()
+                    await self.ingest.applier_idle.wait()
             # 2. Let a ticket that is on its way finish (it would otherwise print again,
             #    marked MAY BE DUPLICATE, after restart).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE):
                     await self.spooler.wait_idle()
             spool.cancel()
-            # 3. Tell everyone we are going, while the connection is still up.
+            # 3. Publish what those changed (an order's retained status is published only
+            #    when it changes: one dropped here stays stale for good), then tell everyone
+            #    we are going, while the connection is still up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_GRACE):
+                    await self.link.flush()
             if not reloading:
                 await self.link.say_goodbye()
             ingest.cancel()
+            applier.cancel()   # what it has not applied is stored, and applied at next start
             for task in others:
                 task.cancel()
         await self.spooler.close()

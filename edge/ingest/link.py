@@ -52,6 +52,16 @@ def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancel that aiomqtt swallowed. Its publish/subscribe wait in
+    asyncio.wait_for, which on Python 3.11 returns the result instead of raising when the
+    PUBACK/SUBACK lands in the same loop iteration as task.cancel(); the task then waits
+    forever and so does the daemon's shutdown or reload."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     """Send the PUBACK for a message we have made durable."""
     if message.qos > 0:
@@ -72,6 +82,9 @@ class BrokerLink:
         self._retained: OrderedDict[str, Outgoing] = OrderedDict()
         self._ordered: deque[Outgoing] = deque()
         self._wake = asyncio.Event()
+        # Set while nothing waits in the queues (the broker has taken all of it).
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._stopping = False
 
     @property
@@ -94,6 +107,7 @@ class BrokerLink:
             self._retained[topic] = item
         else:
             self._ordered.append(item)
+        self._drained.clear()
         self._wake.set()
 
     def update_presence(self, **fields: Any) -> None:
@@ -158,6 +172,7 @@ class BrokerLink:
         # Subscriptions survive in the session, but a broker that lost its state would
         # leave us deaf; resubscribing is cheap and idempotent.
         await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/reprint", 1)])
+        _raise_if_cancelling()
         self.client = client
         self.connected.set()
         self.ever_connected.set()
@@ -173,6 +188,7 @@ class BrokerLink:
                 # Dead letters keep their order; retained states go in the gaps.
                 item = self._ordered[0] if self._ordered else next(iter(self._retained.values()))
                 await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+                _raise_if_cancelling()
                 # Only forget it once the broker has it; a failure above leaves it queued.
                 if self._ordered and self._ordered[0] is item:
                     self._ordered.popleft()
@@ -180,6 +196,11 @@ class BrokerLink:
                     del self._retained[item.topic]
                 if item.on_sent is not None:
                     await item.on_sent()
+            self._drained.set()
+
+    async def flush(self) -> None:
+        """Until the broker has taken every queued message (bound it with a timeout)."""
+        await self._drained.wait()
 
     async def say_goodbye(self) -> None:
         """Clean shutdown: the retained state says offline before we disconnect."""

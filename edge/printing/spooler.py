@@ -99,6 +99,10 @@ class Spooler:
         self.printed = 0
         self.on_printed: Callable[[jobs.Claimed, dict[str, Any] | None], None] | None = None
         self._sending: set[str] = set()
+        # Workers between "about to claim" and "ticket done": a claim is a transaction on
+        # another thread, so `_sending` alone misses a claim that is committing right now.
+        self._busy = 0
+        self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
         for printer in cfg.printers:
@@ -116,7 +120,12 @@ class Spooler:
             worker.wake.set()
 
     async def wait_idle(self) -> None:
-        """Until no ticket is on its way to a printer."""
+        """Stop claiming jobs, then wait until no ticket is on its way to a printer.
+
+        After this, cancelling run() cannot cut a ticket whose bytes are already written
+        (which the next start would print again as MAY BE DUPLICATE) nor leave a freshly
+        claimed job in `sending`."""
+        self._stopping = True
         await self._idle.wait()
 
     async def recover(self) -> None:
@@ -215,6 +224,9 @@ class Spooler:
     async def _work(self, worker: Worker) -> None:
         attempt = 0
         while True:
+            if self._stopping:
+                # Shutting down or reloading: claim nothing more, wait to be cancelled.
+                await asyncio.Event().wait()
             stations = self._serving(worker)
             key = await self.store.read(functools.partial(jobs.next_queued, stations=stations))
             if key is None:
@@ -242,6 +254,18 @@ class Spooler:
             await self._print_one(worker, stations)
 
     async def _print_one(self, worker: Worker, stations: list[str]) -> None:
+        if self._stopping:
+            return
+        self._busy += 1
+        self._idle.clear()
+        try:
+            await self._claim_and_print(worker, stations)
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    async def _claim_and_print(self, worker: Worker, stations: list[str]) -> None:
         now = self.clock.now()
         backups = self._backups(worker, stations)
         printer = worker.printer
@@ -253,7 +277,6 @@ class Spooler:
         log_ = log.bind(job_key=claimed.job_key, order_id=claimed.order_id,
                         printer_id=printer.id)
         self._sending.add(claimed.job_key)
-        self._idle.clear()
         try:
             try:
                 data = render_ticket(claimed.ticket, columns=printer.columns,
@@ -280,8 +303,6 @@ class Spooler:
                                                  durable=False)
         finally:
             self._sending.discard(claimed.job_key)
-            if not self._sending:
-                self._idle.set()
         self.printed += 1
         log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
                   backup_from=claimed.backup_from, bytes=len(data))

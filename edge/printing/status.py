@@ -37,6 +37,7 @@ _REPLY_MASK = 0x93  # bits 0, 1, 4, 7: the fixed bits of every DLE EOT reply
 _REPLY_FIXED = 0x12  # bit 1 and bit 4 on, bit 0 and bit 7 off
 
 _OFFLINE = 0x08
+OFFLINE_BIT = _OFFLINE   # DLE EOT 1: the printer cannot print now
 _COVER_OPEN = 0x04
 _PAPER_END_STOP = 0x20
 _ERROR = 0x40

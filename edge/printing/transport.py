@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from edge.printing.status import (
+    OFFLINE_BIT,
     QUERY_ERROR_CAUSE,
     QUERY_OFFLINE_CAUSE,
     QUERY_PAPER,
@@ -125,8 +126,12 @@ class TcpTransport:
                 async with asyncio.timeout(self._write_timeout):
                     await conn.writer.drain()
                     drained = True
-                    if self._confirm:
-                        await self._reply(conn)
+                    confirmation = await self._reply(conn) if self._confirm else None
+                if confirmation is not None and confirmation & OFFLINE_BIT:
+                    # The printer took the bytes but cannot print them now (paper ran out,
+                    # the cover opened): the ticket may sit in its buffer or be half on paper.
+                    raise PrinterUnavailable("printer went offline under the ticket",
+                                             may_have_printed=True)
             except TimeoutError:
                 self._abort("write timed out")
                 if drained:
