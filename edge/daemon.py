@@ -215,6 +215,8 @@ class Daemon:
                 others.append(group.create_task(self.sender.run(), name="upstream"))
             if self.browser is not None:
                 await self.browser.start()
+            if self.cfg.discovery.enabled and self.cfg.discovery.usb:
+                others.append(group.create_task(self._watch_usb(), name="usb-watch"))
             if self.notifier is not None and self.notifier.enabled:
                 others.append(group.create_task(
                     self.notifier.run_watchdog(self.status_line), name="watchdog"))
@@ -280,6 +282,34 @@ class Daemon:
 
             self.browser = MdnsBrowser(interfaces=self.cfg.discovery.interfaces,
                                        on_change=self._mdns_changed, store=self.store)
+
+    async def _watch_usb(self) -> None:
+        """Plugging and unplugging, noticed by rescanning: kept in the registry, and the
+        spooler woken so a replugged printer takes its queue at once. (Printing never waits
+        for this: a USB transport finds its device itself, on whatever port it now is.)"""
+        from edge.discovery.registry import mark_gone, upsert_seen
+        from edge.discovery.usb import UsbPrinterInfo, UsbWatcher
+
+        async def changed(added: list[UsbPrinterInfo], removed: list[UsbPrinterInfo]) -> None:
+            stamp = rfc3339_ms(self.clock.now())
+
+            def record(conn: sqlite3.Connection) -> None:
+                for info in added:
+                    upsert_seen(conn, source="usb", name=info.connection,
+                                address=f"bus {info.bus} device {info.address}", port=None,
+                                details={"manufacturer": info.manufacturer,
+                                         "model": info.model,
+                                         "command_set": info.command_set,
+                                         "escpos": info.escpos},
+                                seen_at=stamp)
+                for info in removed:
+                    mark_gone(conn, source="usb", name=info.connection)
+
+            await self.store.transact(record)
+            if self.spooler is not None:
+                self.spooler.kick()
+
+        await UsbWatcher().run(changed, self.cfg.discovery.usb_rescan)
 
     def _wan_changed(self, up: bool) -> None:
         log.info("wan_state", up=up)
@@ -365,4 +395,4 @@ def run_daemon(config_path: Path) -> int:
         return 1
 
 
-__all__ = ["Daemon", "db_path", "rfc3339_ms", "run_daemon", "sqlite3"]
+__all__ = ["Daemon", "db_path", "plan_of", "run_daemon"]

@@ -129,11 +129,12 @@ group_exists() {
 
 # --- 1. Debian packages ------------------------------------------------------------------------
 if [ "$APT" -eq 1 ]; then
-    say "apt: installing python3, python3-venv, mosquitto, mosquitto-clients, libusb"
+    say "apt: installing python3, python3-venv, mosquitto, mosquitto-clients, libusb, fonts"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
-        python3 python3-venv python3-pip mosquitto mosquitto-clients libusb-1.0-0 ca-certificates
+        python3 python3-venv python3-pip mosquitto mosquitto-clients libusb-1.0-0 ca-certificates \
+        fonts-dejavu-core libfribidi0
 fi
 
 # --- 2. The service user -----------------------------------------------------------------------
