@@ -138,6 +138,8 @@ class Daemon:
         try:
             await self._run()
         finally:
+            if self.notifier is not None:
+                self.notifier.close()   # a reload makes a new one
             await self.store.close()
         log.info("daemon_stopped")
         return 0

@@ -156,7 +156,7 @@ DATA_MODELS: dict[str, type[_Model]] = {
     "order.ready": Empty,
     "order.out_for_delivery": Empty,
     "order.completed": Empty,
-    # Additions (docs/events.md, AsyncAPI): courses, payment, refunds, compliments.
+    # Additions (docs/contract-additions.md, AsyncAPI): courses, payment, refunds, compliments.
     "order.course_fired": CourseFired,
     "order.payment_added": PaymentAdded,
     "order.refunded": Refunded,

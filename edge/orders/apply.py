@@ -202,9 +202,7 @@ class Applier:
         result = Applied(event.order_id, "applied")
         if order is not None:
             # A platform repeating the order under a new event_id: the kitchen already has it.
-            result.effect = "repeat"
-            add_activity(conn, event, "Order created again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, "Order created", now)
         data: OrderCreated = event.data
         env = event.envelope
         courses = [i.course for i in data.items if i.course is not None]
@@ -236,10 +234,7 @@ class Applier:
         batch_ref = f"batch:{data.batch_id}"
         if conn.execute("SELECT 1 FROM order_lines WHERE order_id=? AND batch_ref=? LIMIT 1",
                         (order.order_id, batch_ref)).fetchone():
-            result.effect = "repeat"
-            add_activity(conn, event, f"Items batch {data.batch_id} again (repeat ignored)",
-                         now, {})
-            return result
+            return _repeat(conn, event, result, f"Items batch {data.batch_id}", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, "partially_sent", "items cannot be added to a "
                           f"{order.status} order")
@@ -271,9 +266,7 @@ class Applier:
             raise Rejected(f"data.line_ids: unknown line_id '{unknown[0]}' on this order")
         fresh = [x for x in dict.fromkeys(data.line_ids) if states[x] != "voided"]
         if not fresh:
-            result.effect = "repeat"
-            add_activity(conn, event, "Items voided again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, "Items voided", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, "void", "its items can no longer be voided")
         conn.executemany("UPDATE order_lines SET state='voided' WHERE order_id=? AND line_id=?",
@@ -308,9 +301,7 @@ class Applier:
               now: datetime) -> Applied:
         result = Applied(order.order_id, "applied")
         if order.status == "held":
-            result.effect = "repeat"
-            add_activity(conn, event, "Order held again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, "Order held", now)
         status.check(order.status, "held")
         count = order.hold_count + 1
         jobs = kitchen.order_jobs(conn, order.order_id)
@@ -330,9 +321,7 @@ class Applier:
         result = Applied(order.order_id, "applied")
         if order.status != "held":
             if order.hold_count > 0 and order.status in status.WORKING:
-                result.effect = "repeat"
-                add_activity(conn, event, "Order resumed again (repeat ignored)", now, {})
-                return result
+                return _repeat(conn, event, result, "Order resumed", now)
             raise _refuse(order.status, order.status, "the order is not held")
         back = order.held_from or "created"
         status.check("held", back)
@@ -374,9 +363,7 @@ class Applier:
                     now: datetime, stage: str, why: str) -> Applied:
         result = Applied(order.order_id, "applied")
         if order.status in ("cancelled", "void"):
-            result.effect = "repeat"
-            add_activity(conn, event, f"Order {stage} again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, f"Order {stage}", now)
         self._call_off(conn, event, order, result, now, why)
         self._set(conn, order.order_id, now, kitchen_stage=stage)
         return result
@@ -385,9 +372,7 @@ class Applier:
                target: str, label: str, **extra: Any) -> Applied:
         result = Applied(order.order_id, "applied")
         if order.stage == target:
-            result.effect = "repeat"
-            add_activity(conn, event, f"{label} again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, label, now)
         if order.status in ("cancelled", "void"):
             raise _refuse(order.status, target)
         status.check_stage(order.stage, target)
@@ -427,10 +412,7 @@ class Applier:
         data: CourseFired = event.data
         result = Applied(order.order_id, "applied")
         if order.fired_course is not None and data.course <= order.fired_course:
-            result.effect = "repeat"
-            add_activity(conn, event, f"Course {data.course} fired again (repeat ignored)",
-                         now, {})
-            return result
+            return _repeat(conn, event, result, f"Course {data.course} fired", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, order.status, "a called-off order has no courses to fire")
         for job in kitchen.order_jobs(conn, order.order_id):
@@ -450,9 +432,7 @@ class Applier:
         data: PaymentAdded = event.data
         result = Applied(order.order_id, "applied")
         if _seen(conn, order.order_id, "payment_id", data.payment_id):
-            result.effect = "repeat"
-            add_activity(conn, event, "Payment added again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, "Payment added", now)
         target = "completed" if data.completes else order.status
         if order.status not in ("sent_to_kitchen", "partially_sent"):
             raise _refuse(order.status, "completed", "payment is taken once the order reached "
@@ -473,9 +453,7 @@ class Applier:
         data: Refunded = event.data
         result = Applied(order.order_id, "applied")
         if _seen(conn, order.order_id, "refund_id", data.refund_id):
-            result.effect = "repeat"
-            add_activity(conn, event, "Refund again (repeat ignored)", now, {})
-            return result
+            return _repeat(conn, event, result, "Refund", now)
         total = order.refunded_cents + data.amount_cents
         target = "refunded" if total >= order.paid_cents else "partially_refunded"
         if order.status not in ("completed", "partially_refunded"):
@@ -515,6 +493,15 @@ class Applier:
         add_activity(conn, event, "Items complimented", now,
                      {"line_ids": fresh, "reason": data.reason})
         return result
+
+
+def _repeat(conn: sqlite3.Connection, event: Event, result: Applied, what: str,
+            now: datetime) -> Applied:
+    """The order already has this change (a platform repeating itself, a retry under a new
+    event_id): log it in the order's activities and change nothing."""
+    result.effect = "repeat"
+    add_activity(conn, event, f"{what} again (repeat ignored)", now, {})
+    return result
 
 
 def _active_lines(conn: sqlite3.Connection, order_id: str, *, include_voided: bool) -> set[str]:
