@@ -44,8 +44,11 @@ def plan_of(cfg: Config) -> Plan:
 
 class Daemon:
     def __init__(self, cfg: Config, *, config_path: Path | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, handle_signals: bool = True) -> None:
         self.cfg = cfg
+        self.handle_signals = handle_signals
+        self._stopping = False
+        self.said_goodbye = False
         self.next_config: Config | None = None
         self.config_path = config_path
         self.clock = clock or SystemClock()
@@ -152,13 +155,16 @@ class Daemon:
 
     def request_stop(self, why: str = "requested") -> None:
         log.info("shutdown_requested", signal=why)
+        # A stop wins over a reload in progress: say goodbye, do not come back.
+        self._stopping = True
+        self.next_config = None
         self.stop_requested.set()
 
     def request_reload(self, why: str = "SIGHUP") -> None:
         """Re-read the config; a valid one restarts the pieces in-process (the broker
         session and the queued jobs survive: both live outside this object), an invalid
         one is refused and the running config stays."""
-        if self.config_path is None:
+        if self.config_path is None or self._stopping:
             return
         log.info("reload_requested", why=why)
         try:
@@ -196,7 +202,8 @@ class Daemon:
 
     async def _run(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            self._install_signals()
+            if self.handle_signals:
+                self._install_signals()
         self._setup_optional()
         self.spooler = Spooler(self.cfg, self.store, self.clock, self._publish_printer_state,
                                mdns_lookup=self.browser.lookup if self.browser else None)
@@ -252,8 +259,10 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_GRACE):
                     await self.link.flush()
-            if not reloading:
+            # Asked now, not when shutdown began: a SIGTERM may have landed since the SIGHUP.
+            if self.next_config is None:
                 await self.link.say_goodbye()
+                self.said_goodbye = True
             ingest.cancel()
             applier.cancel()   # what it has not applied is stored, and applied at next start
             for task in others:
@@ -379,12 +388,38 @@ def run_daemon(config_path: Path) -> int:
     faulthandler.enable()
 
     async def main() -> int:
+        # Signals belong to this loop, not to one Daemon object: a SIGTERM or SIGHUP that
+        # arrives while a reload swaps the pieces must reach the new ones, not be lost.
+        running: list[Daemon] = []
+        stop: list[str] = []
+
+        def on_stop(name: str) -> None:
+            stop.append(name)
+            if running:
+                running[0].request_stop(name)
+
+        def on_reload() -> None:
+            if running:
+                running[0].request_reload()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
         current: Config | None = cfg
         while current is not None:
-            daemon = Daemon(current, config_path=config_path)
+            daemon = Daemon(current, config_path=config_path, handle_signals=False)
+            running[:] = [daemon]
+            if stop:
+                daemon.request_stop(stop[-1])
             await daemon.run()
-            current = daemon.next_config
-            if current is not None:
+            if stop and not daemon.said_goodbye:
+                # The stop landed after these pieces had shut down for a reload: come back
+                # just long enough to tell the broker we are offline.
+                current = daemon.next_config or daemon.cfg
+            else:
+                current = None if stop else daemon.next_config
+            if current is not None and not stop:
                 log.info("config_reloaded", site=current.site)
         return 0
 

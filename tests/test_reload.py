@@ -309,3 +309,27 @@ def test_reloads_while_tickets_print_lose_nothing_and_print_nothing_twice(
                 raise AssertionError(f"no printed status published for {missing}") from None
     finally:
         statuses.close()
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.05, 0.3])
+def test_sigterm_during_a_reload_is_not_lost(tmp_path: Path, broker: Broker, gap: float) -> None:
+    """Signals belong to the process, not to the pieces a reload replaces: a SIGTERM that
+    lands while a SIGHUP's reload is under way still stops the daemon cleanly, offline said."""
+    with kitchen(tmp_path, broker, printers=("hot",),
+                 stations=[{"id": "grill", "printer": "hot", "categories": ["grill"]}]) as k:
+        states = Listener(broker.port, f"{ROOT}/edge/state")
+        try:
+            states.wait_for(lambda _t, b: b.get("state") == "online")
+            _edit_config(k.daemon, lambda cfg: cfg["printing"].update(failover_after=7)
+                         if "printing" in cfg else cfg.update(printing={"failover_after": 7}))
+            os.kill(_pid(k.daemon), signal.SIGHUP)
+            time.sleep(gap)
+            os.kill(_pid(k.daemon), signal.SIGTERM)
+            assert k.daemon.proc is not None
+            assert k.daemon.proc.wait(timeout=20) == 0
+            try:
+                states.wait_for(lambda _t, b: b.get("state") == "offline", timeout=5)
+            except TimeoutError:
+                raise AssertionError(k.daemon.tail(30)) from None
+        finally:
+            states.close()

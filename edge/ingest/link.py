@@ -16,6 +16,7 @@ Three aiomqtt 2.x defaults would lose orders, and each is turned off here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import ssl
@@ -204,6 +205,11 @@ class BrokerLink:
 
     async def say_goodbye(self) -> None:
         """Clean shutdown: the retained state says offline before we disconnect."""
+        if not self.connected.is_set():
+            # Stopped while (re)connecting: give the connection a moment to come up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await self.connected.wait()
         client = self.client
         if client is None:
             return
