@@ -75,6 +75,15 @@ BIG = json.dumps(event("o1", "order.created", {"note": "x" * (256 * 1024)}))
         ("o1", json.dumps(event("o1", "order.ready", {})).encode(), "order 'o1' is unknown"),
         ("o1", json.dumps({**event("o1", "order.ready", {}),
                            "source": {"channel": "fax"}}).encode(), "schema: source.channel"),
+        # Poison messages: valid enough to get far, each used to crash the intake.
+        ("o1", b"[" * 100_000, "nested too deeply"),
+        ("o1", json.dumps({**event("o1", "order.ready", {}),
+                           "occurred_at": "0001-01-01T00:00:00+01:00"}).encode(),
+         "schema: occurred_at: must be a time between the years 2000 and 2200"),
+        ("o1", json.dumps(event("o1", "order.created", {
+            "fulfillment": {"type": "pickup"}, "scheduled_for": "0001-01-01T00:00:00Z",
+            "items": [{"line_id": "a", "name": "x", "qty": 1}]})).encode(),
+         "schema: data.scheduled_for: must be a time between the years 2000 and 2200"),
     ],
 )
 def test_rejected_input_is_dead_lettered_and_the_daemon_carries_on(

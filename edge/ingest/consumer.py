@@ -76,15 +76,23 @@ class Ingest:
                     break
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
             now = self.clock.now()
-            result = await self.store.transact(
-                functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
-            crashpoints.reached("after_commit_before_ack")
-            # Committed: only now may the broker forget these messages.
-            for message in batch:
-                ack(client, message)
-            self.committed += len(batch)
-            self._backlog = queue.qsize()
-            self.idle.set()
+            try:
+                result = await self.store.transact(
+                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+                crashpoints.reached("after_commit_before_ack")
+                # Committed: only now may the broker forget these messages.
+                for message in batch:
+                    ack(client, message)
+                self.committed += len(batch)
+                self._backlog = queue.qsize()
+            except BaseException:
+                # Cancelled mid-batch (the connection dropped): the commit may still land,
+                # unacknowledged, and the resend is deduplicated. The old client's queue
+                # is gone with it, so it is no backlog to wait for.
+                self._backlog = 0
+                raise
+            finally:
+                self.idle.set()
             self._pending.set()
             self._log(result)
             self.on_batch(result)

@@ -65,6 +65,16 @@ class Customer(_Model):
     phone: str | None = None
 
 
+def _sane_time(value: datetime) -> datetime:
+    """Aware, and in years a restaurant can mean: `0001-01-01T00:00:00+01:00` is valid RFC 3339
+    but overflows as soon as it is converted to UTC or moved by a lead time."""
+    if value.tzinfo is None:
+        raise ValueError("must be an RFC 3339 time with a timezone")
+    if not 2000 <= value.year <= 2200:
+        raise ValueError("must be a time between the years 2000 and 2200")
+    return value
+
+
 def _unique_lines(items: list[Item]) -> list[Item]:
     seen: set[str] = set()
     for item in items:
@@ -87,9 +97,7 @@ class OrderCreated(_Model):
     @field_validator("scheduled_for")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("must be an RFC 3339 time with a timezone")
-        return value
+        return None if value is None else _sane_time(value)
 
 
 class ItemsAdded(_Model):
@@ -175,9 +183,7 @@ class Envelope(_Model):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("must be an RFC 3339 time with a timezone")
-        return value
+        return _sane_time(value)
 
 
 class Event(BaseModel):
@@ -241,6 +247,8 @@ def parse_event(topic: str, payload: bytes, root: str) -> Event:
     except json.JSONDecodeError as exc:
         raise Rejected(f"payload is not valid JSON: {exc.msg} at line {exc.lineno} "
                        f"column {exc.colno}") from None
+    except RecursionError:
+        raise Rejected("payload is not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise Rejected("payload must be a JSON object")
     try:

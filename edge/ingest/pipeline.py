@@ -120,6 +120,13 @@ class Pipeline:
             except Rejected as exc:
                 conn.execute("ROLLBACK TO message")
                 outcome = self._dead(conn, message.topic, message.payload, exc.reason, now)
+            except Exception as exc:  # one odd message must not stop the kitchen
+                # A bug of ours, not the publisher's fault, but the message must still go
+                # somewhere: left unacknowledged it would come back and crash us forever.
+                conn.execute("ROLLBACK TO message")
+                log.exception("message_crashed_intake", topic=message.topic)
+                outcome = self._dead(conn, message.topic, message.payload,
+                                     f"internal error: {type(exc).__name__}: {exc}", now)
             conn.execute("RELEASE message")
             if outcome.order_id and outcome.result == "command":
                 touched.add(outcome.order_id)
@@ -146,11 +153,18 @@ class Pipeline:
                 outcome = Outcome(topic, applied.effect, event.event_id, event.order_id,
                                   event.type, new_jobs=applied.new_jobs)
                 touched.add(event.order_id)
-            except Rejected as exc:
+            except Exception as exc:  # Rejected, or a bug: never a poison pill
                 conn.execute("ROLLBACK TO event")
                 # Not applied, so not a seen event_id: a corrected resend may still apply.
+                # An acknowledged event that crashed the applier would otherwise block every
+                # later event at every start.
                 conn.execute("DELETE FROM events WHERE rowid = ?", (rowid,))
-                outcome = self._dead(conn, topic, raw, exc.reason, now)
+                if isinstance(exc, Rejected):
+                    reason = exc.reason
+                else:
+                    log.exception("event_crashed_applier", event_id=event_id)
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                outcome = self._dead(conn, topic, raw, reason, now)
             conn.execute("RELEASE event")
             new_jobs += len(outcome.new_jobs)
             outcomes.append(outcome)
@@ -178,7 +192,7 @@ class Pipeline:
         """Best-effort ids for the log line of a rejected message."""
         try:
             doc = json.loads(message.payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if isinstance(doc, dict):
             for key in ("event_id", "order_id", "type"):
@@ -207,7 +221,7 @@ class Pipeline:
     def _reprint(self, conn: sqlite3.Connection, message: Incoming, now: datetime) -> Outcome:
         try:
             doc: Any = json.loads(message.payload)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise Rejected(f"payload is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise Rejected("payload must be a JSON object")

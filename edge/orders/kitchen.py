@@ -32,16 +32,26 @@ class JobRow:
     wait_reason: str | None
     not_before: str | None
     reprint_of: str | None
+    may_be_duplicate: bool = False
+
+    @property
+    def reached(self) -> bool:
+        """On paper, or may be: sending now, or given back after its bytes may have reached
+        the printer (a crash mid-send, a send that failed half-way). A void, cancel or hold
+        must tell the station about such a ticket too."""
+        return self.state in REACHED or (self.state in OPEN and self.may_be_duplicate)
 
 
 def order_jobs(conn: sqlite3.Connection, order_id: str) -> list[JobRow]:
     rows = conn.execute(
         "SELECT job_key, station_id, kind, change_ref, line_ids, state, wait_reason, "
-        "not_before, reprint_of FROM print_jobs WHERE order_id = ? ORDER BY rowid",
+        "not_before, reprint_of, may_be_duplicate FROM print_jobs WHERE order_id = ? "
+        "ORDER BY rowid",
         (order_id,),
     ).fetchall()
     return [
-        JobRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows
+        JobRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
+        for r in rows
     ]
 
 
@@ -63,14 +73,14 @@ def reached_lines_by_station(jobs: Iterable[JobRow]) -> dict[str, list[str]]:
     """station -> line ids whose food ticket reached that station's printer, in order."""
     out: dict[str, list[str]] = {}
     for job in food_jobs(jobs):
-        if job.state in REACHED:
+        if job.reached:
             seen = out.setdefault(job.station_id, [])
             seen.extend(line for line in job.line_ids if line not in seen)
     return out
 
 
 def any_reached(jobs: Iterable[JobRow]) -> bool:
-    return any(j.state in REACHED for j in food_jobs(jobs))
+    return any(j.reached for j in food_jobs(jobs))
 
 
 def insert_job(

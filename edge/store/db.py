@@ -114,12 +114,15 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = fn(conn)
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # Also when COMMIT itself failed (disk full, I/O error): a connection
+                    # left inside a transaction would refuse every later one.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
             finally:
-                if not durable:
+                if not durable and not conn.in_transaction:
                     conn.execute("PRAGMA synchronous=FULL")
             return result
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import random
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from typing import Literal
 import httpx
 import structlog
 
-from edge.clock import Clock, SystemClock
+from edge.clock import Clock, SystemClock, rfc3339_ms
 from edge.config.models import UpstreamConfig
 from edge.store.db import Store
 from edge.upstream import outbox
@@ -183,6 +184,10 @@ class Sender:
         if not batch:
             await self._wait(self._poll_interval, kickable=True)
             return
+        # Applied events are committed without an fsync (docs/architecture.md). Nothing may
+        # leave the box that a power cut could take back: its seq and record_id would be
+        # reused for something else. One durable write makes everything before it durable.
+        await self._store.transact(partial(_durable_point, at=self._clock.now()))
         answer = await self._deliver(batch)
         if answer is None:
             self.consecutive_failures = 0
@@ -441,3 +446,8 @@ class Sender:
             log.info("outbox_compacted", rows=total)
         budget = int(self._cfg.disk_budget_mb * 1024 * 1024)
         await self._store.transact(partial(outbox.enforce_budget, budget_bytes=budget))
+
+
+def _durable_point(conn: sqlite3.Connection, at: datetime) -> None:
+    conn.execute("INSERT INTO kv (key, value) VALUES ('outbox_durable_point', ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (rfc3339_ms(at),))
