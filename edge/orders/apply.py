@@ -258,9 +258,7 @@ class Applier:
                       now: datetime) -> Applied:
         data: ItemsVoided = event.data
         result = Applied(order.order_id, "applied")
-        states = dict(conn.execute(
-            "SELECT line_id, state FROM order_lines WHERE order_id=?", (order.order_id,)
-        ).fetchall())
+        states = _line_states(conn, order.order_id)
         unknown = [x for x in data.line_ids if x not in states]
         if unknown:
             raise Rejected(f"data.line_ids: unknown line_id '{unknown[0]}' on this order")
@@ -473,9 +471,7 @@ class Applier:
                             now: datetime) -> Applied:
         data: ItemsComplimented = event.data
         result = Applied(order.order_id, "applied")
-        states = dict(conn.execute(
-            "SELECT line_id, state FROM order_lines WHERE order_id=?", (order.order_id,)
-        ).fetchall())
+        states = _line_states(conn, order.order_id)
         for line in data.line_ids:
             if line not in states:
                 raise Rejected(f"data.line_ids: unknown line_id '{line}' on this order")
@@ -502,6 +498,11 @@ def _repeat(conn: sqlite3.Connection, event: Event, result: Applied, what: str,
     result.effect = "repeat"
     add_activity(conn, event, f"{what} again (repeat ignored)", now, {})
     return result
+
+
+def _line_states(conn: sqlite3.Connection, order_id: str) -> dict[str, str]:
+    return dict(conn.execute(
+        "SELECT line_id, state FROM order_lines WHERE order_id=?", (order_id,)).fetchall())
 
 
 def _active_lines(conn: sqlite3.Connection, order_id: str, *, include_voided: bool) -> set[str]:

@@ -210,18 +210,25 @@ def _chunks(ids: Iterable[str], size: int = 500) -> Iterable[list[str]]:
         yield chunk
 
 
-def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datetime) -> int:
-    """The upstream listed these ids in a 200: they are done. Call only after that answer."""
-    stamp = rfc3339_ms(at)
+def _update(conn: sqlite3.Connection, record_ids: Iterable[str], assignments: str,
+            only_state: str, params: tuple[Any, ...]) -> int:
+    """UPDATE the given records in chunks (SQLite caps bound parameters); rows changed."""
     changed = 0
     for chunk in _chunks(record_ids):
         marks = ",".join("?" * len(chunk))
         cur = conn.execute(
-            f"UPDATE outbox SET state = 'accepted', accepted_at = ?, last_error = NULL"
-            f" WHERE record_id IN ({marks}) AND state != 'accepted'",
-            (stamp, *chunk),
+            f"UPDATE outbox SET {assignments} WHERE record_id IN ({marks}) AND {only_state}",
+            (*params, *chunk),
         )
         changed += cur.rowcount
+    return changed
+
+
+def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datetime) -> int:
+    """The upstream listed these ids in a 200: they are done. Call only after that answer."""
+    stamp = rfc3339_ms(at)
+    changed = _update(conn, record_ids, "state = 'accepted', accepted_at = ?, last_error = NULL",
+                      "state != 'accepted'", (stamp,))
     if changed:
         conn.execute(
             "INSERT INTO kv (key, value) VALUES (?, ?)"
@@ -233,31 +240,15 @@ def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datet
 
 def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str], error: str) -> int:
     """A send of these records failed in a way worth retrying; they stay pending."""
-    changed = 0
-    for chunk in _chunks(record_ids):
-        marks = ",".join("?" * len(chunk))
-        cur = conn.execute(
-            f"UPDATE outbox SET attempts = attempts + 1, last_error = ?"
-            f" WHERE record_id IN ({marks}) AND state = 'pending'",
-            (error[:500], *chunk),
-        )
-        changed += cur.rowcount
-    return changed
+    return _update(conn, record_ids, "attempts = attempts + 1, last_error = ?",
+                   "state = 'pending'", (error[:500],))
 
 
 def park(conn: sqlite3.Connection, record_ids: Iterable[str], error: str, at: datetime) -> int:
     """The upstream refuses these records themselves: keep them aside for the operator."""
-    stamp = rfc3339_ms(at)
-    changed = 0
-    for chunk in _chunks(record_ids):
-        marks = ",".join("?" * len(chunk))
-        cur = conn.execute(
-            f"UPDATE outbox SET state = 'parked', parked_at = ?, attempts = attempts + 1,"
-            f" last_error = ? WHERE record_id IN ({marks}) AND state = 'pending'",
-            (stamp, error[:500], *chunk),
-        )
-        changed += cur.rowcount
-    return changed
+    return _update(conn, record_ids,
+                   "state = 'parked', parked_at = ?, attempts = attempts + 1, last_error = ?",
+                   "state = 'pending'", (rfc3339_ms(at), error[:500]))
 
 
 def retry_parked(conn: sqlite3.Connection) -> int:
