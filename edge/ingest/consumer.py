@@ -17,12 +17,11 @@ import asyncio
 import functools
 from collections.abc import Callable
 
-import aiomqtt
 import structlog
 
 from edge import crashpoints
 from edge.clock import Clock
-from edge.ingest.link import ack
+from edge.ingest.mqtt_compat import Session
 from edge.ingest.pipeline import BatchResult, Incoming, Pipeline
 from edge.store import Store
 
@@ -61,19 +60,17 @@ class Ingest:
         self.stopping = True
         self._pending.set()
 
-    async def consume(self, client: aiomqtt.Client) -> None:
-        messages = client.messages
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
-        async for first in messages:
+    async def consume(self, session: Session) -> None:
+        async for first in session.messages:
             if self.stopping:
                 continue
             self.idle.clear()
             batch = [first]
             while len(batch) < self.max_batch:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
+                more = session.take_nowait()
+                if more is None:
                     break
+                batch.append(more)
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
             now = self.clock.now()
             try:
@@ -82,9 +79,9 @@ class Ingest:
                 crashpoints.reached("after_commit_before_ack")
                 # Committed: only now may the broker forget these messages.
                 for message in batch:
-                    ack(client, message)
+                    session.ack(message)
                 self.committed += len(batch)
-                self._backlog = queue.qsize()
+                self._backlog = session.backlog()
             except BaseException:
                 # Cancelled mid-batch (the connection dropped): the commit may still land,
                 # unacknowledged, and the resend is deduplicated. The old client's queue

@@ -8,12 +8,13 @@ incoming events therefore costs one thread hop and one fsync, not one per statem
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import aiosqlite
 
+from edge.store.aiosqlite_compat import run_on_thread
 from edge.store.migrate import SchemaTooNew, migrate
 
 DB_FILENAME = "kitchen-edge.db"
@@ -90,11 +91,7 @@ class Store:
 
     @staticmethod
     async def _run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # aiosqlite has no public "run this function on your thread"; `_execute` is that,
-        # and it is what every public method of it uses. Pinned below 0.23 in pyproject.
-        raw = conn._conn
-        execute = cast(Callable[..., Awaitable[T]], conn._execute)
-        return await execute(fn, raw)
+        return await run_on_thread(conn, fn)
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T], *,
                        durable: bool = True) -> T:
