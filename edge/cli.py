@@ -25,6 +25,24 @@ def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
         print(render(data))
 
 
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain text table for people; --json is for scripts."""
+    if not rows:
+        return "(none)"
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _db(args: argparse.Namespace) -> Path:
     from edge.config import load_config
     from edge.daemon import db_path
@@ -63,16 +81,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     rows = ops.jobs_list(_ro(args), state=args.state, order_id=args.order, limit=args.limit)
-    _emit(rows, args.json, lambda r: ops.table(
+    _emit(rows, args.json, lambda r: table(
         r, ["job_key", "kind", "state", "station_id", "printer_id", "attempts", "created_at"]))
     return 0
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     job = ops.job_show(_ro(args), args.job_key)
     if job is None:
@@ -120,7 +138,7 @@ def cmd_jobs_reprint(args: argparse.Namespace) -> int:
 
 
 def cmd_orders_show(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     order = ops.order_show(_ro(args), args.order_id)
     if order is None:
@@ -133,9 +151,9 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
                 f"fulfillment {o['fulfillment']} {o['table_label'] or ''}")
         return "\n\n".join([
             head,
-            "LINES\n" + ops.table(o["lines"], ["line_id", "qty", "name", "category", "state"]),
-            "ACTIVITIES\n" + ops.table(o["activities"], ["at", "what", "channel", "device"]),
-            "JOBS\n" + ops.table(o["jobs"], ["job_key", "kind", "state", "printer_id"]),
+            "LINES\n" + table(o["lines"], ["line_id", "qty", "name", "category", "state"]),
+            "ACTIVITIES\n" + table(o["activities"], ["at", "what", "channel", "device"]),
+            "JOBS\n" + table(o["jobs"], ["job_key", "kind", "state", "printer_id"]),
         ])
 
     _emit(order, args.json, render)
@@ -143,24 +161,24 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     rows = ops.dead_letters(_ro(args), limit=args.limit)
-    _emit(rows, args.json, lambda r: ops.table(r, ["id", "received_at", "topic", "reason",
+    _emit(rows, args.json, lambda r: table(r, ["id", "received_at", "topic", "reason",
                                                    "seen"]))
     return 0
 
 
 def cmd_printers_list(args: argparse.Namespace) -> int:
-    from edge import ops
     from edge.config import load_config
+    from edge.orders import views as ops
 
     cfg = load_config(Path(args.config))
     states = {s["printer_id"]: s for s in ops.printer_states(_ro(args))}
     rows = [{"printer_id": p.id, "connection": p.connection, "columns": p.columns,
              "state": states.get(p.id, {}).get("state", "unknown"),
              "since": states.get(p.id, {}).get("since")} for p in cfg.printers]
-    _emit(rows, args.json, lambda r: ops.table(r, ["printer_id", "connection", "state", "since"]))
+    _emit(rows, args.json, lambda r: table(r, ["printer_id", "connection", "state", "since"]))
     return 0
 
 

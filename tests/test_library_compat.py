@@ -43,7 +43,7 @@ async def test_aiosqlite_adapter_says_which_internal_moved(tmp_path: Path) -> No
     class Moved:
         pass
 
-    with pytest.raises(aiosqlite_compat.LibraryInternalMoved, match="aiosqlite_compat.py"):
+    with pytest.raises(aiosqlite_compat.LibraryInternalMoved, match=r"aiosqlite_compat\.py"):
         await aiosqlite_compat.run_on_thread(Moved(), lambda c: c)  # type: ignore[arg-type]
 
 
@@ -65,7 +65,7 @@ async def test_aiomqtt_adapter_says_which_internal_moved() -> None:
     class Moved:
         pass
 
-    with pytest.raises(mqtt_compat.LibraryInternalMoved, match="mqtt_compat.py"):
+    with pytest.raises(mqtt_compat.LibraryInternalMoved, match=r"mqtt_compat\.py"):
         mqtt_compat.paho_client(Moved())  # type: ignore[arg-type]
 
 
@@ -83,5 +83,5 @@ def test_zeroconf_still_exports_the_query_classes() -> None:
 
 def test_zeroconf_adapter_says_which_internal_moved(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(zeroconf, "DNSOutgoing")
-    with pytest.raises(zeroconf_compat.LibraryInternalMoved, match="zeroconf_compat.py"):
+    with pytest.raises(zeroconf_compat.LibraryInternalMoved, match=r"zeroconf_compat\.py"):
         zeroconf_compat._classes()

@@ -18,8 +18,9 @@ import pytest
 
 from edge.clock import SystemClock
 from edge.config.models import UpstreamConfig
+from edge.store import outbox
 from edge.store.db import Store
-from edge.upstream import cli, outbox
+from edge.upstream import cli
 from edge.upstream.fake import FakeUpstream
 from edge.upstream.sender import DEADLINE_FACTOR, Sender, parse_retry_after
 from tests.fake_upstream import FakeUpstreamProcess

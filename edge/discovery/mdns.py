@@ -41,8 +41,8 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock, rfc3339
-from edge.discovery import registry
 from edge.discovery.zeroconf_compat import TYPE_SRV, TYPE_TXT, ask_srv
+from edge.store import registry
 
 if TYPE_CHECKING:
     from edge.store.db import Store

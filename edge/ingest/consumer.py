@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import structlog
 
 from edge import crashpoints
 from edge.clock import Clock
 from edge.ingest.mqtt_compat import Session
-from edge.ingest.pipeline import BatchResult, Incoming, Pipeline
+from edge.ingest.parse import connector_topic
+from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
 from edge.store import Store
 
 log = structlog.get_logger(__name__)
@@ -33,14 +34,17 @@ APPLY_MAX_LAG = 1.0
 APPLY_CHUNK = 64
 
 
+class IntakeClosed(RuntimeError):
+    """The daemon is stopping: a submitted order was not stored."""
+
+
 class Ingest:
-    def __init__(self, store: Store, pipeline: Pipeline, clock: Clock, *, max_batch: int,
-                 on_batch: Callable[[BatchResult], None]) -> None:
+    def __init__(self, store: Store, pipeline: Pipeline, clock: Clock, *,
+                 max_batch: int) -> None:
         self.store = store
         self.pipeline = pipeline
         self.clock = clock
         self.max_batch = max_batch
-        self.on_batch = on_batch
         self.committed = 0
         self.applied = 0
         # Shutdown waits on this: set while no batch is half-way between COMMIT and PUBACK.
@@ -52,6 +56,27 @@ class Ingest:
         self.stopping = False
         self._pending = asyncio.Event()
         self._backlog = 0          # messages waiting in the client's queue at the last look
+
+    async def submit(self, source: str, payloads: Sequence[bytes]) -> list[Outcome]:
+        """The intake of in-process order sources (connectors): the same durable accept path
+        as broker messages (validate, dedupe by event_id, dead-letter the invalid, one
+        durable transaction), returning once COMMIT is on disk, one outcome per payload:
+        `accepted` (durable, applied shortly), `duplicate`, or `dead` with the reason. Only
+        then may the connector acknowledge its partner. Raises `IntakeClosed` once the
+        daemon is stopping: nothing was stored, the partner must not be told otherwise."""
+        if self.stopping:
+            raise IntakeClosed("the kitchen is shutting down; nothing was stored")
+        topic = connector_topic(self.pipeline.root, source)
+        incoming = [Incoming(topic, p) for p in payloads]
+        if not incoming:
+            return []
+        now = self.clock.now()
+        result = await self.store.transact(
+            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+        self.committed += len(incoming)
+        self._pending.set()
+        self._log(result)
+        return result.outcomes
 
     def stop(self) -> None:
         """Take and apply nothing more. What arrives from now on stays unacknowledged, so
@@ -92,7 +117,6 @@ class Ingest:
                 self.idle.set()
             self._pending.set()
             self._log(result)
-            self.on_batch(result)
 
     async def run_applier(self) -> None:
         """Apply stored events until cancelled; first whatever a crash left unapplied."""
@@ -123,9 +147,6 @@ class Ingest:
                 if result.outcomes:
                     self.applied += sum(1 for o in result.outcomes if o.result != "dead")
                     self._log(result)
-                    # Publishes the timelines this pass wrote: cancelled before this line,
-                    # they would be committed and never published.
-                    self.on_batch(result)
             finally:
                 self.applier_idle.set()
 

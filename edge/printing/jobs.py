@@ -16,9 +16,8 @@ from typing import Any
 
 from edge.clock import parse_rfc3339, rfc3339_ms
 from edge.orders import kitchen
-from edge.orders.apply import refresh_progress
-from edge.orders.records import add_activity, sync_records
-from edge.printing.ticket import Ticket, TicketItem
+from edge.orders.legacy import add_activity, refresh_progress, sync_records
+from edge.orders.ticket import Ticket, TicketItem
 
 
 @dataclass(frozen=True)

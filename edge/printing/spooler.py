@@ -24,7 +24,7 @@ from edge.printing import jobs
 from edge.printing.render import render_ticket
 from edge.printing.status import PrinterStatus
 from edge.printing.transport import PrinterUnavailable, TcpTransport, Transport
-from edge.store import Store
+from edge.store.legacy import ConnStore as Store
 
 log = structlog.get_logger(__name__)
 

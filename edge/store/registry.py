@@ -1,7 +1,9 @@
-"""The `printer_registry` table: what discovery has seen, where, and when.
+"""The `printer_registry` table (what discovery has seen, where, and when) and the
+`printer_states` table (what each configured printer last said).
 
 Plain synchronous SQL on a `sqlite3.Connection`, meant to run inside `Store.transact` (writes)
-or `Store.read` / `open_readonly` (reads). Shared by every discovery source ('mdns', 'usb').
+or `Store.read` / `open_readonly` (reads). The registry is shared by every discovery source
+('mdns', 'usb'); discovery writes it, nothing else.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["list_registry", "mark_gone", "mark_source_absent", "upsert_seen"]
+__all__ = [
+    "list_registry", "mark_gone", "mark_source_absent", "printer_states", "set_printer_state",
+    "upsert_seen",
+]
 
 
 def upsert_seen(
@@ -68,17 +73,30 @@ def list_registry(conn: sqlite3.Connection, source: str | None = None) -> list[d
     sql += " ORDER BY last_seen DESC, source, name"
     out: list[dict[str, Any]] = []
     for row in conn.execute(sql, params).fetchall():
-        source_, name, address, port, details, first_seen, last_seen, present = tuple(row)
         out.append(
             {
-                "source": source_,
-                "name": name,
-                "address": address,
-                "port": port,
-                "details": json.loads(details) if details else {},
-                "first_seen": first_seen,
-                "last_seen": last_seen,
-                "present": bool(present),
+                "source": row["source"],
+                "name": row["name"],
+                "address": row["address"],
+                "port": row["port"],
+                "details": json.loads(row["details"]) if row["details"] else {},
+                "first_seen": row["first_seen"],
+                "last_seen": row["last_seen"],
+                "present": bool(row["present"]),
             }
         )
     return out
+
+
+def set_printer_state(conn: sqlite3.Connection, printer_id: str, state: str, since: str,
+                      detail: str | None) -> None:
+    conn.execute(
+        "INSERT INTO printer_states (printer_id, state, since, detail) VALUES (?,?,?,?) "
+        "ON CONFLICT(printer_id) DO UPDATE SET state=excluded.state, "
+        "since=excluded.since, detail=excluded.detail",
+        (printer_id, state, since, detail))
+
+
+def printer_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    cur = conn.execute("SELECT * FROM printer_states ORDER BY printer_id")
+    return [dict(row) for row in cur.fetchall()]

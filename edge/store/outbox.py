@@ -1,4 +1,4 @@
-"""The upstream outbox: records waiting to reach the restaurant core (CONTRACT section 7).
+"""The `outbox` table: records waiting to reach the restaurant core (CONTRACT section 7).
 
 Every function here is synchronous and takes the caller's `sqlite3.Connection`; none of them
 commits. The kitchen calls `add_record` inside the writer transaction that makes the change
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 
 from edge.clock import parse_rfc3339, rfc3339_ms
+from edge.store import kv
 
 log = structlog.get_logger(__name__)
 
@@ -124,13 +125,14 @@ _COLUMNS = "seq, record_id, kind, order_id, created_at, body, size, attempts, st
 _KV_LAST_SUCCESS = "upstream.last_success"
 
 
-def _record(row: Sequence[Any]) -> OutboxRecord:
-    seq, record_id, kind = int(row[0]), str(row[1]), str(row[2])
-    order_id = None if row[3] is None else str(row[3])
-    created_at, body_json = str(row[4]), str(row[5])
+def _record(row: sqlite3.Row) -> OutboxRecord:
+    seq, record_id, kind = int(row["seq"]), str(row["record_id"]), str(row["kind"])
+    order_id = None if row["order_id"] is None else str(row["order_id"])
+    created_at, body_json = str(row["created_at"]), str(row["body"])
     return OutboxRecord(
         seq=seq, record_id=record_id, kind=kind, order_id=order_id, created_at=created_at,
-        body_json=body_json, size=int(row[6]), attempts=int(row[7]), state=str(row[8]),
+        body_json=body_json, size=int(row["size"]), attempts=int(row["attempts"]),
+        state=str(row["state"]),
         wire_json=_wire(seq, record_id, kind, order_id, created_at, body_json),
     )
 
@@ -230,11 +232,7 @@ def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datet
     changed = _update(conn, record_ids, "state = 'accepted', accepted_at = ?, last_error = NULL",
                       "state != 'accepted'", (stamp,))
     if changed:
-        conn.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (_KV_LAST_SUCCESS, stamp),
-        )
+        kv.put(conn, _KV_LAST_SUCCESS, stamp)
     return changed
 
 
@@ -285,8 +283,9 @@ def compact(conn: sqlite3.Connection, *, older_than: datetime, limit: int | None
 
 
 def outbox_bytes(conn: sqlite3.Connection) -> int:
-    row = conn.execute(f"SELECT COALESCE(SUM(size), 0) + {ROW_OVERHEAD} * COUNT(*) FROM outbox")
-    return int(row.fetchone()[0])
+    row = conn.execute(
+        f"SELECT COALESCE(SUM(size), 0) + {ROW_OVERHEAD} * COUNT(*) AS bytes FROM outbox")
+    return int(row.fetchone()["bytes"])
 
 
 def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetReport:
@@ -356,11 +355,11 @@ def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int)
         " ORDER BY o.seq"
     ).fetchall()
     victims: list[int] = []
-    for seq, size in moot:
+    for row in moot:
         if current <= budget_bytes:
             break
-        victims.append(int(seq))
-        current -= int(size) + ROW_OVERHEAD
+        victims.append(int(row["seq"]))
+        current -= int(row["size"]) + ROW_OVERHEAD
     for start in range(0, len(victims), 500):
         chunk = victims[start:start + 500]
         conn.execute(
@@ -377,21 +376,22 @@ def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
         "SELECT created_at FROM outbox WHERE state IN ('pending', 'parked') ORDER BY seq LIMIT 1"
     ).fetchone()
     blocked = conn.execute(
-        "SELECT COUNT(*) FROM outbox AS o WHERE o.state = 'pending' AND o.order_id IS NOT NULL"
+        "SELECT COUNT(*) AS n FROM outbox AS o WHERE o.state = 'pending'"
+        " AND o.order_id IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM outbox AS p WHERE p.order_id = o.order_id"
         "             AND p.state = 'parked' AND p.seq < o.seq)"
-    ).fetchone()[0]
-    last = conn.execute("SELECT value FROM kv WHERE key = ?", (_KV_LAST_SUCCESS,)).fetchone()
+    ).fetchone()["n"]
+    last = kv.get(conn, _KV_LAST_SUCCESS)
     if last is None:
-        last = conn.execute("SELECT MAX(accepted_at) FROM outbox").fetchone()
+        last = conn.execute("SELECT MAX(accepted_at) AS at FROM outbox").fetchone()["at"]
     age = None
     if oldest is not None:
-        age = max(0.0, (now - parse_rfc3339(str(oldest[0]))).total_seconds())
+        age = max(0.0, (now - parse_rfc3339(str(oldest["created_at"]))).total_seconds())
     return OutboxStats(
         backlog=int(counts.get("pending", 0)),
         blocked=int(blocked),
         oldest_unsent_age_s=age,
-        last_success=None if last is None or last[0] is None else str(last[0]),
+        last_success=None if last is None else str(last),
         parked=int(counts.get("parked", 0)),
         superseded=int(counts.get("superseded", 0)),
         accepted=int(counts.get("accepted", 0)),
@@ -408,3 +408,22 @@ def parked_records(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str,
     )
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    record_id: str
+    created_at: str
+
+
+def first_confirmation(conn: sqlite3.Connection, order_id: str) -> Confirmation | None:
+    """The order's `confirmation` record (timeline evidence), in whatever state."""
+    row = conn.execute(
+        "SELECT record_id, created_at FROM outbox WHERE order_id = ? AND kind = 'confirmation'"
+        " ORDER BY seq LIMIT 1", (order_id,)).fetchone()
+    return None if row is None else Confirmation(str(row["record_id"]), str(row["created_at"]))
+
+
+def make_durable_point(conn: sqlite3.Connection, at: datetime) -> None:
+    """One durable write: with it, everything committed before is on disk too."""
+    kv.put(conn, "outbox_durable_point", rfc3339_ms(at))

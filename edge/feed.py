@@ -1,0 +1,245 @@
+"""The change feed: what a committed transaction changed, as typed records, in-process.
+
+Writers collect changes while their transaction runs (`Tx.emit`, see `edge.store.tx`); the
+store publishes them here after COMMIT, never on rollback, and a savepoint rolled back drops
+the changes recorded since it. Whoever needs to react to the kitchen's changes subscribes by
+change class: the MQTT publisher (timelines, dead letters, printer states), the metrics, the
+upstream sender and the partner-call sender (woken by `RecordQueued`), the spooler (woken by
+`JobQueued`), and later the screens and connectors. Nothing needs a callback slot of its own.
+
+Subscribers run on the event loop, right after the commit, one after the other: they must
+be cheap (set an event, queue a publish, schedule a task) and never block. One that raises is
+logged and the others still run.
+
+Changes that come from no transaction (a printer's state, the WAN going down) are published
+directly with `Feed.publish`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Base of every change record."""
+
+
+# -- ingest -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventAccepted(Change):
+    """An event is stored as received (durable); it is applied later."""
+
+    event_id: str
+    order_id: str
+    event_type: str
+
+
+@dataclass(frozen=True)
+class EventApplied(Change):
+    """An event (or an operator command) changed the kitchen, or was a repeat of a change
+    the order already had (`effect` "repeat")."""
+
+    event_id: str
+    order_id: str | None
+    event_type: str            # "order.created" ...; "command" for an operator command
+    effect: str                # applied | repeat | command
+
+
+@dataclass(frozen=True)
+class EventDuplicate(Change):
+    """A message under an event_id (or command_id) already stored; not applied again."""
+
+    event_id: str | None
+    order_id: str | None
+
+
+@dataclass(frozen=True)
+class DeadLettered(Change):
+    """A message was refused: kept in dead_letters, to be published on the dead-letter topic."""
+
+    dead_letter_id: int
+    topic: str
+    reason: str
+    kind: str                  # RejectKind value: invalid_json, schema, transition, ...
+
+
+# -- orders -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderStatusChanged(Change):
+    order_id: str
+    status: str
+    previous: str | None       # None for a new order
+
+
+@dataclass(frozen=True)
+class TimelineChanged(Change):
+    """The order's public timeline (CONTRACT section 6) changed; the new document."""
+
+    order_id: str
+    timeline: Mapping[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class RecordQueued(Change):
+    """A durable record waits for a sender: `destination` "upstream" is the outbox
+    (CONTRACT section 7); any other is a partner's name in the calls outbox."""
+
+    destination: str
+    order_id: str | None
+
+
+# -- print jobs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobCreated(Change):
+    job_key: str
+    order_id: str
+    station_id: str
+    kind: str
+    state: str                 # queued, or waiting (held, a later course, scheduled)
+
+
+@dataclass(frozen=True)
+class JobQueued(Change):
+    """A job is printable now: created queued, or released from a wait."""
+
+    job_key: str
+    order_id: str
+    station_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JobWithdrawn(Change):
+    job_key: str
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobClaimed(Change):
+    job_key: str
+    order_id: str
+    station_id: str
+    printer_id: str
+
+
+@dataclass(frozen=True)
+class JobPrinted(Change):
+    job_key: str
+    order_id: str
+    station_id: str
+    printer_id: str
+    kind: str
+    created_at: datetime       # when the change reached the kitchen
+    printed_at: datetime
+
+
+@dataclass(frozen=True)
+class JobUnconfirmed(Change):
+    """A send did not finish: the job went back (queued, waiting or withdrawn); when
+    `maybe_on_paper`, its bytes may have reached the printer."""
+
+    job_key: str
+    order_id: str
+    reason: str
+    maybe_on_paper: bool
+
+
+# -- printers and links -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrinterStateChanged(Change):
+    """What `{root}/printers/{id}/state` says (published retained)."""
+
+    printer_id: str
+    state: str
+    since: str
+    queued: int
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class PrinterSeen(Change):
+    """Discovery saw a printer appear, move or go (USB plug, mDNS answer or silence)."""
+
+    source: str                # usb | mdns
+    name: str
+    present: bool
+
+
+@dataclass(frozen=True)
+class WanChanged(Change):
+    up: bool
+
+
+C = TypeVar("C", bound=Change)
+Subscriber = Callable[[Any], None]
+
+
+class Feed:
+    """Typed publish/subscribe for changes, in-process, on the event loop."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[type[Change], list[Subscriber]] = {}
+        self.published = 0
+
+    def subscribe(self, kind: type[C], fn: Callable[[C], None]) -> Callable[[], None]:
+        """Call `fn` with every published change of class `kind` (or a subclass of it).
+        Returns the call that unsubscribes."""
+        listeners = self._subscribers.setdefault(kind, [])
+        listeners.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in listeners:
+                listeners.remove(fn)
+
+        return unsubscribe
+
+    def publish(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            self.published += 1
+            for cls in type(change).__mro__:
+                for fn in list(self._subscribers.get(cls, ())):
+                    try:
+                        fn(change)
+                    except Exception:  # one consumer's bug must not starve the others
+                        log.exception("feed_subscriber_failed", change=type(change).__name__)
+                if cls is Change:
+                    break
+
+
+__all__ = [
+    "C",
+    "Change",
+    "DeadLettered",
+    "EventAccepted",
+    "EventApplied",
+    "EventDuplicate",
+    "Feed",
+    "JobClaimed",
+    "JobCreated",
+    "JobPrinted",
+    "JobQueued",
+    "JobUnconfirmed",
+    "JobWithdrawn",
+    "OrderStatusChanged",
+    "PrinterSeen",
+    "PrinterStateChanged",
+    "RecordQueued",
+    "TimelineChanged",
+    "WanChanged",
+]
