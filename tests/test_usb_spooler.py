@@ -18,6 +18,7 @@ from edge.orders.apply import Applier
 from edge.printing.spooler import Spooler
 from edge.printing.usb import UsbTransport
 from edge.store import Store
+from edge.store.legacy import ConnStore
 from tests.fakeusb import FakeBackend, epson_tm_t88
 
 ROOT = "kitchen/usb-site"
@@ -54,13 +55,13 @@ async def test_usb_printer_unplugged_mid_ticket_then_replugged_elsewhere(tmp_pat
     await store.open()
     states: list[dict[str, object]] = []
     transport = UsbTransport(0x04B8, 0x0202, "TM88-0001", name="bar", backend=backend)
-    spooler = Spooler(cfg, store, SystemClock(), lambda _p, body: states.append(body),
+    spooler = Spooler(cfg, ConnStore(store), SystemClock(), lambda _p, body: states.append(body),
                       transports={"bar": transport})
     pipeline = Pipeline(ROOT, Applier(plan_of(cfg)))
 
     async def publish(order_id: str) -> None:
         now = datetime.now(UTC)
-        await store.transact(lambda c: pipeline.apply_batch(c, [order(order_id)], now))
+        await store.transact(lambda tx: pipeline.apply_batch(tx, [order(order_id)], now))
         spooler.kick()
 
     async def state_of(key: str) -> Any:

@@ -45,6 +45,7 @@ from edge.discovery.zeroconf_compat import TYPE_SRV, TYPE_TXT, ask_srv
 from edge.store import registry
 
 if TYPE_CHECKING:
+    from edge.store import Tx
     from edge.store.db import Store
 
 __all__ = [
@@ -154,6 +155,13 @@ class _Ear(RecordUpdateListener):
 
     def async_update_records_complete(self) -> None:
         return None
+
+
+def _on_conn(unit: Callable[[sqlite3.Connection], object]) -> Callable[[Tx], object]:
+    def run(tx: Tx) -> object:
+        return unit(tx.conn)
+
+    return run
 
 
 class MdnsBrowser:
@@ -511,6 +519,6 @@ class MdnsBrowser:
             if unit is None:
                 return
             try:
-                await store.transact(unit)
+                await store.transact(_on_conn(unit))
             except Exception as exc:  # the registry is a record, never a reason to stop browsing
                 log.error("mdns_registry_write_failed", error=f"{type(exc).__name__}: {exc}")

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edge.store.rows import query
+
 DEAD_LETTER_CUT = 4096
 
 
@@ -49,7 +51,7 @@ class DeadLetter:
 
 
 def seen(conn: sqlite3.Connection, event_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM events WHERE event_id=?", (event_id,)).fetchone() \
+    return query(conn, "SELECT 1 FROM events WHERE event_id=?", (event_id,)).fetchone() \
         is not None
 
 
@@ -57,7 +59,7 @@ def add(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
         occurred_at: str, received_at: str, channel: str, device: str | None, topic: str,
         payload: str) -> None:
     """Store an event as received, not yet applied."""
-    conn.execute(
+    query(conn,
         "INSERT INTO events (event_id, order_id, type, occurred_at, received_at, channel, "
         "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,0)",
         (event_id, order_id, type, occurred_at, received_at, channel, device, topic, payload))
@@ -65,7 +67,7 @@ def add(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
 
 def unapplied(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:
     """Stored events not yet applied, oldest first."""
-    rows = conn.execute(
+    rows = query(conn,
         "SELECT rowid, event_id, topic, payload FROM events WHERE applied = 0 "
         "ORDER BY rowid LIMIT ?", (limit,)).fetchall()
     return [StoredEvent(int(r["rowid"]), str(r["event_id"]), str(r["topic"]), str(r["payload"]))
@@ -73,23 +75,23 @@ def unapplied(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:
 
 
 def mark_applied(conn: sqlite3.Connection, rowid: int) -> None:
-    conn.execute("UPDATE events SET applied = 1 WHERE rowid = ?", (rowid,))
+    query(conn, "UPDATE events SET applied = 1 WHERE rowid = ?", (rowid,))
 
 
 def forget(conn: sqlite3.Connection, rowid: int) -> None:
     """An event that could not be applied is no seen event_id: a corrected resend may apply."""
-    conn.execute("DELETE FROM events WHERE rowid = ?", (rowid,))
+    query(conn, "DELETE FROM events WHERE rowid = ?", (rowid,))
 
 
 def times(conn: sqlite3.Connection, event_id: str, order_id: str) -> EventTimes | None:
-    row = conn.execute(
+    row = query(conn,
         "SELECT occurred_at, received_at FROM events WHERE event_id = ? AND order_id = ?",
         (event_id, order_id)).fetchone()
     return None if row is None else EventTimes(str(row["occurred_at"]), str(row["received_at"]))
 
 
 def payloads(conn: sqlite3.Connection, event_id: str) -> list[str]:
-    return [str(r["payload"]) for r in conn.execute(
+    return [str(r["payload"]) for r in query(conn,
         "SELECT payload FROM events WHERE event_id = ?", (event_id,))]
 
 
@@ -98,7 +100,7 @@ def applied_of_types(conn: sqlite3.Connection, order_id: str,
     """The order's applied events of these types, in the order they were received."""
     wanted = list(types)
     marks = ",".join("?" * len(wanted))
-    rows = conn.execute(
+    rows = query(conn,
         f"SELECT event_id, type, occurred_at, payload FROM events"
         f" WHERE order_id = ? AND applied = 1 AND type IN ({marks})"
         f" ORDER BY received_at, rowid", (order_id, *wanted)).fetchall()
@@ -113,17 +115,17 @@ def add_dead_letter(conn: sqlite3.Connection, topic: str, payload: bytes, reason
                     received_at: str) -> int:
     """Keep a refused message once, however often it is redelivered; returns its row id."""
     digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
-    conn.execute(
+    query(conn,
         "INSERT INTO dead_letters (topic, reason, received_at, payload, payload_size, digest) "
         "VALUES (?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET seen = seen + 1, published = 0",
         (topic, reason, received_at, payload[:DEAD_LETTER_CUT], len(payload), digest),
     )
-    row = conn.execute("SELECT id FROM dead_letters WHERE digest=?", (digest,)).fetchone()
+    row = query(conn, "SELECT id FROM dead_letters WHERE digest=?", (digest,)).fetchone()
     return int(row["id"])
 
 
 def dead_letter(conn: sqlite3.Connection, dead_letter_id: int) -> DeadLetter | None:
-    row = conn.execute(
+    row = query(conn,
         "SELECT id, topic, reason, received_at, payload FROM dead_letters WHERE id=?",
         (dead_letter_id,)).fetchone()
     if row is None:
@@ -133,16 +135,16 @@ def dead_letter(conn: sqlite3.Connection, dead_letter_id: int) -> DeadLetter | N
 
 
 def mark_dead_letter_published(conn: sqlite3.Connection, dead_letter_id: int) -> None:
-    conn.execute("UPDATE dead_letters SET published=1 WHERE id=?", (dead_letter_id,))
+    query(conn, "UPDATE dead_letters SET published=1 WHERE id=?", (dead_letter_id,))
 
 
 def unpublished_dead_letters(conn: sqlite3.Connection) -> list[int]:
-    return [int(r["id"]) for r in conn.execute(
+    return [int(r["id"]) for r in query(conn,
         "SELECT id FROM dead_letters WHERE published=0 ORDER BY id")]
 
 
 def recent_dead_letters(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
-    out = [dict(r) for r in conn.execute(
+    out = [dict(r) for r in query(conn,
         "SELECT id, received_at, topic, reason, seen, payload_size, payload FROM dead_letters "
         "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()]
     for row in out:
@@ -154,13 +156,13 @@ def recent_dead_letters(conn: sqlite3.Connection, limit: int = 50) -> list[dict[
 
 
 def command_seen(conn: sqlite3.Connection, command_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM commands WHERE command_id=?",
+    return query(conn, "SELECT 1 FROM commands WHERE command_id=?",
                         (command_id,)).fetchone() is not None
 
 
 def add_command(conn: sqlite3.Connection, *, command_id: str, kind: str, received_at: str,
                 payload: str, result: str) -> None:
-    conn.execute(
+    query(conn,
         "INSERT INTO commands (command_id, kind, received_at, payload, result) "
         "VALUES (?,?,?,?,?)", (command_id, kind, received_at, payload, result))
 

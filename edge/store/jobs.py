@@ -15,6 +15,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from edge.store.rows import query
+
 
 @dataclass(frozen=True, slots=True)
 class JobSource:
@@ -55,7 +57,7 @@ class TimelineJob:
 
 
 def source_of(conn: sqlite3.Connection, job_key: str) -> JobSource | None:
-    row = conn.execute(
+    row = query(conn,
         "SELECT order_id, station_id, kind, change_ref, line_ids, due_at "
         "FROM print_jobs WHERE job_key=?", (job_key,)).fetchone()
     if row is None:
@@ -65,7 +67,7 @@ def source_of(conn: sqlite3.Connection, job_key: str) -> JobSource | None:
 
 
 def unreported(conn: sqlite3.Connection, order_id: str) -> list[JobReport]:
-    rows = conn.execute(
+    rows = query(conn,
         "SELECT job_key, station_id, kind, state, printer_id, backup_from, may_be_duplicate, "
         "reprint_of, reason, created_at, printed_at FROM print_jobs "
         "WHERE order_id=? AND state IS NOT reported_state ORDER BY rowid", (order_id,)).fetchall()
@@ -78,13 +80,13 @@ def unreported(conn: sqlite3.Connection, order_id: str) -> list[JobReport]:
 
 
 def mark_reported(conn: sqlite3.Connection, job_key: str) -> None:
-    conn.execute("UPDATE print_jobs SET reported_state=state WHERE job_key=?", (job_key,))
+    query(conn, "UPDATE print_jobs SET reported_state=state WHERE job_key=?", (job_key,))
 
 
 def for_timeline(conn: sqlite3.Connection, order_id: str) -> list[TimelineJob]:
     """The order's original kitchen jobs (no reprints, no test tickets), the initial
     ticket first, then by creation."""
-    rows = conn.execute(
+    rows = query(conn,
         "SELECT job_key, state, created_at, queued_at, printed_at FROM print_jobs"
         " WHERE order_id = ? AND reprint_of IS NULL AND kind != 'TEST'"
         " ORDER BY change_ref != 'initial', created_at, rowid", (order_id,)).fetchall()
@@ -93,7 +95,7 @@ def for_timeline(conn: sqlite3.Connection, order_id: str) -> list[TimelineJob]:
 
 
 def counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
-    return {str(r["state"]): int(r["n"]) for r in conn.execute(
+    return {str(r["state"]): int(r["n"]) for r in query(conn,
         "SELECT state, COUNT(*) AS n FROM print_jobs GROUP BY state")}
 
 
@@ -113,11 +115,11 @@ def listing(conn: sqlite3.Connection, *, state: str | None = None,
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY rowid DESC LIMIT ?"
-    return [dict(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
+    return [dict(r) for r in query(conn, sql, (*args, limit)).fetchall()]
 
 
 def detail(conn: sqlite3.Connection, job_key: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT * FROM print_jobs WHERE job_key = ?", (job_key,)).fetchone()
+    row = query(conn, "SELECT * FROM print_jobs WHERE job_key = ?", (job_key,)).fetchone()
     if row is None:
         return None
     job = dict(row)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 
+from edge.store.rows import query
+
 
 def get(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+    row = query(conn, "SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row["value"])
 
 
 def put(conn: sqlite3.Connection, key: str, value: str) -> None:
-    conn.execute("INSERT INTO kv (key, value) VALUES (?, ?)"
+    query(conn, "INSERT INTO kv (key, value) VALUES (?, ?)"
                  " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
 

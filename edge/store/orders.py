@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+from edge.store.rows import query
+
 
 @dataclass(frozen=True, slots=True)
 class OrderRow:
@@ -83,13 +85,13 @@ class LineRow:
 
 
 def get(conn: sqlite3.Connection, order_id: str) -> OrderRow | None:
-    row = conn.execute(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id=?",
+    row = query(conn, f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id=?",
                        (order_id,)).fetchone()
     return None if row is None else OrderRow(**{c: row[c] for c in _ORDER_COLUMNS})
 
 
 def exists(conn: sqlite3.Connection, order_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM orders WHERE order_id=?", (order_id,)).fetchone() \
+    return query(conn, "SELECT 1 FROM orders WHERE order_id=?", (order_id,)).fetchone() \
         is not None
 
 
@@ -98,7 +100,7 @@ def add(conn: sqlite3.Connection, *, order_id: str, channel: str, device: str | 
         courier: str | None, note: str | None, status: str, stage: str,
         scheduled_for: str | None, fired_course: int | None, at: str,
         intake_event_id: str) -> None:
-    conn.execute(
+    query(conn,
         "INSERT INTO orders (order_id, channel, device, display_id, fulfillment, table_label,"
         " courier, note, status, kitchen_stage, scheduled_for, fired_course, created_at,"
         " updated_at, intake_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -111,17 +113,17 @@ def update(conn: sqlite3.Connection, order_id: str, at: str, **cols: Any) -> Non
     if unknown:
         raise ValueError(f"orders: cannot set {sorted(unknown)}")
     assigns = ", ".join(f"{k}=?" for k in cols)
-    conn.execute(f"UPDATE orders SET {assigns}, updated_at=? WHERE order_id=?",
+    query(conn, f"UPDATE orders SET {assigns}, updated_at=? WHERE order_id=?",
                  (*cols.values(), at, order_id))
 
 
 def set_timeline_digest(conn: sqlite3.Connection, order_id: str, digest: str) -> None:
-    conn.execute("UPDATE orders SET timeline_digest=? WHERE order_id=?", (digest, order_id))
+    query(conn, "UPDATE orders SET timeline_digest=? WHERE order_id=?", (digest, order_id))
 
 
 def summary(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
     """The operator's view of the order row."""
-    row = conn.execute(
+    row = query(conn,
         "SELECT order_id, channel, display_id, fulfillment, table_label, status, held_from, "
         "kitchen_stage, prep_minutes, scheduled_for, paid_cents, refunded_cents, created_at, "
         "updated_at FROM orders WHERE order_id = ?", (order_id,)).fetchone()
@@ -142,12 +144,12 @@ def add_lines(conn: sqlite3.Connection, order_id: str, batch_ref: str,
 
 
 def has_batch(conn: sqlite3.Connection, order_id: str, batch_ref: str) -> bool:
-    return conn.execute("SELECT 1 FROM order_lines WHERE order_id=? AND batch_ref=? LIMIT 1",
+    return query(conn, "SELECT 1 FROM order_lines WHERE order_id=? AND batch_ref=? LIMIT 1",
                         (order_id, batch_ref)).fetchone() is not None
 
 
 def has_lines(conn: sqlite3.Connection, order_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM order_lines WHERE order_id = ? LIMIT 1",
+    return query(conn, "SELECT 1 FROM order_lines WHERE order_id = ? LIMIT 1",
                         (order_id,)).fetchone() is not None
 
 
@@ -156,14 +158,14 @@ def first_existing(conn: sqlite3.Connection, order_id: str,
     """The first of these line ids the order already has, if any."""
     if not line_ids:
         return None
-    row = conn.execute(
+    row = query(conn,
         f"SELECT line_id FROM order_lines WHERE order_id=? AND line_id IN "
         f"({','.join('?' * len(line_ids))})", (order_id, *line_ids)).fetchone()
     return None if row is None else str(row["line_id"])
 
 
 def line_states(conn: sqlite3.Connection, order_id: str) -> dict[str, str]:
-    return {str(r["line_id"]): str(r["state"]) for r in conn.execute(
+    return {str(r["line_id"]): str(r["state"]) for r in query(conn,
         "SELECT line_id, state FROM order_lines WHERE order_id=?", (order_id,))}
 
 
@@ -171,7 +173,7 @@ def line_ids(conn: sqlite3.Connection, order_id: str, *, include_voided: bool) -
     sql = "SELECT line_id FROM order_lines WHERE order_id=?"
     if not include_voided:
         sql += " AND state != 'voided'"
-    return {str(r["line_id"]) for r in conn.execute(sql, (order_id,))}
+    return {str(r["line_id"]) for r in query(conn, sql, (order_id,))}
 
 
 def set_line_state(conn: sqlite3.Connection, order_id: str, line_ids: Iterable[str],
@@ -184,7 +186,7 @@ def lines(conn: sqlite3.Connection, order_id: str, line_ids: Sequence[str]) -> d
     """These lines of the order, by line id (what a ticket prints)."""
     if not line_ids:
         return {}
-    rows = conn.execute(
+    rows = query(conn,
         f"SELECT line_id, qty, name, modifiers, note, allergens, course, state FROM order_lines "
         f"WHERE order_id=? AND line_id IN ({','.join('?' * len(line_ids))})",
         (order_id, *line_ids)).fetchall()
@@ -195,7 +197,7 @@ def lines(conn: sqlite3.Connection, order_id: str, line_ids: Sequence[str]) -> d
 
 
 def lines_summary(conn: sqlite3.Connection, order_id: str) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(
+    return [dict(r) for r in query(conn,
         "SELECT line_id, qty, name, category, course, state, batch_ref FROM order_lines "
         "WHERE order_id = ? ORDER BY rowid", (order_id,)).fetchall()]
 
@@ -206,7 +208,7 @@ def lines_summary(conn: sqlite3.Connection, order_id: str) -> list[dict[str, Any
 def add_activity(conn: sqlite3.Connection, *, order_id: str | None, event_id: str | None,
                  what: str, channel: str | None, device: str | None, at: str,
                  detail: Mapping[str, Any]) -> None:
-    conn.execute(
+    query(conn,
         "INSERT INTO activities (order_id, event_id, what, channel, device, at, detail) "
         "VALUES (?,?,?,?,?,?,?)",
         (order_id, event_id, what, channel, device, at,
@@ -215,13 +217,13 @@ def add_activity(conn: sqlite3.Connection, *, order_id: str | None, event_id: st
 
 def has_activity_with(conn: sqlite3.Connection, order_id: str, key: str, value: str) -> bool:
     """An activity of the order whose detail has `key` = `value` (a payment_id, ...)."""
-    return conn.execute(
+    return query(conn,
         "SELECT 1 FROM activities WHERE order_id=? AND json_extract(detail, ?) = ? LIMIT 1",
         (order_id, f"$.{key}", value)).fetchone() is not None
 
 
 def activities(conn: sqlite3.Connection, order_id: str) -> list[dict[str, Any]]:
-    out = [dict(r) for r in conn.execute(
+    out = [dict(r) for r in query(conn,
         "SELECT at, what, channel, device, event_id, detail FROM activities "
         "WHERE order_id = ? ORDER BY id", (order_id,)).fetchall()]
     for row in out:

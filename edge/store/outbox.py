@@ -35,6 +35,7 @@ import structlog
 
 from edge.clock import parse_rfc3339, rfc3339_ms
 from edge.store import kv
+from edge.store.rows import query
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +154,7 @@ def add_record(
     """
     body_json = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     size = len(body_json.encode("utf-8"))
-    cur = conn.execute(
+    cur = query(conn,
         "INSERT OR IGNORE INTO outbox (record_id, kind, order_id, created_at, body, size)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (record_id, kind, order_id, rfc3339_ms(created_at), body_json, size),
@@ -162,7 +163,7 @@ def add_record(
         return None
     seq = int(cur.lastrowid or 0)
     if kind == "status" and order_id is not None:
-        conn.execute(
+        query(conn,
             "UPDATE outbox SET state = 'superseded'"
             " WHERE order_id = ? AND kind = 'status' AND state = 'pending' AND seq < ?",
             (order_id, seq),
@@ -191,7 +192,7 @@ def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int) ->
     """
     batch: list[OutboxRecord] = []
     total = _BATCH_FRAME
-    for row in conn.execute(_NEXT, (max_records,)):
+    for row in query(conn, _NEXT, (max_records,)):
         record = _record(row)
         cost = len(record.wire().encode("utf-8")) + 1
         if batch and total + cost > max_bytes:
@@ -218,7 +219,7 @@ def _update(conn: sqlite3.Connection, record_ids: Iterable[str], assignments: st
     changed = 0
     for chunk in _chunks(record_ids):
         marks = ",".join("?" * len(chunk))
-        cur = conn.execute(
+        cur = query(conn,
             f"UPDATE outbox SET {assignments} WHERE record_id IN ({marks}) AND {only_state}",
             (*params, *chunk),
         )
@@ -251,7 +252,7 @@ def park(conn: sqlite3.Connection, record_ids: Iterable[str], error: str, at: da
 
 def retry_parked(conn: sqlite3.Connection) -> int:
     """Operator's call: parked records become pending again (and unblock their orders)."""
-    cur = conn.execute(
+    cur = query(conn,
         "UPDATE outbox SET state = 'pending', parked_at = NULL WHERE state = 'parked'"
     )
     return cur.rowcount
@@ -267,13 +268,13 @@ def compact(conn: sqlite3.Connection, *, older_than: datetime, limit: int | None
     """
     cutoff = rfc3339_ms(older_than)
     cap = -1 if limit is None else limit
-    deleted = conn.execute(
+    deleted = query(conn,
         "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE"
         " (state = 'accepted' AND kind != 'confirmation' AND accepted_at < ?)"
         " OR (state = 'superseded' AND created_at < ?) LIMIT ?)",
         (cutoff, cutoff, cap),
     ).rowcount
-    emptied = conn.execute(
+    emptied = query(conn,
         "UPDATE outbox SET body = ?, size = ? WHERE seq IN (SELECT seq FROM outbox WHERE"
         " state = 'accepted' AND kind = 'confirmation' AND accepted_at < ? AND body != ?"
         " LIMIT ?)",
@@ -283,7 +284,7 @@ def compact(conn: sqlite3.Connection, *, older_than: datetime, limit: int | None
 
 
 def outbox_bytes(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
+    row = query(conn,
         f"SELECT COALESCE(SUM(size), 0) + {ROW_OVERHEAD} * COUNT(*) AS bytes FROM outbox")
     return int(row.fetchone()["bytes"])
 
@@ -309,10 +310,10 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
         return BudgetReport(budget_bytes, before, before)
     log.warning("outbox_budget_exceeded", bytes=before, budget_bytes=budget_bytes)
 
-    compacted = conn.execute(
+    compacted = query(conn,
         "DELETE FROM outbox WHERE state = 'accepted' AND kind != 'confirmation'"
     ).rowcount
-    compacted += conn.execute(
+    compacted += query(conn,
         "UPDATE outbox SET body = ?, size = ? WHERE state = 'accepted'"
         " AND kind = 'confirmation' AND body != ?",
         (EMPTY_BODY, len(EMPTY_BODY), EMPTY_BODY),
@@ -320,7 +321,7 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
     now_bytes = outbox_bytes(conn)
     dropped_superseded = dropped_status = 0
     if now_bytes > budget_bytes:
-        dropped_superseded = conn.execute("DELETE FROM outbox WHERE state = 'superseded'").rowcount
+        dropped_superseded = query(conn, "DELETE FROM outbox WHERE state = 'superseded'").rowcount
         now_bytes = outbox_bytes(conn)
     if now_bytes > budget_bytes:
         dropped_status = _drop_moot_status(conn, budget_bytes, now_bytes)
@@ -335,7 +336,7 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
     }
     if report.over_budget:
         kinds = dict(
-            conn.execute(
+            query(conn,
                 "SELECT kind || ':' || state, COUNT(*) FROM outbox GROUP BY kind, state"
             ).fetchall()
         )
@@ -347,7 +348,7 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
 
 
 def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int) -> int:
-    moot = conn.execute(
+    moot = query(conn,
         "SELECT seq, size FROM outbox AS o WHERE o.kind = 'status'"
         " AND o.state IN ('pending', 'parked') AND o.order_id IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM outbox AS n WHERE n.order_id = o.order_id"
@@ -362,7 +363,7 @@ def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int)
         current -= int(row["size"]) + ROW_OVERHEAD
     for start in range(0, len(victims), 500):
         chunk = victims[start:start + 500]
-        conn.execute(
+        query(conn,
             f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
         )
     return len(victims)
@@ -370,12 +371,12 @@ def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int)
 
 def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
     counts = dict(
-        conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        query(conn, "SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
     )
-    oldest = conn.execute(
+    oldest = query(conn,
         "SELECT created_at FROM outbox WHERE state IN ('pending', 'parked') ORDER BY seq LIMIT 1"
     ).fetchone()
-    blocked = conn.execute(
+    blocked = query(conn,
         "SELECT COUNT(*) AS n FROM outbox AS o WHERE o.state = 'pending'"
         " AND o.order_id IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM outbox AS p WHERE p.order_id = o.order_id"
@@ -383,7 +384,7 @@ def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
     ).fetchone()["n"]
     last = kv.get(conn, _KV_LAST_SUCCESS)
     if last is None:
-        last = conn.execute("SELECT MAX(accepted_at) AS at FROM outbox").fetchone()["at"]
+        last = query(conn, "SELECT MAX(accepted_at) AS at FROM outbox").fetchone()["at"]
     age = None
     if oldest is not None:
         age = max(0.0, (now - parse_rfc3339(str(oldest["created_at"]))).total_seconds())
@@ -401,7 +402,7 @@ def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
 
 def parked_records(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
     """What the operator needs to judge a parked record, without its body."""
-    cur = conn.execute(
+    cur = query(conn,
         "SELECT seq, record_id, kind, order_id, created_at, attempts, last_error, parked_at"
         " FROM outbox WHERE state = 'parked' ORDER BY seq LIMIT ?",
         (limit,),
@@ -418,7 +419,7 @@ class Confirmation:
 
 def first_confirmation(conn: sqlite3.Connection, order_id: str) -> Confirmation | None:
     """The order's `confirmation` record (timeline evidence), in whatever state."""
-    row = conn.execute(
+    row = query(conn,
         "SELECT record_id, created_at FROM outbox WHERE order_id = ? AND kind = 'confirmation'"
         " ORDER BY seq LIMIT 1", (order_id,)).fetchone()
     return None if row is None else Confirmation(str(row["record_id"]), str(row["created_at"]))

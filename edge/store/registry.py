@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from edge.store.rows import query
+
 __all__ = [
     "list_registry", "mark_gone", "mark_source_absent", "printer_states", "set_printer_state",
     "upsert_seen",
@@ -30,7 +32,7 @@ def upsert_seen(
     seen_at: str,
 ) -> None:
     """Record that `name` was seen now: present again, latest address; first_seen is kept."""
-    conn.execute(
+    query(conn,
         """
         INSERT INTO printer_registry
             (source, name, address, port, details, first_seen, last_seen, present)
@@ -48,14 +50,14 @@ def upsert_seen(
 
 def mark_gone(conn: sqlite3.Connection, *, source: str, name: str) -> None:
     """The printer withdrew or stopped answering; last_seen stays the last time it answered."""
-    conn.execute(
+    query(conn,
         "UPDATE printer_registry SET present = 0 WHERE source = ? AND name = ?", (source, name)
     )
 
 
 def mark_source_absent(conn: sqlite3.Connection, source: str) -> int:
     """At start-up nothing of a source has been seen yet in this run; rows turn present on sight."""
-    return conn.execute(
+    return query(conn,
         "UPDATE printer_registry SET present = 0 WHERE source = ? AND present = 1", (source,)
     ).rowcount
 
@@ -72,7 +74,7 @@ def list_registry(conn: sqlite3.Connection, source: str | None = None) -> list[d
         params = (source,)
     sql += " ORDER BY last_seen DESC, source, name"
     out: list[dict[str, Any]] = []
-    for row in conn.execute(sql, params).fetchall():
+    for row in query(conn, sql, params).fetchall():
         out.append(
             {
                 "source": row["source"],
@@ -90,7 +92,7 @@ def list_registry(conn: sqlite3.Connection, source: str | None = None) -> list[d
 
 def set_printer_state(conn: sqlite3.Connection, printer_id: str, state: str, since: str,
                       detail: str | None) -> None:
-    conn.execute(
+    query(conn,
         "INSERT INTO printer_states (printer_id, state, since, detail) VALUES (?,?,?,?) "
         "ON CONFLICT(printer_id) DO UPDATE SET state=excluded.state, "
         "since=excluded.since, detail=excluded.detail",
@@ -98,5 +100,5 @@ def set_printer_state(conn: sqlite3.Connection, printer_id: str, state: str, sin
 
 
 def printer_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    cur = conn.execute("SELECT * FROM printer_states ORDER BY printer_id")
+    cur = query(conn, "SELECT * FROM printer_states ORDER BY printer_id")
     return [dict(row) for row in cur.fetchall()]

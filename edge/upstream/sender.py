@@ -327,6 +327,7 @@ class Sender:
                 reason = "overall deadline exceeded"
             # The pooled connection may be half dead; start the next request on a fresh one.
             await self._drop_client()
+            self.last_error = reason
             self._set_wan(False, reason)
             return _Answer("retry", error=reason)
         self._set_wan(True, f"HTTP {response.status_code}")

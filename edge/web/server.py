@@ -7,17 +7,17 @@ timeline holds no personal data, but nothing here is meant for the open internet
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from edge import ops
-from edge.ingest.events import ORDER_ID
-from edge.timeline import build_timeline
-
-if TYPE_CHECKING:
-    from edge.daemon import Daemon
+from edge.component import BaseComponent, Context, Health
+from edge.config.models import HttpConfig
+from edge.orders import views
+from edge.orders.events import ORDER_ID
+from edge.orders.timeline import build_timeline
+from edge.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -29,14 +29,13 @@ def _order_id(request: web.Request) -> str:
     return order_id
 
 
-def make_app(daemon: Daemon) -> web.Application:
-    store = daemon.store
-
+def make_app(store: Store, health: Health) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
+        connected = health.broker_connected()
         body: dict[str, Any] = {
-            "status": "ok" if daemon.link.connected.is_set() else "degraded",
-            "mqtt": "connected" if daemon.link.connected.is_set() else "disconnected",
-            "summary": daemon.status_line(),
+            "status": "ok" if connected else "degraded",
+            "mqtt": "connected" if connected else "disconnected",
+            "summary": health.status_line(),
         }
         return web.json_response(body, status=200)
 
@@ -49,9 +48,8 @@ def make_app(daemon: Daemon) -> web.Application:
 
     async def activities(request: web.Request) -> web.Response:
         order_id = _order_id(request)
-        rows = await store.read(lambda c: ops.activities(c, order_id))
-        exists = await store.read(lambda c: c.execute(
-            "SELECT 1 FROM orders WHERE order_id=?", (order_id,)).fetchone())
+        rows = await store.read(lambda c: views.activities(c, order_id))
+        exists = await store.read(lambda c: views.order_exists(c, order_id))
         if not exists:
             raise web.HTTPNotFound(text=f"no order {order_id}\n")
         return web.json_response({"order_id": order_id, "activities": rows})
@@ -59,7 +57,7 @@ def make_app(daemon: Daemon) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         from edge.service.metrics import render_latest
 
-        await daemon.refresh_metrics()
+        await health.refresh_metrics()
         body, content_type = render_latest()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -73,14 +71,24 @@ def make_app(daemon: Daemon) -> web.Application:
     return app
 
 
-async def serve(daemon: Daemon) -> None:
-    assert daemon.cfg.http is not None
-    runner = web.AppRunner(make_app(daemon), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, daemon.cfg.http.host, daemon.cfg.http.port)
-    try:
-        await site.start()
-        log.info("http_listening", listen=daemon.cfg.http.listen)
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+class WebServer(BaseComponent):
+    name = "http"
+
+    def __init__(self, ctx: Context, cfg: HttpConfig) -> None:
+        self.store = ctx.store
+        self.health = ctx.health
+        self.cfg = cfg
+
+    async def run(self) -> None:
+        runner = web.AppRunner(make_app(self.store, self.health), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        try:
+            await site.start()
+            log.info("http_listening", listen=self.cfg.listen)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+
+__all__ = ["WebServer", "make_app"]
