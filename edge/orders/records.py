@@ -18,7 +18,7 @@ from edge.clock import rfc3339_ms
 from edge.feed import RecordQueued, TimelineChanged
 from edge.orders.events import Event
 from edge.orders.timeline import build_timeline
-from edge.store import Tx, jobs, orders, outbox
+from edge.store import Tx, calls, jobs, orders, outbox
 
 UPSTREAM = "upstream"
 
@@ -46,6 +46,21 @@ def add_record(tx: Tx, *, kind: str, record_id: str, order_id: str | None,
     if seq is not None:
         tx.emit(RecordQueued(UPSTREAM, order_id))
     return seq
+
+
+def queue_call(tx: Tx, destination: str, *, order_id: str | None, method: str, path: str,
+               body: dict[str, Any] | None, now: datetime,
+               call_key: str | None = None) -> int | None:
+    """A call to a partner (`edge.store.calls`), sent once committed, in order per order;
+    None when `call_key` was queued before (a change applied again calls once)."""
+    text = None if body is None else json.dumps(body, ensure_ascii=False,
+                                                 separators=(",", ":"))
+    call_id = calls.add(tx.conn, destination=destination, order_id=order_id,
+                        method=method.upper(), path=path, body=text, at=rfc3339_ms(now),
+                        call_key=call_key)
+    if call_id is not None:
+        tx.emit(RecordQueued(destination, order_id))
+    return call_id
 
 
 def confirmation_if_first(tx: Tx, order_id: str, job_key: str, now: datetime) -> None:
@@ -108,4 +123,7 @@ def sync_records(tx: Tx, order_id: str, now: datetime, *,
     return current
 
 
-__all__ = ["UPSTREAM", "add_activity", "add_record", "confirmation_if_first", "sync_records"]
+__all__ = [
+    "UPSTREAM", "add_activity", "add_record", "confirmation_if_first", "queue_call",
+    "sync_records",
+]
