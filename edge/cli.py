@@ -44,8 +44,8 @@ def _cell(value: Any) -> str:
 
 
 def _db(args: argparse.Namespace) -> Path:
-    from edge.config import load_config
     from edge.daemon import db_path
+    from edge.daemon import load_station as load_config
 
     if getattr(args, "db", None):
         return Path(args.db)
@@ -65,11 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, load_config
+    from edge.config import ConfigError
+    from edge.daemon import load_station
 
     path = Path(args.path)
     try:
-        cfg = load_config(path)
+        cfg = load_station(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -104,8 +105,8 @@ def cmd_jobs_reprint(args: argparse.Namespace) -> int:
     import asyncio
 
     from edge.clock import SystemClock
-    from edge.config import load_config
     from edge.daemon import db_path, plan_of
+    from edge.daemon import load_station as load_config
     from edge.ingest.pipeline import Incoming, Pipeline
     from edge.orders.apply import Applier
     from edge.store import Store
@@ -170,7 +171,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_printers_list(args: argparse.Namespace) -> int:
-    from edge.config import load_config
+    from edge.daemon import load_station as load_config
     from edge.orders import views as ops
 
     cfg = load_config(Path(args.config))
@@ -185,13 +186,45 @@ def cmd_printers_list(args: argparse.Namespace) -> int:
 def cmd_printers_test(args: argparse.Namespace) -> int:
     import asyncio
 
-    from edge.config import load_config
-    from edge.printing.testprint import test_print
+    from edge.daemon import load_station as load_config
 
     cfg = load_config(Path(args.config))
-    result = asyncio.run(test_print(cfg, args.printer_id))
+    result = asyncio.run(_test_print(cfg, args.printer_id))
     _emit(result, args.json, lambda r: "\n".join(f"{k:10} {v}" for k, v in r.items()))
     return 0 if result.get("printed") else 1
+
+
+MDNS_WAIT = 5.0
+
+
+async def _test_print(cfg: Any, printer_id: str) -> dict[str, Any]:
+    """A test ticket; an mdns:// printer is looked up first (for up to MDNS_WAIT s)."""
+    import asyncio
+    import contextlib
+
+    from edge.config import MdnsConnection
+    from edge.printing.testprint import test_print
+
+    target = None
+    with contextlib.suppress(KeyError):
+        target = cfg.printer(printer_id).target
+    if not isinstance(target, MdnsConnection):
+        return await test_print(cfg, printer_id)
+    from edge.discovery.mdns import MdnsBrowser
+
+    found = asyncio.Event()
+    name = target.service_name
+    browser = MdnsBrowser(interfaces=cfg.discovery.interfaces,
+                          on_change=lambda n, rec: found.set() if n == name and rec else None)
+    await browser.start()
+    try:
+        if browser.lookup(name) is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MDNS_WAIT):
+                    await found.wait()
+        return await test_print(cfg, printer_id, mdns_lookup=browser.lookup)
+    finally:
+        await browser.stop()
 
 
 def cmd_printers_discover(args: argparse.Namespace) -> int:

@@ -63,7 +63,9 @@ class Health(Protocol):
 
     def broker_connected(self) -> bool: ...
 
-    async def refresh_metrics(self) -> None: ...
+    async def metrics(self) -> tuple[bytes, str]:
+        """The Prometheus exposition, fresh, and its Content-Type."""
+        ...
 
 
 @dataclass(frozen=True)

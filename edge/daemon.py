@@ -43,6 +43,13 @@ CONFIG_POLL = 2.0
 STOP_GUARD = 30.0
 
 
+def load_station(path: Path) -> Config:
+    """The station config, with what only printing knows checked too (code pages)."""
+    from edge.printing.codepages import check_codepage
+
+    return load_config(path, codepage_check=check_codepage)
+
+
 def db_path(cfg: Config) -> Path:
     return cfg.state_dir / DB_FILENAME
 
@@ -180,7 +187,7 @@ class Daemon:
             return
         log.info("reload_requested", why=why)
         try:
-            fresh = load_config(self.config_path)
+            fresh = load_station(self.config_path)
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
             log.error("reload_refused", problems=problems)
@@ -252,6 +259,10 @@ class Daemon:
     def broker_connected(self) -> bool:
         return self.link.connected.is_set()
 
+    async def metrics(self) -> tuple[bytes, str]:
+        await self.refresh_metrics()
+        return metrics.render_latest()
+
     async def refresh_metrics(self) -> None:
         """Gauges that are facts of the database are read when scraped, not tracked."""
         now = self.clock.now()
@@ -292,7 +303,7 @@ def run_daemon(config_path: Path) -> int:
 
     from edge.log import configure
 
-    cfg = load_config(config_path)
+    cfg = load_station(config_path)
     configure(cfg.log_level)
     # A watchdog kill (SIGABRT) then leaves the stuck stack in the journal.
     faulthandler.enable()
@@ -342,4 +353,4 @@ def run_daemon(config_path: Path) -> int:
         return 1
 
 
-__all__ = ["FACTORIES", "Daemon", "db_path", "plan_of", "run_daemon"]
+__all__ = ["FACTORIES", "Daemon", "db_path", "load_station", "plan_of", "run_daemon"]

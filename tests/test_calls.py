@@ -78,8 +78,8 @@ class _Health:
     def broker_connected(self) -> bool:
         return True
 
-    async def refresh_metrics(self) -> None:
-        return None
+    async def metrics(self) -> tuple[bytes, str]:
+        return b"", "text/plain"
 
 
 @dataclass

@@ -55,10 +55,7 @@ def make_app(store: Store, health: Health) -> web.Application:
         return web.json_response({"order_id": order_id, "activities": rows})
 
     async def metrics(_: web.Request) -> web.Response:
-        from edge.service.metrics import render_latest
-
-        await health.refresh_metrics()
-        body, content_type = render_latest()
+        body, content_type = await health.metrics()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app = web.Application()
