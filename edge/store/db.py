@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
@@ -197,6 +197,3 @@ class Store:
 
         return await self._run(self._reader, unit)
 
-
-def rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    return [dict(r) for r in cursor.fetchall()]
