@@ -338,7 +338,8 @@ class Daemon:
         now = self.clock.now()
         by_state = await self.store.read(lambda c: dict(c.execute(
             "SELECT state, COUNT(*) FROM print_jobs GROUP BY state").fetchall()))
-        for state in ("waiting", "queued", "sending", "printed", "failed", "withdrawn"):
+        for state in ("waiting", "queued", "sending", "unconfirmed", "printed", "failed",
+                      "withdrawn"):
             metrics.print_jobs.labels(state).set(by_state.get(state, 0))
         outbox = await self.store.read(lambda c: stats(c, now))
         metrics.outbox_backlog.set(outbox.backlog)

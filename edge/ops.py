@@ -82,6 +82,15 @@ def printer_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return _rows(conn.execute("SELECT * FROM printer_states ORDER BY printer_id"))
 
 
+def unconfirmed_jobs(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """printer_id -> job keys delivered there, not confirmed (may be on paper, may not)."""
+    out: dict[str, list[str]] = {}
+    for row in conn.execute("SELECT printer_id, job_key FROM print_jobs "
+                            "WHERE state='unconfirmed' ORDER BY rowid"):
+        out.setdefault(row["printer_id"], []).append(row["job_key"])
+    return out
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A plain text table for people; --json is for scripts."""
     if not rows:

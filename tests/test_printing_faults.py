@@ -65,9 +65,12 @@ def test_failover_to_backup_after_failover_after_marks_backup_from(tmp_path: Pat
         assert lines[0] == "NEW" and "BACKUP FROM hot" in lines[1]
         assert has_line(job, "1x Köfte")
         assert k.tickets("hot") == []
-        # Primary back: the station's next job goes to it again.
+        # Primary back: noticed at its next retry (printing.retry_max at the latest), and the
+        # station's next job goes to it again.
         k.printers["hot"].set_state("online")
-        time.sleep(2.5)
+        k.daemon.wait_until(lambda: k.daemon.scalar(
+            "SELECT state FROM printer_states WHERE printer_id='hot'") == "online",
+            what="hot back online", timeout=8)
         k.pos.order(created("f-2", item("Pide")))
         try:
             again = k.wait_tickets("hot", 1)[0]
@@ -123,7 +126,9 @@ def test_random_sigkills_while_tickets_flow_every_ticket_arrives_duplicates_mark
         thread.start()
         kills = 0
         d: DaemonProc = k.daemon
-        while not done.is_set():
+        # A start takes a while on a loaded machine: kill at least three times, during the
+        # stream or, if it was quicker, while the backlog it left is printing.
+        while not done.is_set() or kills < 3:
             time.sleep(rng.uniform(0.15, 0.6))
             d.kill()
             kills += 1
@@ -132,7 +137,6 @@ def test_random_sigkills_while_tickets_flow_every_ticket_arrives_duplicates_mark
         d.wait_until(lambda: d.scalar("SELECT COUNT(*) FROM print_jobs WHERE state='printed'")
                      == orders, timeout=60, what="every job printed")
         tickets = k.tickets("hot")
-    assert kills >= 2
     seen: dict[str, int] = {}
     for job in tickets:
         key = job_key_of(job)
