@@ -434,6 +434,9 @@ async def test_server_survives_random_bytes(printer: VirtualPrinter) -> None:
     rng = random.Random(7)
     for _ in range(4):
         await send(printer.port, rng.randbytes(32768) + biased_garbage(rng, 32768))
+    # The printer reads through its small socket buffer after the senders have closed; a
+    # ticket on a new connection meanwhile would be interleaved with their bytes.
+    await printer.wait_until(lambda p: not p.state_info()["connections"], timeout=10)
     # Still answering, and still printing a proper ticket afterwards.
     reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
     assert await ask(reader, writer, DLE_EOT) == b"\x12" * 4
