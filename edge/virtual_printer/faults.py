@@ -45,6 +45,7 @@ class FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 def _count(body: Mapping[str, Any], name: str, minimum: int) -> int | None:
