@@ -602,6 +602,7 @@ class VirtualPrinter:
                 self._receive(token, conn, now)
         self._drop_if_due(conn)
         self._update_reading()
+        self._notify()  # bytes held, buffer fill: what wait_until may be waiting for
 
     def _answer(self, conn: _Connection, token: Token) -> None:
         if token.kind == "asb":
