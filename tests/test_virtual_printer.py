@@ -896,6 +896,28 @@ async def test_paper_runs_out_after_a_chosen_number_of_bytes(
     assert job.to_dict()["job_key"] == "a1:new:grill"
 
 
+async def test_power_lost_mid_ticket_loses_what_was_being_printed(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    ticket = keyed_ticket("pw-1:new:grill", lines=10)
+    await control.post("/state", json={"state": "offline", "after_bytes": 50})
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.write(ticket)
+    assert await closed_by_printer(reader)
+    writer.close()
+    await printer.wait_for_received(1, timeout=5)
+    [received] = printer.received
+    assert (received.bytes, received.lost_bytes, received.fate) == (50, 50, "lost")
+    assert printer.jobs == [] and printer.state is PrinterState.OFFLINE
+    [record] = printer.connections()
+    assert record.closed_by == "power_off"
+    # A second cycle asked for while off still comes back as the printer was.
+    await control.post("/state", json={"state": "paper_out"})
+    await control.post("/power-cycle", json={"off_seconds": 5})
+    await control.post("/power-cycle", json={"off_seconds": 0.1, "wait": True})
+    assert printer.state is PrinterState.PAPER_OUT
+
+
 async def test_paper_runs_out_right_after_the_next_cut(
     printer: VirtualPrinter, control: httpx.AsyncClient
 ) -> None:

@@ -60,8 +60,9 @@ class ReceivedTicket:
     ended_at: float | None = None  # at the cut or when the connection ended; None while open
     bytes: int = 0
     held_bytes: int = 0  # in the receive buffer now
-    printed_bytes: int = 0  # handed to the print engine
-    lost_bytes: int = 0  # in the buffer when the power went
+    printed_bytes: int = 0  # handed to the print engine (and not lost since)
+    # In the buffer, or in the job being printed (no cut yet), when the power went.
+    lost_bytes: int = 0
     cut: str | None = None
     text: list[str] = field(default_factory=list)
     job_key: str | None = None

@@ -166,6 +166,8 @@ class _OpenJob:
     first_byte_at: float
     last_conn: _Connection
     raw: bytearray = field(default_factory=bytearray)
+    # Bytes each received ticket gave this job: lost with it if the power goes first.
+    sources: dict[int, tuple[ReceivedTicket, int]] = field(default_factory=dict)
 
 
 # A held item: a command, or None for "this connection ended here", with its received ticket.
@@ -200,6 +202,7 @@ class VirtualPrinter:
         self._engine = Interpreter(self._codepages, self.paper_dots)
         self._state = PrinterState.ONLINE
         self._state_since = time.time()
+        self._last_powered = PrinterState.ONLINE  # what a power cycle comes back to
         self._mode = mode or ModeSettings()
         self._bucket = TokenBucket(self._mode.bytes_per_second)
         self._refill: asyncio.TimerHandle | None = None
@@ -398,6 +401,8 @@ class VirtualPrinter:
             return
         self._state = new
         self._state_since = time.time()
+        if new.powered:
+            self._last_powered = new
         log.info("printer_state", state=new.value, previous=old.value)
         if new is PrinterState.OFFLINE:
             self._power_off()
@@ -429,6 +434,9 @@ class VirtualPrinter:
         self._held_bytes = 0
         if self._open is not None:
             log.info("job_lost_power_off", peer=self._open.peer, bytes=len(self._open.raw))
+            for ticket, size in self._open.sources.values():
+                ticket.printed_bytes -= size
+                ticket.lost_bytes += size
         self._open = None
         self._engine.power_on()
 
@@ -442,7 +450,7 @@ class VirtualPrinter:
             if ticket is not None:
                 ticket.held_bytes -= len(token.raw)
                 ticket.printed_bytes += len(token.raw)
-            self._process(token, conn, at)
+            self._process(token, conn, at, ticket)
 
     def status_reply(self, token: Token) -> bytes | None:
         if token.kind == "dle_eot":
@@ -483,10 +491,7 @@ class VirtualPrinter:
         """
         if off_seconds < 0:
             raise ValueError("off_seconds must be >= 0")
-        if state is not None:
-            after = PrinterState(state)
-        else:
-            after = self._state if self._state.powered else PrinterState.ONLINE
+        after = PrinterState(state) if state is not None else self._last_powered
         if not after.powered:
             raise ValueError("the state after a power cycle must be a powered one")
         self._cancel_power_on()
@@ -645,7 +650,7 @@ class VirtualPrinter:
             ticket.held_bytes += size
         else:
             ticket.printed_bytes += size
-            self._process(token, conn, at)
+            self._process(token, conn, at, ticket)
         assert conn.view is not None
         page = conn.view.apply(token)
         if page is not None:
@@ -677,12 +682,17 @@ class VirtualPrinter:
                   bytes=ticket.bytes, cut=ticket.cut, job_key=ticket.job_key)
         self._notify()
 
-    def _process(self, token: Token, conn: _Connection, at: float) -> None:
+    def _process(
+        self, token: Token, conn: _Connection, at: float, ticket: ReceivedTicket | None
+    ) -> None:
         job = self._open
         if job is None:
             job = self._open = _OpenJob(peer=conn.peer, first_byte_at=at, last_conn=conn)
         job.raw += token.raw
         job.last_conn = conn
+        if ticket is not None:
+            _, size = job.sources.get(ticket.seq, (ticket, 0))
+            job.sources[ticket.seq] = (ticket, size + len(token.raw))
         page = self._engine.apply(token)
         if page is not None:
             self._record(page)
