@@ -612,7 +612,7 @@ def fill_until_blocked(
     sent = 0
     chunk = text_ticket(4096)[:4096]
     idle = 0
-    while sent < limit and idle < 3:
+    while sent < limit and idle < 6:  # 300 ms without progress: blocked
         try:
             sent += sock.send(chunk)
             idle = 0
@@ -704,7 +704,7 @@ async def test_full_receive_buffer_stops_reading_until_the_fault_clears(
     # TCP back-pressure: the sender cannot hand over the rest.
     await asyncio.sleep(0.3)
     assert not drained.done()
-    assert writer.transport.get_write_buffer_size() > 100_000
+    assert writer.transport.get_write_buffer_size() > 50_000  # most of it stays with us
     # A full input buffer reads nothing: a status query waits behind the data.
     other_reader, other = await asyncio.open_connection("127.0.0.1", printer.port)
     other.write(DLE_EOT[0])
