@@ -283,7 +283,7 @@ def test_no_phone_or_address_in_any_event() -> None:
             {"name": "Ayran", "quantity": 1, "note": f"leave at {ADDRESS}"},
         ],
     )
-    texts = []
+    texts: list[str] = []
     for status in (1, 2, 16, 5, 6):
         for known in (False, True):
             events = events_for(parse_order({**leaky, "status_id": status}), ISTANBUL,
