@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.connectors.marketplace.fake import build_order
 from edge.connectors.marketplace.mapping import (
     Marketplace,
     cancel_reason_id,
@@ -109,6 +110,15 @@ def test_lenient_where_the_seed_is_vague() -> None:
     raw = raw_order()
     del raw["scheduled_date"], raw["note"], raw["customer"], raw["total"]
     assert parse_order(raw).scheduled_date is None
+    # Fields we never use cannot lose the order, whatever their shape.
+    odd = created_data(courier_fee="free", customer={"name": "Ayşe Kaya", "phone": 905327654321,
+                                                     "address": ["Moda", 12]},
+                       products=[{"id": {"sku": 1}, "name": "Pide", "quantity": 1}],
+                       preparing_time="30")
+    assert odd["customer"] == {"name": "Ayşe K."}
+    assert "905327654321" not in json.dumps(odd)
+    assert order(status_id=2, preparing_time="30").preparing_time is None
+    assert order(status_id=2, preparing_time=-5).preparing_time is None
 
 
 def test_same_status_gives_the_same_event_id_and_others_differ() -> None:
@@ -377,6 +387,29 @@ def test_every_fault_is_listed_and_the_order_can_still_be_acknowledged() -> None
     assert "products[1].quantity:" in error.reason
     assert (error.payment_key, error.order_id) == (KEY, 1031)
     assert _bad(raw_order(payment_key="a/b", id="x")).payment_key is None
+
+
+# -- the fake marketplace's orders are read as the connector will read them ---------------
+
+
+@pytest.mark.parametrize("courier", ["restaurant", "platform"])
+@pytest.mark.parametrize("method", ["CASH", "CREDIT_CARD"])
+@pytest.mark.parametrize("scheduled", ["", "2026-01-15 18:30:00"])
+def test_the_fake_marketplaces_orders_map_cleanly(courier: str, method: str,
+                                                  scheduled: str) -> None:
+    raw = build_order(1031, payment_key=KEY, courier_type=courier, payment_method=method,
+                      scheduled_date=scheduled)
+    (event,) = events_for(parse_order(raw), ISTANBUL, observed_at=SEEN, known=False)
+    assert_valid(event)
+    data = event["data"]
+    assert data["fulfillment"] == {"type": "delivery", "courier": courier}
+    assert data.get("scheduled_for") == ("2026-01-15T15:30:00Z" if scheduled else None)
+    assert [(i["name"], i["qty"]) for i in data["items"]] == [
+        (p["name"], p["quantity"]) for p in raw["products"]]
+    cash = courier == "restaurant" and method == "CASH"
+    assert data["note"].startswith(f"CASH: collect {raw['total'] // 100}.00 TRY") == cash
+    text = json.dumps(event, ensure_ascii=False)
+    assert raw["customer"]["phone"] not in text and "Moda" not in text
 
 
 # -- the kitchen's reasons to the marketplace's ids ---------------------------------------

@@ -190,7 +190,7 @@ def _phone_or_keep(match: re.Match[str]) -> str:
 def _item(index: int, product: Product, clean: _Redactor) -> dict[str, Any]:
     item: dict[str, Any] = {
         "line_id": str(index + 1),
-        "name": clean(product.name) or "?",
+        "name": clean(product.name) or product.name,
         "qty": product.quantity,
     }
     if product.category:

@@ -1,9 +1,11 @@
 """The seed 001 marketplace order, as the connector reads it from `GET /orders/get-current`.
 
-Lenient where the seed is vague: fields we do not use are ignored; `customer`, `note`,
-`category`, `options`, `price`, `total`, `courier_fee` and `preparing_time` may be absent or
-null; an option is a string or an object with a `name`; `scheduled_date` may be absent, null,
-`""`, `YYYY-MM-DD HH:MM[:SS]` (space or `T`), or carry its own UTC offset.
+Lenient where the seed is vague: fields we do not use (`courier_fee`, product ids, ...) are
+ignored, whatever their shape; `customer`, `note`, `category`, `options`, `price`, `total` and
+`preparing_time` may be absent or null; the customer's phone and address may have any shape;
+an option is a string or an object with a `name`; an unreadable `preparing_time` is dropped;
+`scheduled_date` may be absent, null, `""`, `YYYY-MM-DD HH:MM[:SS]` (space or `T`), or carry
+its own UTC offset.
 
 Strict where a wrong value would mislead the kitchen: `id` and `quantity` are true integers
 (not `"2"`, not `2.5`, not `true`), `quantity` is at least 1, `status_id` is one of the
@@ -91,6 +93,10 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
+def _minutes(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value <= 24 * 60 else None
+
+
 def _none_to_empty(value: Any) -> Any:
     return [] if value is None else value
 
@@ -145,13 +151,13 @@ class _Model(BaseModel):
 
 class Customer(_Model):
     name: OptionalText = None
-    phone: OptionalText = None
-    # Read only to keep it out of every event; some marketplaces send an object.
-    address: str | dict[str, Any] | None = None
+    # Never copied into an event; read only to blank it out of notes. Any shape is taken
+    # (a string, an object of parts, a number): an odd phone must not lose the order.
+    phone: Any = None
+    address: Any = None
 
 
 class Product(_Model):
-    id: int | str | None = None
     name: Name
     quantity: StrictCount
     price: Money | None = None                 # unit price, minor units
@@ -168,14 +174,14 @@ class MarketplaceOrder(_Model):
     status_id: Annotated[int, Field(strict=True), AfterValidator(_status)]
     courier_type: Annotated[str, BeforeValidator(_courier),
                             Field(pattern=r"^(restaurant|platform)$")]
-    courier_fee: Money | None = None
     payment_method: Annotated[str | None, BeforeValidator(_payment_method)] = None
     scheduled_date: Annotated[datetime | None, BeforeValidator(_scheduled)] = None
     note: OptionalText = None
     customer: Customer | None = None
     products: Annotated[list[Product], Field(min_length=1, max_length=500)]
     total: Money | None = None                 # minor units
-    preparing_time: Annotated[int, Field(strict=True, ge=0, le=24 * 60)] | None = None
+    # Only a hint for an acceptance made elsewhere: a value we cannot read is dropped.
+    preparing_time: Annotated[int | None, BeforeValidator(_minutes)] = None
 
 
 def field_errors(exc: ValidationError, limit: int = 5) -> str:
