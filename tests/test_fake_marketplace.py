@@ -461,6 +461,9 @@ async def test_the_demo_process_serves_the_api_and_takes_control(tmp_path: Path)
         with pytest.raises(urllib.error.HTTPError) as refused:
             await asyncio.to_thread(market.set_status, key, 3)
         assert refused.value.code == 400
+        with pytest.raises(urllib.error.HTTPError) as no_status:
+            await asyncio.to_thread(market.control, "POST", f"/orders/{key}/status", {})
+        assert no_status.value.code == 400
         with pytest.raises(urllib.error.HTTPError) as missing:
             await asyncio.to_thread(market.set_status, "nope", 6)
         assert missing.value.code == 404

@@ -470,9 +470,7 @@ class FakeMarketplace:
             order.body["preparing_time"] = preparing_time
         order.history.append(
             StatusChange(status_id, time.monotonic(), by, reason_id, preparing_time))
-        if order.timer is not None and status_id != RECEIVED:
-            order.timer.cancel()
-            order.timer = None
+        self._arm_auto_cancel(order)
         self._changed()
 
     def _log(self, at: float, request: web.BaseRequest, body: Any, status: int) -> None:
@@ -541,9 +539,7 @@ class FakeMarketplace:
         if action == "accept":
             preparing_time = _whole(body, "preparing_time", 1, MAX_PREPARING_TIME)
         elif action == "cancel":
-            reason_id = _whole(body, "reason_id", 1, max(CANCEL_REASONS))
-            if reason_id not in CANCEL_REASONS:
-                raise _Answer(400, f"unknown reason_id {reason_id}")
+            reason_id = _whole(body, "reason_id", min(CANCEL_REASONS), max(CANCEL_REASONS))
         if order.raw:
             raise _Answer(409, "order cannot be changed")
         if move.restaurant_courier_only and order.body.get("courier_type") != "restaurant":
@@ -652,7 +648,10 @@ async def _control_app(fake: FakeMarketplace) -> web.Application:
         data, key = await read(request), request.match_info["payment_key"]
 
         def move() -> dict[str, Any]:
-            fake.set_status(key, data["status_id"], reason_id=data.get("reason_id"))
+            status_id = data.get("status_id")
+            if not isinstance(status_id, int):
+                raise ValueError("status_id must be an integer")
+            fake.set_status(key, status_id, reason_id=data.get("reason_id"))
             return fake.order(key)
 
         return answer(move)
