@@ -1,0 +1,1 @@
+"""Connectors: the code that talks to ordering channels outside the restaurant."""
