@@ -1,0 +1,1 @@
+"""Connectors to ordering channels outside the restaurant: marketplaces and aggregators."""
