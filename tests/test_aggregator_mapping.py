@@ -514,6 +514,7 @@ def test_webhook_edge_values_still_validate() -> None:
     rejected = mapping.rejected_webhook("o-1", "")
     assert rejected.body["failure_reason"]
     OrderRejected.model_validate_json(json.dumps(rejected.body))
+    OrderRejected.model_validate_json(json.dumps(mapping.rejected_webhook("o-1", "x" * 600).body))
     cancel = mapping.cancellation_webhook("o-1", "weird", None)
     assert cancel.body == {"cancel_reason": "OTHER", "cancel_details": ""}
     OrderCancellation.model_validate_json(json.dumps(cancel.body))
