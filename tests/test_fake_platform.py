@@ -279,7 +279,8 @@ async def test_429_and_500(platform: FakePlatform, client: httpx.AsyncClient, mo
     response = await send(client, platform, mapping.ready_webhook("o-1"))
     assert response.status_code == int(mode)
     assert response.headers.get("Retry-After") == header
-    assert [h.status for h in platform.requests] == [int(mode)]
+    assert [(h.status, h.order_id, h.kind) for h in platform.requests] == [
+        (int(mode), "o-1", None)]
     assert platform.hooks() == []
     await platform.set_fault("none")
     assert (await send(client, platform, mapping.ready_webhook("o-1"))).status_code == 200
@@ -327,7 +328,8 @@ async def test_reject_a_method_and_path_prefix(platform: FakePlatform,
     await platform.set_fault("reject", path_prefix="/orders/o-8/cancellation")
     bad = await send(client, platform, mapping.cancellation_webhook("o-8", "busy", None))
     assert bad.status_code == 400
-    assert [h.status for h in platform.requests] == [410, 410, 200, 400]
+    assert [(h.status, h.order_id) for h in platform.requests] == [
+        (410, "o-9"), (410, "o-9"), (200, "o-8"), (400, "o-8")]
     assert platform.requests[0].error == "rejected by the fault in place"
 
 

@@ -248,8 +248,9 @@ class FakePlatform:
             self._log(Hook(arrived, received_at, request.method, request.path, status,
                            order_id, kind, _loggable(raw), error))
 
-        def refuse(status: int, error: str, **headers: str) -> web.Response:
-            log(status, error=error)
+        def refuse(status: int, error: str, order_id: str | None = None,
+                   **headers: str) -> web.Response:
+            log(status, order_id, error=error)
             return web.json_response({"error": error}, status=status, headers=headers)
 
         if too_large:
@@ -275,9 +276,9 @@ class FakePlatform:
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = _seconds(fault.retry_after)
-            return refuse(int(fault.mode), "try later", **headers)
+            return refuse(int(fault.mode), "try later", order_id, **headers)
         if fault.rejects(request.method, request.path):
-            return refuse(fault.status, "rejected by the fault in place")
+            return refuse(fault.status, "rejected by the fault in place", order_id)
         try:
             kind = _validate(order_id, path_kind, raw)
         except _Refused as exc:
