@@ -1,1 +1,1 @@
-"""Connectors: the code that talks to ordering channels outside the restaurant."""
+"""Connectors to ordering channels outside the restaurant: marketplaces, aggregators, table services."""
