@@ -1,1 +1,1 @@
-"""Connectors to ordering channels outside the restaurant: marketplaces, aggregators, table services."""
+"""Connectors to ordering channels outside the restaurant: marketplaces, aggregators."""
