@@ -175,11 +175,17 @@ def cmd_printers_list(args: argparse.Namespace) -> int:
     from edge.orders import views as ops
 
     cfg = load_config(Path(args.config))
-    states = {s["printer_id"]: s for s in ops.printer_states(_ro(args))}
+    conn = _ro(args)
+    states = {s["printer_id"]: s for s in ops.printer_states(conn)}
+    unconfirmed = ops.unconfirmed_jobs(conn)
     rows = [{"printer_id": p.id, "connection": p.connection, "columns": p.columns,
              "state": states.get(p.id, {}).get("state", "unknown"),
-             "since": states.get(p.id, {}).get("since")} for p in cfg.printers]
-    _emit(rows, args.json, lambda r: table(r, ["printer_id", "connection", "state", "since"]))
+             "since": states.get(p.id, {}).get("since"),
+             # Delivered, not confirmed: may be on paper, may not; a reprint settles it.
+             "unconfirmed": unconfirmed.get(p.id, [])} for p in cfg.printers]
+    _emit(rows, args.json, lambda r: table(
+        [{**x, "unconfirmed": " ".join(x["unconfirmed"]) or None} for x in r],
+        ["printer_id", "connection", "state", "since", "unconfirmed"]))
     return 0
 
 

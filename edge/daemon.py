@@ -267,7 +267,8 @@ class Daemon:
         """Gauges that are facts of the database are read when scraped, not tracked."""
         now = self.clock.now()
         by_state = await self.store.read(jobs.counts_by_state)
-        for state in ("waiting", "queued", "sending", "printed", "failed", "withdrawn"):
+        for state in ("waiting", "queued", "sending", "unconfirmed", "printed", "failed",
+                      "withdrawn"):
             metrics.print_jobs.labels(state).set(by_state.get(state, 0))
         stats = await self.store.read(lambda c: outbox.stats(c, now))
         metrics.outbox_backlog.set(stats.backlog)

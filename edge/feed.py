@@ -163,13 +163,24 @@ class JobUnconfirmed(Change):
 
 @dataclass(frozen=True)
 class PrinterStateChanged(Change):
-    """What `{root}/printers/{id}/state` says (published retained)."""
+    """What `{root}/printers/{id}/state` says (published retained): the printer's state,
+    since when, its queue, the jobs delivered to it and not confirmed, and why it cannot
+    print while it cannot."""
 
     printer_id: str
     state: str
     since: str
     queued: int
+    unconfirmed: tuple[str, ...] = ()
     detail: str | None = None
+
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"printer_id": self.printer_id, "state": self.state,
+                                   "since": self.since, "queued": self.queued,
+                                   "unconfirmed": list(self.unconfirmed)}
+        if self.detail:
+            body["detail"] = self.detail
+        return body
 
 
 @dataclass(frozen=True)

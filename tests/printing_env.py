@@ -30,6 +30,7 @@ class Kitchen:
     daemon: DaemonProc
     printers: dict[str, VPrinterProc]
     pos: Publisher
+    broker_port: int
 
     def tickets(self, printer: str) -> list[dict[str, Any]]:
         return self.printers[printer].jobs()
@@ -59,7 +60,7 @@ def kitchen(tmp_path: Path, broker: Broker, *, printers: tuple[str, ...] = ("hot
         d = DaemonProc(cfg, env=daemon_env or {})
         d.start()
         pos = Publisher(broker.port)
-        yield Kitchen(d, started, pos)
+        yield Kitchen(d, started, pos, broker.port)
     finally:
         if pos is not None:
             pos.close()

@@ -115,7 +115,8 @@ def test_operator_commands_over_the_live_database(tmp_path: Path, broker: Broker
         printers = {p["printer_id"]: p for p in listed}
         assert printers["hot"]["state"] == "online" and printers["bar"]["state"] == "paper_out"
         assert printers["hot"]["connection"] == k.printers["hot"].address
-        assert header(table) == ["PRINTER_ID", "CONNECTION", "STATE", "SINCE"]
+        assert header(table) == ["PRINTER_ID", "CONNECTION", "STATE", "SINCE", "UNCONFIRMED"]
+        assert printers["hot"]["unconfirmed"] == []
         assert row(table, "bar")[2] == "paper_out"
         tested = fields(edge(d, "printers", "test", "hot").stdout)
         assert (tested["printed"], tested["state"]) == ("True", "online")

@@ -106,7 +106,9 @@ def test_printer_state_is_published_retained(tmp_path: Path, broker: Broker) -> 
         try:
             body = states.wait_for(lambda t, b: t.endswith("/hot/state"))
             assert body["state"] == "online" and body["printer_id"] == "hot"
-            assert set(body) == {"printer_id", "state", "since", "queued"}
+            # The contract's fields, plus the addition: jobs delivered, not confirmed.
+            assert set(body) == {"printer_id", "state", "since", "queued", "unconfirmed"}
+            assert body["unconfirmed"] == []
             k.printers["hot"].set_state("cover_open")
             states.wait_for(lambda t, b: b.get("state") == "cover_open", timeout=5)
         finally:

@@ -65,9 +65,12 @@ def test_failover_to_backup_after_failover_after_marks_backup_from(tmp_path: Pat
         assert lines[0] == "NEW" and "BACKUP FROM hot" in lines[1]
         assert has_line(job, "1x Köfte")
         assert k.tickets("hot") == []
-        # Primary back: the station's next job goes to it again.
+        # Primary back: noticed at its next retry (printing.retry_max at the latest), and the
+        # station's next job goes to it again.
         k.printers["hot"].set_state("online")
-        time.sleep(2.5)
+        k.daemon.wait_until(lambda: k.daemon.scalar(
+            "SELECT state FROM printer_states WHERE printer_id='hot'") == "online",
+            what="hot back online", timeout=8)
         k.pos.order(created("f-2", item("Pide")))
         try:
             again = k.wait_tickets("hot", 1)[0]
@@ -123,7 +126,9 @@ def test_random_sigkills_while_tickets_flow_every_ticket_arrives_duplicates_mark
         thread.start()
         kills = 0
         d: DaemonProc = k.daemon
-        while not done.is_set():
+        # A start takes a while on a loaded machine: kill at least three times, during the
+        # stream or, if it was quicker, while the backlog it left is printing.
+        while not done.is_set() or kills < 3:
             time.sleep(rng.uniform(0.15, 0.6))
             d.kill()
             kills += 1
@@ -132,7 +137,6 @@ def test_random_sigkills_while_tickets_flow_every_ticket_arrives_duplicates_mark
         d.wait_until(lambda: d.scalar("SELECT COUNT(*) FROM print_jobs WHERE state='printed'")
                      == orders, timeout=60, what="every job printed")
         tickets = k.tickets("hot")
-    assert kills >= 2
     seen: dict[str, int] = {}
     for job in tickets:
         key = job_key_of(job)
@@ -141,3 +145,69 @@ def test_random_sigkills_while_tickets_flow_every_ticket_arrives_duplicates_mark
         if seen[key] > 1:
             assert has_line(job, "MAY BE DUPLICATE"), f"{key} printed twice unmarked"
     assert set(seen) == {f"s-{i}/new/grill" for i in range(orders)}
+
+
+def test_random_sigkills_while_the_printer_keeps_running_out_of_paper(
+        tmp_path: Path, broker: Broker) -> None:
+    """The SIGKILL check with a faulted printer in the mix: paper runs out under tickets
+    again and again while the daemon is killed at random. Every ticket reaches paper, and a
+    second copy is always marked. (A crash while `sending` is the one case where a ticket may
+    go to the same printer again: docs/architecture.md.)"""
+    rng = random.Random(int(time.time()))
+    orders = 60
+    with kitchen(tmp_path, broker, stations=GRILL_ONLY,
+                 printing={"failover_after": 1, "unconfirmed_failover_after": 1,
+                           "retry_max": 0.5}) as k:
+        hot = k.printers["hot"]
+        done = threading.Event()
+
+        def publish() -> None:
+            pub = Publisher(broker.port, client_id="flow-pos-faults")
+            try:
+                for i in range(orders):
+                    pub.order(created(f"pf-{i}", item(f"Dish {i}")))
+                    time.sleep(0.03)
+            finally:
+                pub.close()
+
+        def paper() -> None:
+            while not done.is_set():
+                hot.set_state("paper_out", after_bytes=rng.randint(50, 900))
+                time.sleep(rng.uniform(0.3, 1.2))
+                hot.set_state("online")
+                time.sleep(rng.uniform(0.2, 0.6))
+
+        publisher = threading.Thread(target=publish)
+        faults = threading.Thread(target=paper)
+        publisher.start()
+        faults.start()
+        kills = 0
+        d: DaemonProc = k.daemon
+        try:
+            while publisher.is_alive() or kills < 3:
+                time.sleep(rng.uniform(0.2, 0.7))
+                d.kill()
+                kills += 1
+                d.start()
+        finally:
+            publisher.join()
+            done.set()
+            faults.join()
+        hot.set_state("online")
+        keys = {f"pf-{i}/new/grill" for i in range(orders)}
+
+        def on_paper() -> set[str]:
+            return {key for p in ("hot", "bar") for j in k.tickets(p)
+                    if (key := job_key_of(j)) is not None}
+
+        d.wait_until(lambda: keys <= on_paper() and d.scalar(
+            "SELECT COUNT(*) FROM print_jobs WHERE state IN ('queued','sending')") == 0,
+            timeout=60, what="every ticket on paper")
+        time.sleep(1.5)
+        unmarked: dict[str, int] = {}
+        for p in ("hot", "bar"):
+            for job in k.tickets(p):
+                key = job_key_of(job)
+                if key is not None and not has_line(job, "MAY BE DUPLICATE"):
+                    unmarked[key] = unmarked.get(key, 0) + 1
+        assert {key: n for key, n in unmarked.items() if n > 1} == {}

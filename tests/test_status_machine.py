@@ -709,53 +709,99 @@ def test_a_void_notice_is_not_held_back_by_a_hold(till: Till) -> None:
     assert [k.split("/")[1].split("-")[0] for k in printed] == ["void", "hold", "hold"]
 
 
-def test_a_ticket_given_back_while_the_order_is_held_waits_for_the_resume(till: Till) -> None:
-    till.create("o", [KEBAP])
+def claim_one(till: Till, station: str = "grill") -> jobs.Claimed:
     till.conn.execute("BEGIN IMMEDIATE")
-    claimed = jobs.claim(till.conn, ["grill"], "hot", {}, till.now, 0.0)
+    claimed = jobs.claim(till.conn, [station], "hot", {}, till.now, 0.0)
     till.conn.execute("COMMIT")
     assert claimed is not None
-    till.ok("o", "order.held")
+    return claimed
+
+
+def in_tx(till: Till, fn: Any) -> Any:
     till.conn.execute("BEGIN IMMEDIATE")
-    jobs.give_back(till.conn, claimed, "connection refused", maybe_on_paper=False)
+    result = fn(till.conn)
     till.conn.execute("COMMIT")
-    # The HOLD ticket prints (the bytes may have landed); the food ticket waits for the resume.
-    assert till.print_queued() == ["o/hold-1/grill"]
+    return result
+
+
+def test_a_ticket_not_sent_while_the_order_was_held_waits_and_takes_back_its_hold(
+        till: Till) -> None:
+    till.create("o", [KEBAP])
+    claimed = claim_one(till)
+    till.ok("o", "order.held")          # counted the claimed ticket as maybe on paper
+    in_tx(till, lambda c: jobs.unclaim(c, claimed, "connection refused"))
+    # Not a byte left: the station never saw the order, so it gets no HOLD and no FIRE.
+    assert till.print_queued() == []
     assert till.jobs("o")["o/new/grill"][1] == "waiting"
+    assert till.jobs("o")["o/hold-1/grill"][1] == "withdrawn"
     till.ok("o", "order.resumed")
-    assert till.print_queued() == ["o/new/grill", "o/fire-1/grill"]
+    assert till.print_queued() == ["o/new/grill"]
 
 
-@pytest.mark.parametrize("maybe_on_paper", [False, True])
-def test_a_ticket_given_back_after_a_cancel_never_prints(till: Till,
-                                                         maybe_on_paper: bool) -> None:
+def test_a_ticket_not_sent_after_a_cancel_never_prints_and_neither_does_its_cancel(
+        till: Till) -> None:
     till.create("o", [KEBAP])
-    till.conn.execute("BEGIN IMMEDIATE")
-    claimed = jobs.claim(till.conn, ["grill"], "hot", {}, till.now, 0.0)
-    till.conn.execute("COMMIT")
-    assert claimed is not None
+    claimed = claim_one(till)
     till.ok("o", "order.cancelled", {"reason_code": "customer"})
-    assert till.status("o") == "cancelled"              # the bytes may be on paper
-    till.conn.execute("BEGIN IMMEDIATE")
-    jobs.give_back(till.conn, claimed, "write timed out", maybe_on_paper=maybe_on_paper)
-    till.conn.execute("COMMIT")
-    assert till.print_queued() == ["o/cancel/grill"]
+    assert till.status("o") == "cancelled"              # the bytes might have been on paper
+    in_tx(till, lambda c: jobs.unclaim(c, claimed, "printer not ready: paper_out"))
+    assert till.print_queued() == []
     assert till.jobs("o")["o/new/grill"][1] == "withdrawn"
+    assert till.jobs("o")["o/cancel/grill"][1] == "withdrawn"
 
 
-def test_a_ticket_given_back_after_all_its_lines_were_voided_never_prints(till: Till) -> None:
+def test_an_unconfirmed_ticket_of_a_cancelled_order_gets_its_cancel_and_no_copy(
+        till: Till) -> None:
+    till.create("o", [KEBAP])
+    claimed = claim_one(till)
+    till.ok("o", "order.cancelled", {"reason_code": "customer"})
+    in_tx(till, lambda c: jobs.unconfirmed(c, claimed, "printer went paper_out", till.now))
+    assert till.jobs("o")["o/new/grill"][1] == "unconfirmed"
+    assert in_tx(till, lambda c: jobs.release_copy(c, "o/new/grill", ["hot", "bar"],
+                                                   till.now)) is None
+    assert till.print_queued() == ["o/cancel/grill"]
+    assert till.jobs("o")["o/new/grill"][1] == "unconfirmed"
+
+
+def test_an_unconfirmed_ticket_whose_lines_were_all_voided_gets_no_copy(till: Till) -> None:
     till.create("o", [KEBAP, AYRAN])
-    till.conn.execute("BEGIN IMMEDIATE")
-    claimed = jobs.claim(till.conn, ["grill"], "hot", {}, till.now, 0.0)
-    till.conn.execute("COMMIT")
-    assert claimed is not None
+    claimed = claim_one(till)
     till.ok("o", "order.items_voided", {"line_ids": ["l1"]})
-    till.conn.execute("BEGIN IMMEDIATE")
-    jobs.give_back(till.conn, claimed, "write timed out", maybe_on_paper=True)
-    till.conn.execute("COMMIT")
+    in_tx(till, lambda c: jobs.unconfirmed(c, claimed, "connection lost", till.now))
+    assert in_tx(till, lambda c: jobs.release_copy(c, "o/new/grill", ["hot", "bar"],
+                                                   till.now)) is None
     printed = till.print_queued()
     assert "o/new/grill" not in printed
     assert [k.split("/")[1].split("-")[0] for k in printed] == ["new", "void"]  # drinks, VOID
+
+
+def test_an_unconfirmed_ticket_copies_once_marked_and_never_to_the_printer_holding_it(
+        till: Till) -> None:
+    till.create("o", [KEBAP])
+    claimed = claim_one(till)
+    in_tx(till, lambda c: jobs.unconfirmed(c, claimed, "connection lost", till.now))
+    # Only the holding printer in the station: no copy.
+    assert in_tx(till, lambda c: jobs.release_copy(c, "o/new/grill", ["hot"], till.now)) is None
+    assert in_tx(till, lambda c: jobs.next_queued(c, "hot", ["grill"], ["grill"])) is None
+    # With a backup: queued again, marked, for the backup only.
+    assert in_tx(till, lambda c: jobs.release_copy(
+        c, "o/new/grill", ["hot", "bar"], till.now)) == "queued"
+    assert in_tx(till, lambda c: jobs.next_queued(c, "hot", ["grill"], ["grill"])) is None
+    assert in_tx(till, lambda c: jobs.next_queued(c, "bar", [], ["grill"])) == "o/new/grill"
+    row = till.conn.execute("SELECT may_be_duplicate, delivered_to FROM print_jobs "
+                            "WHERE job_key='o/new/grill'").fetchone()
+    assert (row[0], row[1]) == (1, '["hot"]')
+
+
+def test_a_held_ticket_confirmed_by_its_printer_needs_no_copy(till: Till) -> None:
+    till.create("o", [KEBAP])
+    claimed = claim_one(till)
+    in_tx(till, lambda c: jobs.unconfirmed(c, claimed, "paper out under the ticket", till.now))
+    assert in_tx(till, lambda c: jobs.confirm(c, ["o/new/grill"], "bar", till.now)) == []
+    assert in_tx(till, lambda c: jobs.confirm(c, ["o/new/grill"], "hot", till.now)) == [
+        ("o/new/grill", "o")]
+    assert till.jobs("o")["o/new/grill"][1] == "printed"
+    assert till.status("o") == "sent_to_kitchen"
 
 
 def test_a_crash_mid_send_of_a_called_off_order_does_not_print_it_again(till: Till) -> None:

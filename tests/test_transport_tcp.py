@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from edge.printing.status import STATUS_QUERIES, PrinterStatus, parse_status
-from edge.printing.transport import PrinterUnavailable, TcpTransport
+from edge.printing.status import ASB_ENABLE, STATUS_QUERIES, PrinterStatus, parse_status
+from edge.printing.transport import NotReady, Outcome, PrinterUnavailable, TcpTransport
 from tests.broker import free_port
 
 ONLINE = {1: 0x12, 2: 0x12, 3: 0x12, 4: 0x12}
@@ -29,6 +29,9 @@ class TcpPrinter:
         hang_up_after_replies: int | None = None,
         hang_up_on_accept: bool = False,
         rcvbuf: int | None = None,
+        read_limit: int | None = None,
+        bytes_per_second: int | None = None,
+        status_after: dict[int, int] | None = None,
     ) -> None:
         self.status = dict(status or ONLINE)
         self.answer = answer
@@ -37,6 +40,9 @@ class TcpPrinter:
         self.hang_up_after_replies = hang_up_after_replies  # on the first connection only
         self.hang_up_on_accept = hang_up_on_accept
         self.rcvbuf = rcvbuf
+        self.read_limit = read_limit            # stop reading after this many bytes
+        self.bytes_per_second = bytes_per_second  # a slow printer
+        self.status_after = status_after        # the answers after the first three replies
         self.received = bytearray()
         self.queries: list[int] = []
         self.accepted = 0
@@ -89,19 +95,28 @@ class TcpPrinter:
                 await self._stop.wait()
                 return
             tail = b""
-            while chunk := await reader.read(65536):
+            size = 64 if self.bytes_per_second else 65536
+            while chunk := await reader.read(size):
+                if self.bytes_per_second:
+                    await asyncio.sleep(len(chunk) / self.bytes_per_second)
                 self.received += chunk
                 stream = tail + chunk
                 for i in range(len(stream) - 2):
                     if stream[i : i + 2] == b"\x10\x04" and stream[i + 2] in self.status:
                         self.queries.append(stream[i + 2])
                         if self.answer:
-                            writer.write(bytes([self.status[stream[i + 2]]]))
+                            table = self.status
+                            if self.status_after is not None and len(self.queries) > 3:
+                                table = self.status_after
+                            writer.write(bytes([table[stream[i + 2]]]))
                             replies += 1
                 tail = stream[-2:]
                 await self._notify()
                 limit = self.hang_up_after_replies
                 if first and limit is not None and replies >= limit:
+                    return
+                if self.read_limit is not None and len(self.received) >= self.read_limit:
+                    await self._stop.wait()
                     return
         except ConnectionError:
             pass
@@ -199,7 +214,6 @@ async def test_connection_refused_is_unavailable_fast() -> None:
         await t.send(b"ticket")
     assert time.monotonic() - started < 1.0
     assert "cannot connect" in caught.value.reason
-    assert caught.value.may_have_printed is False
 
 
 async def test_unresolved_service_is_unavailable() -> None:
@@ -226,17 +240,72 @@ async def test_printer_that_never_answers_status_is_unavailable_within_status_ti
         await p.stop()
 
 
-async def test_printer_that_stops_reading_gives_a_write_timeout() -> None:
-    p = await TcpPrinter(read=False, rcvbuf=4096).start()
-    t = TcpTransport(local(p.port), name="hot", write_timeout=0.3)
+async def test_no_ticket_byte_before_the_printer_said_ready() -> None:
+    p = await TcpPrinter({**ONLINE, 1: 0x1A, 2: 0x32, 4: 0x7E}).start()   # paper out
+    t = TcpTransport(local(p.port), name="hot")
+    try:
+        with pytest.raises(NotReady) as caught:
+            await t.send(b"\x1b@TICKET")
+        assert caught.value.status.state == "paper_out"
+        await p.wait_for(lambda: len(p.received) >= len(STATUS_QUERIES))
+        assert bytes(p.received) == STATUS_QUERIES
+    finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_a_silent_printer_gets_no_ticket_byte() -> None:
+    p = await TcpPrinter(answer=False).start()
+    t = TcpTransport(local(p.port), name="hot", status_timeout=0.3)
+    try:
+        with pytest.raises(PrinterUnavailable):
+            await t.send(b"\x1b@TICKET")
+        assert b"TICKET" not in p.received
+    finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_paper_out_under_the_ticket_is_held_with_its_cause() -> None:
+    paper_out = {**ONLINE, 1: 0x1A, 2: 0x32, 4: 0x7E}
+    p = await TcpPrinter(status_after=paper_out).start()
+    t = TcpTransport(local(p.port), name="hot")
+    try:
+        delivery = await t.send(b"\x1b@TICKET")
+        assert delivery.outcome is Outcome.HELD
+        assert delivery.status is not None and delivery.status.state == "paper_out"
+        assert delivery.generation == t.generation == 1
+        assert "paper_out" in (delivery.reason or "")
+    finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_printer_that_stops_reading_mid_ticket_loses_it_after_write_timeout() -> None:
+    p = await TcpPrinter(read_limit=64, rcvbuf=4096).start()
+    t = TcpTransport(local(p.port), name="hot", write_timeout=0.5)
     try:
         started = time.monotonic()
-        with pytest.raises(PrinterUnavailable) as caught:
-            # Far more than the kernel buffers on both ends can hold.
-            await t.send(b"\x1b@" + b"X" * (16 * 1024 * 1024))
-        assert time.monotonic() - started < 2.0
-        assert "write timed out" in caught.value.reason
-        assert caught.value.may_have_printed is True
+        # Far more than the kernel buffers on both ends can hold.
+        delivery = await t.send(b"\x1b@" + b"X" * (16 * 1024 * 1024))
+        assert time.monotonic() - started < 3.0
+        assert delivery.outcome is Outcome.LOST
+        assert "stopped reading" in (delivery.reason or "")
+    finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_a_slow_printer_that_keeps_reading_is_given_the_time() -> None:
+    p = await TcpPrinter(bytes_per_second=1500).start()
+    t = TcpTransport(local(p.port), name="hot", write_timeout=0.6)
+    try:
+        ticket = b"\x1b@" + b"Y" * 3000            # about 2 s at this printer's pace
+        started = time.monotonic()
+        delivery = await t.send(ticket)
+        assert delivery.outcome is Outcome.CONFIRMED
+        assert time.monotonic() - started > 1.0   # longer than write_timeout: progress counted
+        assert ticket in p.received
     finally:
         await t.close()
         await p.stop()
@@ -250,24 +319,74 @@ async def test_printer_that_hung_up_an_idle_connection_is_reconnected() -> None:
         await p.wait_for(lambda: p.open_now == 0)
         # Whether or not the hang-up was seen yet, the question is asked on a new connection.
         assert (await t.status()).ready
-        await t.send(b"after hang-up")
+        assert (await t.send(b"after hang-up")).outcome is Outcome.CONFIRMED
         await p.wait_for(lambda: b"after hang-up" in p.received)
         assert p.accepted == 2
+        assert t.generation == 2
     finally:
         await t.close()
         await p.stop()
 
 
-async def test_send_is_not_reported_done_when_the_printer_dropped_the_ticket() -> None:
-    # The printer takes the connection and hangs up at once: the bytes reach our kernel
-    # buffer (drain completes) but never the printer. Only the DLE EOT reply tells.
+async def test_a_printer_that_hangs_up_on_the_ticket_lost_it() -> None:
+    # It answers the status query, then hangs up: the ticket's bytes reach our kernel buffer
+    # (drain completes) but never the printer. Only the missing DLE EOT reply tells.
+    p = await TcpPrinter(hang_up_after_replies=3).start()
+    t = TcpTransport(local(p.port), name="hot")
+    try:
+        delivery = await t.send(b"lost ticket")
+        assert delivery.outcome is Outcome.LOST
+    finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_a_printer_that_hangs_up_at_once_gets_nothing() -> None:
     p = await TcpPrinter(hang_up_on_accept=True).start()
     t = TcpTransport(local(p.port), name="hot")
     try:
-        with pytest.raises(PrinterUnavailable) as caught:
-            await t.send(b"lost ticket")
-        assert caught.value.may_have_printed is True
+        with pytest.raises(PrinterUnavailable):
+            await t.send(b"never sent")
+        assert b"never sent" not in p.received
     finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_status_back_frames_are_watched_and_skipped_by_replies() -> None:
+    # The printer pushes "paper end, offline" then "online" after ASB is asked for.
+    frames = bytes([0x18, 0x00, 0x0C, 0x00]) + bytes([0x10, 0x00, 0x00, 0x00])
+    p = await TcpPrinter(preamble=frames).start()
+    t = TcpTransport(local(p.port), name="hot", status_back=True)
+    try:
+        assert (await t.status()).ready              # the frames before the replies skipped
+        await p.wait_for(lambda: p.received.startswith(ASB_ENABLE))
+        # Both frames were read past by the replies; nothing more is pushed.
+        assert await t.watch(0.2) is None
+    finally:
+        await t.close()
+        await p.stop()
+
+
+async def test_watch_returns_the_latest_pushed_status() -> None:
+    p = await TcpPrinter().start()
+    t = TcpTransport(local(p.port), name="hot", status_back=True)
+    server_side: list[asyncio.StreamWriter] = []
+    try:
+        assert (await t.status()).ready
+        conn = t._conn
+        assert conn is not None
+        # Push from the printer's side by writing into our reader, as the socket would.
+        conn.reader.feed_data(bytes([0x18, 0x00, 0x0C, 0x00]))
+        pushed = await t.watch(1.0)
+        assert pushed is not None and pushed.state == "paper_out" and not pushed.ready
+        conn.reader.feed_data(bytes([0x38, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00]))
+        pushed = await t.watch(1.0)
+        assert pushed is not None and pushed.ready   # the burst's last frame wins
+        assert await TcpTransport(local(p.port), name="x").watch(0.1) is None
+    finally:
+        for w in server_side:
+            w.close()
         await t.close()
         await p.stop()
 
@@ -278,9 +397,9 @@ async def test_send_is_not_reported_done_when_the_printer_dropped_the_ticket() -
 async def test_send_writes_the_whole_ticket(printer: TcpPrinter) -> None:
     t = TcpTransport(local(printer.port), name="hot")
     ticket = b"\x1b@" + bytes(range(256)) * 200 + b"\x1dV\x00"
-    await t.send(ticket)
-    # The ticket, then the DLE EOT 1 whose answer confirmed it.
-    assert bytes(printer.received) == ticket + b"\x10\x04\x01"
+    assert (await t.send(ticket)).outcome is Outcome.CONFIRMED
+    # The status asked first, the ticket, then the DLE EOT 1 whose answer confirmed it.
+    assert bytes(printer.received) == STATUS_QUERIES + ticket + b"\x10\x04\x01"
     await t.close()
     await printer.wait_for(lambda: printer.open_now == 0)
 

@@ -18,8 +18,8 @@ from edge.discovery.usb import (
     parse_device_id,
     scan,
 )
-from edge.printing.status import STATUS_QUERIES
-from edge.printing.transport import PrinterUnavailable
+from edge.printing.status import QUERY_PRINTER, STATUS_QUERIES
+from edge.printing.transport import Outcome, PrinterUnavailable
 from edge.printing.usb import UDEV_RULES, UsbTransport
 from tests.fakeusb import (
     Endpoint,
@@ -160,8 +160,8 @@ async def test_rescans_leave_a_printing_printer_alone() -> None:
     first = scan(backend)
     again = scan(backend, known={i.key: i for i in first})
     assert again == first
-    await t.send(b"still mine")
-    assert epson.written.endswith(b"still mine")
+    assert (await t.send(b"still mine")).outcome is Outcome.CONFIRMED
+    assert epson.written.endswith(b"still mine" + QUERY_PRINTER)
     await t.close()
 
 
@@ -176,9 +176,11 @@ async def test_send_and_status_on_the_epson() -> None:
 
     status = await t.status()
     assert status.ready and status.state == "online" and status.reported
-    await t.send(b"\x1b@hello\n\x1dV\x00")
+    assert (await t.send(b"\x1b@hello\n\x1dV\x00")).outcome is Outcome.CONFIRMED
 
-    assert bytes(epson.written) == STATUS_QUERIES + b"\x1b@hello\n\x1dV\x00"
+    # Asked before the ticket (no byte of it unless ready), confirmed behind it.
+    assert bytes(epson.written) == (STATUS_QUERIES + STATUS_QUERIES + b"\x1b@hello\n\x1dV\x00"
+                                    + QUERY_PRINTER)
     assert {ep for ep, _ in epson.transfers} == {0x01}
     await t.close()
 
@@ -223,7 +225,7 @@ async def test_the_right_printer_is_found_after_it_moved_to_another_port() -> No
     backend.plug(mine, bus=3, address=9, port_numbers=(2, 1))
     await t.send(b"two")
 
-    assert mine.written.endswith(b"two") and b"one" in mine.written
+    assert mine.written.endswith(b"two" + QUERY_PRINTER) and b"one" in mine.written
     assert other.written == b""
     await t.close()
 
@@ -238,10 +240,10 @@ async def test_endpoints_and_packet_size_come_from_the_descriptors() -> None:
 
     ticket = bytes(100_000)
     await t.send(ticket)
-    assert (await t.status()).ready
 
     assert {ep for ep, _ in device.transfers} == {0x03}
-    ticket_sizes = [n for _, n in device.transfers][:-3]  # the last three are DLE EOT
+    # Three DLE EOT questions before the ticket, one behind it.
+    ticket_sizes = [n for _, n in device.transfers][3:-1]
     assert sum(ticket_sizes) == len(ticket)
     assert all(n % 512 == 0 for n in ticket_sizes[:-1])
     await t.close()
@@ -273,7 +275,7 @@ async def test_access_denied_names_the_udev_rule_and_the_lp_group() -> None:
             await call
         assert UDEV_RULES in caught.value.reason
         assert "'lp' group" in caught.value.reason
-        assert caught.value.may_have_printed is False
+    assert b"ticket" not in epson.written
 
 
 async def test_busy_when_another_program_holds_the_printer() -> None:
@@ -297,18 +299,19 @@ async def test_unplug_mid_ticket_then_replug() -> None:
     assert (await t.status()).ready
 
     epson.unplug_after = len(epson.written) + 1000
-    with pytest.raises(PrinterUnavailable) as caught:
-        await t.send(b"A" * 10_000)
-    assert caught.value.reason == "unplugged"
-    assert caught.value.may_have_printed is True
+    delivery = await t.send(b"A" * 10_000)
+    # Bytes went in before it vanished: lost, not "unavailable" (never resent there).
+    assert delivery.outcome is Outcome.LOST and delivery.reason == "unplugged"
+    generation = t.generation
     with pytest.raises(PrinterUnavailable) as caught:
         await t.status()
     assert caught.value.reason.startswith("not connected")
 
     epson.unplug_after = None
     backend.plug(epson, bus=1, address=11)
-    await t.send(b"reprinted")
-    assert epson.written.endswith(b"reprinted")
+    assert (await t.send(b"another ticket")).outcome is Outcome.CONFIRMED
+    assert epson.written.endswith(b"another ticket" + QUERY_PRINTER)
+    assert t.generation == generation + 1
     await t.close()
 
 

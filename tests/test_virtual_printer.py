@@ -434,6 +434,9 @@ async def test_server_survives_random_bytes(printer: VirtualPrinter) -> None:
     rng = random.Random(7)
     for _ in range(4):
         await send(printer.port, rng.randbytes(32768) + biased_garbage(rng, 32768))
+    # The printer reads through its small socket buffer after the senders have closed; a
+    # ticket on a new connection meanwhile would be interleaved with their bytes.
+    await printer.wait_until(lambda p: not p.state_info()["connections"], timeout=10)
     # Still answering, and still printing a proper ticket afterwards.
     reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
     assert await ask(reader, writer, DLE_EOT) == b"\x12" * 4
@@ -547,3 +550,509 @@ def test_advertise_without_the_mdns_module_fails_clearly(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "edge.discovery.advertise" in result.stderr
+
+
+# -- an unkind printer: receive buffer, ASB, modes, power cycle, evidence -----------------
+
+ASB_ON = b"\x1da\xff"
+ASB_OFF = b"\x1da\x00"
+
+ASB_TABLE = {
+    "online": bytes([0x10, 0x00, 0x00, 0x0F]),
+    "paper_near_end": bytes([0x10, 0x00, 0x03, 0x0F]),
+    "paper_out": bytes([0x18, 0x00, 0x0F, 0x0F]),
+    "cover_open": bytes([0x38, 0x00, 0x00, 0x0F]),
+    "error": bytes([0x18, 0x40, 0x00, 0x0F]),
+}
+
+
+def keyed_ticket(job_key: str, lines: int = 3) -> bytes:
+    d = Dummy()
+    d.hw("INIT")
+    d.set(align="center", double_height=True, double_width=True, bold=True)
+    d.textln("NEW")
+    d.set(align="left", normal_textsize=True, bold=False)
+    for i in range(lines):
+        d.textln(f"{i + 1}x item {i}")
+    d.textln(f"job {job_key}")
+    d.cut()
+    return bytes(d.output)
+
+
+def text_ticket(size: int) -> bytes:
+    """A ticket of about `size` bytes of plain text lines, then a cut."""
+    line = b"0123456789" * 4 + b"\n"
+    body = line * (size // len(line) + 1)
+    return b"\x1b@" + body[:size] + b"\n\x1dV\x00"
+
+
+async def closed_by_printer(reader: asyncio.StreamReader) -> bool:
+    """The printer closed the connection: EOF, or a reset when it left bytes unread."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 5) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+async def nothing_arrives(reader: asyncio.StreamReader, within: float = 0.3) -> bool:
+    try:
+        data = await asyncio.wait_for(reader.read(1), within)
+    except TimeoutError:
+        return True
+    return data == b""  # EOF is "nothing" too; callers that care check separately
+
+
+def fill_until_blocked(
+    port: int, limit: int = 4 * 1024 * 1024, sock: socket.socket | None = None
+) -> tuple[socket.socket, int]:
+    """Write to a non-blocking socket until the kernel refuses more (or `limit` bytes)."""
+    if sock is None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setblocking(False)
+    sent = 0
+    chunk = text_ticket(4096)[:4096]
+    idle = 0
+    while sent < limit and idle < 6:  # 300 ms without progress: blocked
+        try:
+            sent += sock.send(chunk)
+            idle = 0
+        except BlockingIOError:
+            idle += 1
+            time.sleep(0.05)  # let the printer read whatever it will read
+    return sock, sent
+
+
+def test_asb_status_bytes_follow_the_tm_t88_layout() -> None:
+    from edge.virtual_printer.status import asb_changed, asb_status
+
+    for state, expected in ASB_TABLE.items():
+        block = asb_status(PrinterState(state))
+        assert block == expected, state
+        # Epson's transmission status identification: 0xx1xx00 for ASB's first byte.
+        assert block[0] & 0x93 == 0x10
+        assert all(b & 0x90 == 0 for b in block[1:])
+    online, paper_out, near_end = (asb_status(PrinterState(s))
+                                   for s in ("online", "paper_out", "paper_near_end"))
+    assert asb_changed(0x02, online, paper_out)  # offline bit
+    assert asb_changed(0x08, online, near_end)  # paper sensor
+    assert not asb_changed(0x02, online, near_end)  # the paper item is not selected
+    assert not asb_changed(0x04, online, paper_out)  # no error
+
+
+async def test_asb_reports_at_once_and_on_every_change_until_disabled(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.write(ASB_ON)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["online"]
+    for state in ("paper_near_end", "paper_out", "cover_open", "error", "online"):
+        await control.post("/state", json={"state": state})
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE[state], state
+    # A DLE EOT reply on the same connection tells itself apart by bit 1.
+    assert await ask(reader, writer, [DLE_EOT[0]]) == b"\x12"
+    writer.write(ASB_OFF)
+    await control.post("/state", json={"state": "paper_out"})
+    # Nothing but the reply to the query: ASB is off.
+    assert await ask(reader, writer, [DLE_EOT[0]]) == b"\x1a"
+    writer.write(b"\x1da\x08")  # paper sensors only
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["paper_out"]
+    await control.post("/state", json={"state": "cover_open"})  # paper loaded, cover open
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["cover_open"]
+    await control.post("/state", json={"state": "error"})  # paper bits unchanged: silent
+    await control.post("/state", json={"state": "paper_near_end"})
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["paper_near_end"]
+    assert await ask(reader, writer, [DLE_EOT[0]]) == b"\x12"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_asb_is_not_part_of_the_ticket_and_is_answered_while_held(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    await control.post("/state", json={"state": "paper_out"})
+    ticket = sample_ticket()
+    middle = ticket.index(b"grill")  # between two commands
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.write(ticket[:middle] + ASB_ON + ticket[middle:])
+    # Behind held data, yet answered at once with the status that matters: paper out.
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["paper_out"]
+    await printer.wait_until(lambda p: p.held_bytes == len(ticket), timeout=5)
+    await control.post("/state", json={"state": "online"})
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["online"]
+    [job] = await printer.wait_for_jobs(1, timeout=5)
+    assert job.raw == ticket
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_full_receive_buffer_stops_reading_until_the_fault_clears(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    assert printer.buffer_bytes == 4096
+    await control.post("/state", json={"state": "paper_out"})
+    big = text_ticket(200_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.write(b"\x1da\x02" + big)
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["paper_out"]
+    drained = asyncio.ensure_future(writer.drain())
+    await printer.wait_until(lambda p: p.buffer_full, timeout=5)
+    state = (await control.get("/state")).json()
+    assert state["reading_paused"] is True
+    assert state["buffered_bytes"] == 4096  # read to the byte, not a socket read beyond
+    assert state["paused_connections"] == 1
+    # TCP back-pressure: the sender cannot hand over the rest.
+    await asyncio.sleep(0.3)
+    assert not drained.done()
+    assert writer.transport.get_write_buffer_size() > 50_000  # most of it stays with us
+    # A full input buffer reads nothing: a status query waits behind the data.
+    other_reader, other = await asyncio.open_connection("127.0.0.1", printer.port)
+    other.write(DLE_EOT[0])
+    assert await nothing_arrives(other_reader)
+    assert printer.buffered_bytes() == 4096
+
+    # Paper loaded: ASB says so on the stopped connection, the buffer prints and drains.
+    await control.post("/state", json={"state": "online"})
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == ASB_TABLE["online"]
+    assert await asyncio.wait_for(other_reader.readexactly(1), 5) == b"\x12"
+    await asyncio.wait_for(drained, 10)
+    [job] = await printer.wait_for_jobs(1, timeout=10)
+    assert job.raw == big
+    assert printer.state_info()["reading_paused"] is False
+    for w in (writer, other):
+        w.close()
+        await w.wait_closed()
+
+
+async def test_sender_meets_back_pressure_within_a_lan_sized_window(
+    printer: VirtualPrinter, tmp_path: Path
+) -> None:
+    await printer.set_state("paper_out")
+    sock, sent = await asyncio.to_thread(fill_until_blocked, printer.port)
+    try:
+        # 4 KB buffer + a few KB kernel window + the sender's own send buffer (~100 KB on
+        # a LAN): far below the megabytes loopback would otherwise swallow.
+        assert 4096 < sent < 1024 * 1024
+        assert printer.held_bytes <= 4096
+    finally:
+        sock.close()
+    # Unlimited buffer: everything is read and held.
+    async with VirtualPrinter(tmp_path / "unlimited", port=0, png=False,
+                              buffer_bytes=0) as vp:
+        await vp.set_state("paper_out")
+        sock, sent = await asyncio.to_thread(fill_until_blocked, vp.port, 1024 * 1024)
+        try:
+            assert sent >= 1024 * 1024
+            await vp.wait_until(lambda p: p.held_bytes == sent, timeout=10)
+        finally:
+            sock.close()
+
+
+async def test_hung_printer_accepts_and_never_reads_or_answers(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    response = await control.post("/mode", json={"mode": "hung"})
+    assert response.json() == {"mode": "hung", "after_bytes": None, "bytes_per_second": 300}
+    sock = socket.create_connection(("127.0.0.1", printer.port), timeout=5)
+    try:
+        sock.sendall(ASB_ON + DLE_EOT[0] + sample_ticket())
+        # Then filler behind the ticket until the kernel takes no more.
+        sock, sent = await asyncio.to_thread(fill_until_blocked, printer.port, sock=sock)
+        assert sent < 1024 * 1024
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)  # never answered
+        [record] = (await control.get("/connections")).json()
+        assert record["bytes_read"] == 0 and record["closed_at"] is None
+        assert printer.jobs == [] and printer.received == []
+        # Unstuck: what waited in the kernel is read, answered and printed.
+        await control.post("/mode", json={"mode": "normal"})
+        sock.setblocking(True)
+        sock.settimeout(5)
+        reply = b""
+        while len(reply) < 5:
+            reply += await asyncio.to_thread(sock.recv, 5 - len(reply))
+        assert reply == ASB_TABLE["online"] + b"\x12"
+        [job, *_] = await printer.wait_for_jobs(1, timeout=5)
+        assert job.txt == EXPECTED_TXT
+    finally:
+        sock.close()
+
+
+async def test_drop_mode_closes_every_connection(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    await control.post("/mode", json={"mode": "drop"})
+    since = time.time()
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+        writer.write(sample_ticket())
+        assert await closed_by_printer(reader)
+        writer.close()
+    await printer.wait_until(lambda p: len(p.connections(since)) == 5
+                             and all(r.closed_at for r in p.connections(since)), timeout=5)
+    records = (await control.get("/connections", params={"since": since})).json()
+    assert [r["closed_by"] for r in records] == ["dropped"] * 5
+    assert all(r["bytes"] == 0 and r["closed_at"] >= r["accepted_at"] for r in records)
+    assert printer.jobs == [] and printer.received == []
+
+
+async def test_drop_after_bytes_cuts_a_ticket_mid_way(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    await control.post("/mode", json={"mode": "drop", "after_bytes": 100})
+    ticket = keyed_ticket("t1:new:grill", lines=20)
+    assert len(ticket) > 200
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    # The status query first is answered and does not count as print data.
+    writer.write(DLE_EOT[0] + ticket)
+    assert await asyncio.wait_for(reader.read(1), 5) == b"\x12"
+    assert await closed_by_printer(reader)  # then closed
+    writer.close()
+    [received] = await printer.wait_for_received(1, timeout=5)
+    assert received.bytes == 100 and received.cut is None
+    assert received.job_key is None  # the job line never arrived
+    [record] = printer.connections()
+    assert (record.print_bytes, record.bytes_read, record.closed_by) == (100, 103, "dropped")
+    [partial] = await printer.wait_for_jobs(1, timeout=5)
+    assert partial.cut is None and partial.raw == ticket[:100]
+
+
+async def test_slow_printer_reads_at_its_rate_and_answers_in_order(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    await control.post("/mode", json={"mode": "slow", "bytes_per_second": 4000})
+    ticket = text_ticket(4000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    started = time.monotonic()
+    assert await ask(reader, writer, [DLE_EOT[0]]) == b"\x12"  # nothing in front of it
+    assert time.monotonic() - started < 1.0
+    writer.write(ticket + DLE_EOT[3])
+    await writer.drain()
+    sent = time.monotonic()
+    # The reply comes only once the 4 KB in front of it have been read: about a second.
+    assert await asyncio.wait_for(reader.readexactly(1), 10) == b"\x12"
+    elapsed = time.monotonic() - sent
+    assert 0.7 < elapsed < 5.0
+    [job] = await printer.wait_for_jobs(1, timeout=5)
+    assert job.raw == ticket
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_power_cycle_loses_the_buffer_refuses_then_listens_again(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    port = printer.port
+    await control.post("/state", json={"state": "paper_out"})
+    ticket = keyed_ticket("p1:new:grill")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(ticket)
+    await printer.wait_until(lambda p: p.held_bytes == len(ticket), timeout=5)
+    response = await control.post("/power-cycle", json={"off_seconds": 0.5})
+    assert response.json()["state"] == "offline"
+    assert response.json()["power_on_at"] > time.time()
+    with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(1), 5)
+    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    # Back on the same port, in the state it had: paper does not load itself.
+    await printer.wait_until(lambda p: p.state is PrinterState.PAPER_OUT, timeout=5)
+    assert printer.port == port and printer.held_bytes == 0
+    [lost] = printer.received
+    assert (lost.fate, lost.lost_bytes, lost.job_key) == ("lost", len(ticket), "p1:new:grill")
+    assert printer.connections()[0].closed_by == "power_off"
+
+    # wait=True answers once it is back; state and mode can be chosen for after.
+    await control.post("/mode", json={"mode": "hung"})
+    response = await control.post("/power-cycle", json={
+        "off_seconds": 0.2, "state": "online", "mode": {"mode": "normal"}, "wait": True})
+    assert (response.json()["state"], response.json()["mode"]) == ("online", "normal")
+    await send(port, ticket)
+    [job] = await printer.wait_for_jobs(1, timeout=5)
+    assert job.raw == ticket
+
+
+async def test_paper_runs_out_after_a_chosen_number_of_bytes(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    ticket = keyed_ticket("a1:new:grill", lines=40)
+    assert len(ticket) > 400
+    response = await control.post("/state", json={"state": "paper_out", "after_bytes": 300})
+    assert response.json()["armed"]["after_bytes"] == 300
+    assert response.json()["state"] == "online"
+    await send(printer.port, DLE_EOT[0] + ticket)  # the query does not count
+    await printer.wait_until(lambda p: p.state is PrinterState.PAPER_OUT, timeout=5)
+    await printer.wait_for_received(1, timeout=5)
+    # To the byte: 300 went to the print engine, the rest is held.
+    assert printer.held_bytes == len(ticket) - 300
+    [received] = printer.received
+    assert (received.printed_bytes, received.held_bytes) == (300, len(ticket) - 300)
+    assert received.fate == "held" and received.job_key == "a1:new:grill"
+    assert printer.armed is None and printer.jobs == []
+    await control.post("/state", json={"state": "online"})
+    [job] = await printer.wait_for_jobs(1, timeout=5)
+    assert job.raw == ticket and job.cut == "full"
+    assert job.to_dict()["job_key"] == "a1:new:grill"
+
+
+async def test_power_lost_mid_ticket_loses_what_was_being_printed(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    ticket = keyed_ticket("pw-1:new:grill", lines=10)
+    await control.post("/state", json={"state": "offline", "after_bytes": 50})
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.write(ticket)
+    assert await closed_by_printer(reader)
+    writer.close()
+    await printer.wait_for_received(1, timeout=5)
+    [received] = printer.received
+    assert (received.bytes, received.lost_bytes, received.fate) == (50, 50, "lost")
+    assert printer.jobs == [] and printer.state is PrinterState.OFFLINE
+    [record] = printer.connections()
+    assert record.closed_by == "power_off"
+    # A second cycle asked for while off still comes back as the printer was.
+    await control.post("/state", json={"state": "paper_out"})
+    await control.post("/power-cycle", json={"off_seconds": 5})
+    await control.post("/power-cycle", json={"off_seconds": 0.1, "wait": True})
+    assert printer.state is PrinterState.PAPER_OUT
+
+
+async def test_paper_runs_out_right_after_the_next_cut(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    first, second = keyed_ticket("c1:new:grill"), keyed_ticket("c2:new:grill")
+    await control.post("/state", json={"state": "paper_out", "after_cuts": 1})
+    await send(printer.port, first + second)  # one write: the change lands between them
+    [job] = await printer.wait_for_jobs(1, timeout=5)
+    await printer.wait_for_received(2, timeout=5)
+    assert job.raw == first
+    assert printer.state is PrinterState.PAPER_OUT
+    assert printer.held_bytes == len(second)
+    assert [(t.job_key, t.fate) for t in printer.received] == [
+        ("c1:new:grill", "printed"), ("c2:new:grill", "held")]
+
+
+async def test_received_tickets_count_every_copy_that_entered_the_printer(
+    printer: VirtualPrinter, control: httpx.AsyncClient
+) -> None:
+    ticket = keyed_ticket("dup-1:new:grill")
+    await control.post("/state", json={"state": "paper_out"})
+    before = time.time()
+    for _ in range(3):  # a spooler resending into a printer that buffers every copy
+        await send(printer.port, ticket)
+    await printer.wait_for_received(3, timeout=5)
+    assert printer.jobs == []
+    received = (await control.get("/received", params={"job_key": "dup-1:new:grill"})).json()
+    assert len(received) == 3
+    assert {r["fate"] for r in received} == {"held"}
+    assert [r["bytes"] for r in received] == [len(ticket)] * 3
+    assert [line for line in received[0]["text"] if line][-1] == "job dup-1:new:grill"
+    assert len({r["connection"] for r in received}) == 3
+    connections = (await control.get("/connections", params={"since": before})).json()
+    assert [c["bytes"] for c in connections] == [len(ticket)] * 3
+    assert all(c["closed_by"] == "peer" for c in connections)
+    await control.post("/state", json={"state": "online"})
+    jobs = await printer.wait_for_jobs(3, timeout=5)
+    assert [j.to_dict()["job_key"] for j in jobs] == ["dup-1:new:grill"] * 3
+    waited = await control.get("/received", params={"wait": 3, "timeout": 1})
+    assert {r["fate"] for r in waited.json()} == {"printed"}
+    # An open ticket shows what arrived so far.
+    reader, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.write(ticket[: ticket.index(b"job ")])
+    await printer.wait_until(lambda p: len(p.received) == 4 and p.received[-1].bytes > 0)
+    assert await ask(reader, writer, [DLE_EOT[0]]) == b"\x12"
+    [current] = [r for r in (await control.get("/received")).json() if r["open"]]
+    assert current["text"][-1] == "3x item 2" and current["job_key"] is None
+    writer.close()
+    await writer.wait_closed()
+    assert (await control.post("/reset")).json() == {"ok": True}
+    await printer.wait_until(lambda p: not p.state_info()["connections"])
+    await control.post("/reset")
+    assert (await control.get("/received")).json() == []
+    assert (await control.get("/connections")).json() == []
+
+
+async def test_control_rejects_bad_fault_requests_naming_the_field(
+    control: httpx.AsyncClient,
+) -> None:
+    cases = [
+        ("/mode", {"mode": "sleepy"}, "mode"),
+        ("/mode", {"mode": "slow", "after_bytes": 10}, "after_bytes"),
+        ("/mode", {"mode": "slow", "bytes_per_second": 0}, "bytes_per_second"),
+        ("/mode", {"mode": "drop", "after_bytes": -1}, "after_bytes"),
+        ("/state", {"state": "paper_out", "after_bytes": 10, "after_cuts": 1}, "after_cuts"),
+        ("/state", {"state": "paper_out", "after_cuts": "one"}, "after_cuts"),
+        ("/state", {"state": "sleepy"}, "state"),
+        ("/power-cycle", {"off_seconds": "soon"}, "off_seconds"),
+        ("/power-cycle", {"state": "offline"}, "state"),
+        ("/power-cycle", {"mode": {"mode": "wobbly"}}, "mode"),
+    ]
+    for path, body, field in cases:
+        response = await control.post(path, json=body)
+        assert response.status_code == 400, (path, body)
+        assert response.json()["field"] == field, (path, body, response.text)
+    response = await control.post("/mode", content=b"[1]")
+    assert response.status_code == 400 and response.json()["field"] == "body"
+    state = (await control.get("/state")).json()
+    assert (state["state"], state["mode"], state["armed"]) == ("online", "normal", None)
+
+
+def test_subprocess_printer_faults(tmp_path: Path) -> None:
+    with VPrinterProc(tmp_path / "vp", png=False, buffer_bytes=2048, mode="slow",
+                      bytes_per_second=100_000).start() as vp:
+        state = vp.state()
+        assert (state["buffer_bytes"], state["mode"]) == (2048, "slow")
+        assert vp.mode()["bytes_per_second"] == 100_000
+        ticket = keyed_ticket("s1:new:grill")
+        vp.set_state("paper_out", after_cuts=1)
+        with socket.create_connection(("127.0.0.1", vp.port), timeout=5) as sock:
+            sock.sendall(ticket + ticket)
+        [job] = vp.wait_jobs(1)
+        assert job["job_key"] == "s1:new:grill"
+        vp.wait_received(2)
+        assert vp.received_job_keys() == {"s1:new:grill": 2}
+        assert [r["fate"] for r in vp.received(job_key="s1:new:grill")] == ["printed", "held"]
+        assert vp.state()["state"] == "paper_out"
+        with pytest.raises(ValueError, match="after_bytes"):
+            vp.set_mode("hung", after_bytes=3)
+        assert vp.set_mode("drop", after_bytes=10)["after_bytes"] == 10
+        off = vp.power_cycle(0.2, state="online", mode="normal", wait=True)
+        assert (off["state"], off["mode"]) == ("online", "normal")
+        [first] = vp.connections()
+        assert first["closed_by"] == "peer" and first["bytes"] == 2 * len(ticket)
+        assert vp.connections(since=time.time() + 60) == []
+
+
+async def test_subprocess_printer_faults_async(tmp_path: Path) -> None:
+    vp = VPrinterProc(tmp_path / "vp", png=False, mode="drop")
+    await asyncio.to_thread(vp.start)
+    try:
+        assert (await vp.amode())["mode"] == "drop"
+        with pytest.raises((ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", vp.port)
+            writer.write(b"\x1b@hello\n")
+            await asyncio.wait_for(reader.readexactly(1), 5)
+        await vp.aset_mode("normal")
+        await vp.aset_state("cover_open", after_bytes=5)
+        await send(vp.port, b"\x1b@hello\n\x1dV\x00")
+        [ticket] = await vp.await_received(1)
+        assert ticket["held_bytes"] == len(b"\x1b@hello\n\x1dV\x00") - 5
+        assert (await vp.astate())["state"] == "cover_open"
+        assert [c["closed_by"] for c in await vp.aconnections()] == ["dropped", "peer"]
+        assert (await vp.areceived_job_keys()) == {}
+        await vp.apower_cycle(0.1, wait=True)
+        assert (await vp.astate())["state"] == "cover_open"
+        assert [t["fate"] for t in await vp.areceived()] == ["lost"]
+    finally:
+        assert await asyncio.to_thread(vp.stop) == 0
+
+
+def test_cli_refuses_mode_flags_that_do_not_fit(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.virtual_printer", "--port", "0", "--out", str(tmp_path),
+         "--mode", "hung", "--drop-after-bytes", "5"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--drop-after-bytes" in result.stderr

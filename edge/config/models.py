@@ -130,6 +130,11 @@ class PrinterConfig(_Strict):
     columns: Literal[32, 42, 48] = 48
     # Addition: force a code page instead of choosing one from the profile.
     codepage: str | None = None
+    # Addition: ask the printer to push its status (ESC/POS Automatic Status Back, GS a), so a
+    # fault clearing is noticed at once rather than at the next poll. Default: on for Epson
+    # TM profiles, which have it; off otherwise, since a clone that does not know GS a may
+    # print it as text.
+    status_back: bool | None = None
 
     @field_validator("connection")
     @classmethod
@@ -140,6 +145,12 @@ class PrinterConfig(_Strict):
     @property
     def target(self) -> Connection:
         return parse_connection(self.connection)
+
+    @property
+    def pushes_status(self) -> bool:
+        if self.status_back is not None:
+            return self.status_back
+        return (self.profile or "").upper().startswith("TM-")
 
 
 class StationConfig(_Strict):
@@ -160,13 +171,24 @@ class PrintingConfig(_Strict):
     """Addition: spooler timings, in seconds."""
 
     failover_after: float = Field(default=15.0, ge=0)
+    # How long a ticket whose bytes may be in a faulted printer (delivered, not confirmed)
+    # waits before one copy marked MAY BE DUPLICATE may print on another printer of its
+    # station. Default: failover_after, so a station's tickets move to the backup together.
+    unconfirmed_failover_after: float | None = Field(default=None, ge=0)
     late_after: float = Field(default=600.0, ge=0)
-    # Longest wait between status polls of a printer that cannot print: also how long a
-    # printer back from paper-out may go unnoticed.
-    retry_max: float = Field(default=2.0, gt=0, le=60)
+    # The cap of the backoff between attempts on a printer that cannot print (reconnects,
+    # status polls): well under one a second once it is clearly down, and the longest a
+    # printer that does not push its status may go unnoticed once it is back.
+    retry_max: float = Field(default=5.0, gt=0, le=60)
     connect_timeout: float = Field(default=3.0, gt=0)
     write_timeout: float = Field(default=5.0, gt=0)
     status_timeout: float = Field(default=1.5, gt=0)
+
+    @property
+    def unconfirmed_limit(self) -> float:
+        if self.unconfirmed_failover_after is not None:
+            return self.unconfirmed_failover_after
+        return self.failover_after
 
 
 class UpstreamConfig(_Strict):

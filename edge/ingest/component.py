@@ -111,9 +111,8 @@ class BrokerOut(BaseComponent):
                           retain=True)
 
     def _printer_state(self, change: PrinterStateChanged) -> None:
-        self.link.publish(f"{self.root}/printers/{change.printer_id}/state", {
-            "printer_id": change.printer_id, "state": change.state, "since": change.since,
-            "queued": change.queued}, retain=True)
+        self.link.publish(f"{self.root}/printers/{change.printer_id}/state", change.body(),
+                          retain=True)
 
     def _wan(self, change: WanChanged) -> None:
         log.info("wan_state", up=change.up)

@@ -1,9 +1,9 @@
 """Print-job bookkeeping inside the writer transaction: what each station has seen, and
 creating, holding and withdrawing jobs.
 
-"Reached a printer" means a job is `printed`, or `sending` (its bytes may be on paper): a
-job caught mid-send counts as printed for VOID and CANCELLED tickets, so the kitchen is
-never left cooking something it was not told to stop.
+"Reached a printer" means a job is `printed`, `sending` or `unconfirmed` (its bytes may be on
+paper): a job caught mid-send counts as printed for VOID and CANCELLED tickets, so the
+kitchen is never left cooking something it was not told to stop.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from datetime import datetime
 
 from edge.clock import rfc3339_ms
 
-REACHED = ("printed", "sending")
+REACHED = ("printed", "sending", "unconfirmed")
 OPEN = ("waiting", "queued")
 FOOD_KINDS = ("NEW", "ADDED", "FIRE")
+NOTICE_KINDS = ("VOID", "HOLD", "FIRE", "CANCELLED")
 
 
 @dataclass
@@ -143,3 +144,21 @@ def withdraw(conn: sqlite3.Connection, job_key: str, reason: str) -> bool:
 def set_lines(conn: sqlite3.Connection, job_key: str, line_ids: Sequence[str]) -> None:
     conn.execute("UPDATE print_jobs SET line_ids=? WHERE job_key=?",
                  (json.dumps(list(line_ids)), job_key))
+
+
+def retract_notices(conn: sqlite3.Connection, order_id: str, station_id: str) -> list[str]:
+    """Withdraw the unprinted notices (VOID, HOLD, FIRE, CANCELLED) at a station about lines
+    that never reached it after all: a ticket counted as on paper while it was being sent,
+    and then left without a byte written. Returns the withdrawn job keys."""
+    jobs = order_jobs(conn, order_id)
+    reached = set(reached_lines_by_station(jobs).get(station_id, []))
+    gone: list[str] = []
+    for job in jobs:
+        if job.station_id != station_id or job.state not in OPEN or job.reprint_of is not None:
+            continue
+        if job.kind not in NOTICE_KINDS or cooks(job.kind, job.change_ref):
+            continue
+        if not reached & set(job.line_ids) and withdraw(
+                conn, job.job_key, "the station never received the ticket it was about"):
+            gone.append(job.job_key)
+    return gone

@@ -63,7 +63,7 @@ LIFECYCLE = {
     "order.rejected": "order_rejected",
 }
 
-_HANDED_TO_PRINTER = ("queued", "sending", "printed", "failed")
+_HANDED_TO_PRINTER = ("queued", "sending", "unconfirmed", "printed", "failed")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # A run of digits with phone punctuation: "+994 50 123 45 67", "(050) 123-45-67".

@@ -50,5 +50,10 @@ def printer_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return registry.printer_states(conn)
 
 
+def unconfirmed_jobs(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """printer_id -> job keys delivered there, not confirmed (may be on paper, may not)."""
+    return jobs.unconfirmed_by_printer(conn)
+
+
 __all__ = ["activities", "dead_letters", "job_show", "jobs_list", "order_exists", "order_show",
-           "printer_states"]
+           "printer_states", "unconfirmed_jobs"]

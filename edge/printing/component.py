@@ -73,8 +73,10 @@ class Printing(BaseComponent):
 
     def _state(self, printer_id: str, body: dict[str, object]) -> None:
         detail = body.get("detail")
+        unconfirmed = body.get("unconfirmed")
         self.ctx.feed.publish([PrinterStateChanged(
             printer_id, str(body["state"]), str(body["since"]), int(str(body["queued"])),
+            tuple(str(k) for k in unconfirmed) if isinstance(unconfirmed, list) else (),
             None if detail is None else str(detail))])
 
     def _printed(self, claimed: Claimed, timeline: dict[str, Any] | None) -> None:

@@ -41,13 +41,31 @@ def _service(fulfillment: str | None, table: str | None, courier: str | None) ->
     return (fulfillment or "").upper()
 
 
-def next_queued(conn: sqlite3.Connection, stations: Sequence[str]) -> str | None:
-    if not stations:
+# True when the printer id bound at its `?` is not among a job's delivered_to printers. Ids
+# are slugs ([a-z0-9-]), so the quoted form cannot match a part of another id.
+_NOT_HELD_BY = "instr(delivered_to, '\"' || ? || '\"') = 0"
+
+
+def next_queued(conn: sqlite3.Connection, printer_id: str, stations: Sequence[str],
+                copies_for: Sequence[str] = ()) -> str | None:
+    """The oldest queued job this printer may take: one of the stations it serves now, or a
+    copy of a ticket another printer may hold (a job with delivered_to) for a station it
+    backs up. Never a job whose bytes may already be in this printer."""
+    if not stations and not copies_for:
         return None
+    where = []
+    args: list[str] = [printer_id]
+    if stations:
+        where.append(f"station_id IN ({','.join('?' * len(stations))})")
+        args += stations
+    if copies_for:
+        where.append(f"(delivered_to != '[]' AND station_id IN "
+                     f"({','.join('?' * len(copies_for))}))")
+        args += copies_for
     row = conn.execute(
-        f"SELECT job_key FROM print_jobs WHERE state='queued' AND station_id IN "
-        f"({','.join('?' * len(stations))}) ORDER BY rowid LIMIT 1",
-        tuple(stations),
+        f"SELECT job_key FROM print_jobs WHERE state='queued' AND {_NOT_HELD_BY} "
+        f"AND ({' OR '.join(where)}) ORDER BY rowid LIMIT 1",
+        tuple(args),
     ).fetchone()
     return str(row[0]) if row else None
 
@@ -63,10 +81,22 @@ def queued_count(conn: sqlite3.Connection, stations: Sequence[str]) -> int:
     return int(row[0])
 
 
+def unconfirmed_on(conn: sqlite3.Connection, printer_id: str | None = None) -> list[str]:
+    """Jobs delivered, not confirmed: at one printer, or at any."""
+    if printer_id is None:
+        rows = conn.execute("SELECT job_key FROM print_jobs WHERE state='unconfirmed' "
+                            "ORDER BY rowid").fetchall()
+    else:
+        rows = conn.execute("SELECT job_key FROM print_jobs WHERE state='unconfirmed' "
+                            "AND printer_id=? ORDER BY rowid", (printer_id,)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def claim(conn: sqlite3.Connection, stations: Sequence[str], printer_id: str,
-          backup_from: dict[str, str], now: datetime, late_after: float) -> Claimed | None:
-    """Take the oldest queued job of these stations, mark it sending, build its ticket."""
-    key = next_queued(conn, stations)
+          backup_from: dict[str, str], now: datetime, late_after: float,
+          copies_for: Sequence[str] = ()) -> Claimed | None:
+    """Take the oldest job `next_queued` offers, mark it sending, build its ticket."""
+    key = next_queued(conn, printer_id, stations, copies_for)
     if key is None:
         return None
     job = conn.execute(
@@ -174,11 +204,79 @@ def _put_back(conn: sqlite3.Connection, job_key: str, reason: str, maybe_on_pape
     )
 
 
-def give_back(conn: sqlite3.Connection, claimed: Claimed, reason: str, *,
-              maybe_on_paper: bool) -> None:
-    """The send failed: queue the job again (or hold or drop it, see `_back_to`). If any byte
-    may have reached the printer, the next copy says MAY BE DUPLICATE."""
-    _put_back(conn, claimed.job_key, reason, maybe_on_paper)
+def unclaim(conn: sqlite3.Connection, claimed: Claimed, reason: str) -> None:
+    """No byte of the ticket left (the printer was not ready, or could not be reached): the
+    job goes back as it was, unmarked, and may print anywhere. A cancel or void that came
+    while it was claimed counted it as on paper; with nothing printed, the notice it caused
+    at this station is taken back if it has not printed yet."""
+    _put_back(conn, claimed.job_key, reason, False)
+    kitchen.retract_notices(conn, claimed.order_id, claimed.station_id)
+
+
+def unconfirmed(conn: sqlite3.Connection, claimed: Claimed, reason: str, now: datetime) -> None:
+    """Bytes of the ticket may be in the printer, and it did not confirm them. The job is
+    never sent to that printer again (see `next_queued`); it waits for a confirmation
+    (`confirm`) or for its copy to be let go to another printer (`release_copy`)."""
+    conn.execute(
+        "UPDATE print_jobs SET state='unconfirmed', reason=?, unconfirmed_at=?, "
+        "delivered_to = json_insert(delivered_to, '$[#]', printer_id) "
+        "WHERE job_key=? AND state='sending'",
+        (reason, rfc3339_ms(now), claimed.job_key),
+    )
+    add_activity(conn, None, f"{claimed.ticket.kind} ticket delivered to {claimed.printer_id}, "
+                 "not confirmed", now, {"job_key": claimed.job_key, "reason": reason},
+                 order_id=claimed.order_id)
+    sync_records(conn, claimed.order_id, now)
+
+
+def confirm(conn: sqlite3.Connection, job_keys: Sequence[str], printer_id: str,
+            now: datetime) -> list[tuple[str, str]]:
+    """The printer that held these tickets said ready on the connection that carried them:
+    its buffer printed them. Jobs still waiting for that (or whose copy has not been taken
+    yet) are printed; a copy already on its way elsewhere is left alone. Returns
+    (job_key, order_id) of the jobs it changed."""
+    done: list[tuple[str, str]] = []
+    for key in job_keys:
+        row = conn.execute(
+            "SELECT order_id, kind, state FROM print_jobs WHERE job_key=? AND "
+            f"NOT {_NOT_HELD_BY}", (key, printer_id)).fetchone()
+        if row is None or row["state"] not in ("unconfirmed", "queued", "waiting"):
+            continue
+        conn.execute("UPDATE print_jobs SET state='printed', printed_at=?, printer_id=?, "
+                     "reason=NULL, wait_reason=NULL WHERE job_key=?",
+                     (rfc3339_ms(now), printer_id, key))
+        add_activity(conn, None, f"{row['kind']} ticket confirmed printed at {printer_id} "
+                     "after the fault cleared", now, {"job_key": key},
+                     order_id=row["order_id"])
+        refresh_progress(conn, row["order_id"], now)
+        done.append((key, row["order_id"]))
+    return done
+
+
+def release_copy(conn: sqlite3.Connection, job_key: str, printers: Sequence[str],
+                 now: datetime) -> str | None:
+    """An unconfirmed ticket waited long enough: let one marked copy go to another printer of
+    its station (`printers`: the station's primary and backup). Returns the state the job
+    went to, or None when it stays unconfirmed: no printer left that may take it, or the
+    order was called off (the kitchen was told with a CANCELLED / VOID ticket)."""
+    row = conn.execute("SELECT order_id, state, delivered_to FROM print_jobs WHERE job_key=?",
+                       (job_key,)).fetchone()
+    if row is None or row["state"] != "unconfirmed":
+        return None
+    held: list[str] = json.loads(row["delivered_to"])
+    if not [p for p in printers if p not in held]:
+        return None
+    state, why = _back_to(conn, job_key)
+    if state == "withdrawn":
+        return None
+    conn.execute(
+        "UPDATE print_jobs SET state=?, wait_reason=?, may_be_duplicate=1, queued_at=? "
+        "WHERE job_key=?",
+        (state, why if state == "waiting" else None, rfc3339_ms(now), job_key))
+    add_activity(conn, None, "Ticket not confirmed: a marked copy may print on another "
+                 "printer", now, {"job_key": job_key, "not_on": held}, order_id=row["order_id"])
+    sync_records(conn, row["order_id"], now)
+    return state
 
 
 def fail(conn: sqlite3.Connection, claimed: Claimed, reason: str, now: datetime) -> None:
@@ -189,7 +287,13 @@ def fail(conn: sqlite3.Connection, claimed: Claimed, reason: str, now: datetime)
 
 def recover_after_crash(conn: sqlite3.Connection) -> list[str]:
     """Jobs left `sending` by a crash may be on paper: queue them again, marked, unless the
-    order was held or called off meanwhile (see `_back_to`)."""
+    order was held or called off meanwhile (see `_back_to`).
+
+    This is the one case where a ticket may go to the same printer again: the daemon cannot
+    know whether the bytes left before it died. It is safe for the printer's buffer because
+    every send asks the printer first and writes nothing unless it says ready, and a ready
+    printer holds nothing back: whatever it received before the crash is on paper or being
+    printed, so the marked copy lands after it, never beside it in the buffer."""
     keys = [r[0] for r in conn.execute("SELECT job_key FROM print_jobs WHERE state='sending'")]
     for key in keys:
         _put_back(conn, key, "interrupted while sending", True)

@@ -1,16 +1,29 @@
 """The spooler: one worker per printer, so a dead printer never holds up the others.
 
 A worker serves the stations whose primary printer it is, and, once a station's primary has
-been down for `failover_after`, that station's jobs too when it is the backup. Before each
-job it asks the printer's real-time status; paper out, cover open or no answer hold the job
-and publish the printer's state. Job states live in SQLite: queued -> sending -> printed.
+been down for `failover_after`, that station's jobs too when it is the backup. Job states
+live in SQLite: queued -> sending -> printed, or -> unconfirmed when the printer took bytes
+of the ticket without confirming them (docs/architecture.md, "What a printer may hold"):
+
+- No byte of a ticket is written before the printer answered "ready" on that connection
+  (the transport's `send` asks first). Nothing written: the job goes back unmarked.
+- A ticket whose bytes may be in a printer is never written into that printer again. If the
+  printer said "offline" behind it (paper ran out under the ticket), it is confirmed printed
+  the moment the same connection says ready again: the printer's buffer printed it. If it
+  is not confirmed within `unconfirmed_failover_after`, one copy marked MAY BE DUPLICATE may
+  print on another printer of the station (the backup: BACKUP FROM). With no other printer
+  it stays unconfirmed, on the printer's state topic and in `kitchen-edge printers list`,
+  for an operator's reprint.
+- A printer that cannot print is retried with capped, jittered exponential backoff: new jobs
+  do not make it try sooner. Where the printer pushes its status (Automatic Status Back) a
+  fault clearing is noticed at once; otherwise at the next retry, `printing.retry_max` at
+  the latest. Its state changes are logged, one line each, not its attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +31,20 @@ from typing import Any
 import structlog
 
 from edge import crashpoints
+from edge.backoff import Backoff
 from edge.clock import Clock, rfc3339
 from edge.config.models import Config, MdnsConnection, PrinterConfig, TcpConnection
 from edge.printing import jobs
 from edge.printing.render import render_ticket
 from edge.printing.status import PrinterStatus
-from edge.printing.transport import PrinterUnavailable, TcpTransport, Transport
+from edge.printing.transport import (
+    Delivery,
+    NotReady,
+    Outcome,
+    PrinterUnavailable,
+    TcpTransport,
+    Transport,
+)
 from edge.store.legacy import ConnStore as Store
 
 log = structlog.get_logger(__name__)
@@ -31,10 +52,11 @@ log = structlog.get_logger(__name__)
 StatePublisher = Callable[[str, dict[str, object]], None]
 AddressLookup = Callable[[str], tuple[str, int] | None]
 
+# How often an idle, ready printer is asked for its state (one cheap round trip on an open
+# connection): the published state stays fresh, and a printer switched off is noticed.
 IDLE_POLL = 2.0
-# A printer that answered a status query this recently (every send ends with one) is not
-# asked again before the next ticket: at a rush that round trip is a third of the work.
-STATUS_FRESH = 1.0
+# The scheduler's longest sleep: scheduled tickets and unconfirmed copies are let go on time.
+SCHEDULER_TICK = 1.0
 
 
 def make_transport(printer: PrinterConfig, cfg: Config,
@@ -49,7 +71,8 @@ def make_transport(printer: PrinterConfig, cfg: Config,
 
         return TcpTransport(fixed, name=printer.id, connect_timeout=timing.connect_timeout,
                             write_timeout=timing.write_timeout,
-                            status_timeout=timing.status_timeout)
+                            status_timeout=timing.status_timeout,
+                            status_back=printer.pushes_status)
     if isinstance(target, MdnsConnection):
         service = target.service_name
 
@@ -58,7 +81,8 @@ def make_transport(printer: PrinterConfig, cfg: Config,
 
         return TcpTransport(resolved, name=printer.id, connect_timeout=timing.connect_timeout,
                             write_timeout=timing.write_timeout,
-                            status_timeout=timing.status_timeout)
+                            status_timeout=timing.status_timeout,
+                            status_back=printer.pushes_status)
     from edge.printing.usb import UsbTransport
 
     return UsbTransport(target.vendor_id, target.product_id, target.serial, name=printer.id,
@@ -74,6 +98,10 @@ class PrinterHealth:
     down_since: float | None = None   # monotonic; None while the printer can print
     detail: str | None = None
 
+    @property
+    def ready(self) -> bool:
+        return self.state == "online"
+
 
 @dataclass
 class Worker:
@@ -81,10 +109,20 @@ class Worker:
     transport: Transport
     primary_for: list[str]
     backup_for: dict[str, str]        # station -> its primary printer id
+    backoff: Backoff
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    ready_at: float | None = None       # monotonic time the printer last said it can print
     health: PrinterHealth = field(default_factory=PrinterHealth)
     last_published: dict[str, object] | None = None
+    retry_in: float = 0.0             # seconds to the next attempt while it cannot print
+    # Tickets HELD in this printer's buffer: job_key -> the connection that carried them.
+    held: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Unconfirmed:
+    printer_id: str
+    station_id: str
+    since: float                      # monotonic
 
 
 class Spooler:
@@ -98,13 +136,15 @@ class Spooler:
         self.workers: dict[str, Worker] = {}
         self.printed = 0
         self.on_printed: Callable[[jobs.Claimed, dict[str, Any] | None], None] | None = None
-        self._sending: set[str] = set()
+        # Jobs delivered, not confirmed, waiting for their copy's turn.
+        self.unconfirmed: dict[str, Unconfirmed] = {}
         # Workers between "about to claim" and "ticket done": a claim is a transaction on
-        # another thread, so `_sending` alone misses a claim that is committing right now.
+        # another thread, so shutdown must wait for this, not for a job state.
         self._busy = 0
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        timing = cfg.printing
         for printer in cfg.printers:
             transport = (transports or {}).get(printer.id) or make_transport(
                 printer, cfg, mdns_lookup)
@@ -113,6 +153,8 @@ class Spooler:
                 transport=transport,
                 primary_for=[s.id for s in cfg.stations if s.printer == printer.id],
                 backup_for={s.id: s.printer for s in cfg.stations if s.backup == printer.id},
+                backoff=Backoff(base=min(0.5, timing.retry_max), cap=timing.retry_max,
+                                floor=0.5),
             )
 
     def kick(self) -> None:
@@ -132,6 +174,14 @@ class Spooler:
         keys = await self.store.transact(jobs.recover_after_crash)
         for key in keys:
             log.warning("job_requeued_after_crash", job_key=key, mark="MAY BE DUPLICATE")
+        waiting = await self.store.read(_unconfirmed_rows)
+        now = self.clock.monotonic()
+        for key, printer_id, station_id in waiting:
+            # The connection that carried them is gone with the old process: they can no
+            # longer be confirmed, only copied (from now, after the usual wait).
+            self.unconfirmed[key] = Unconfirmed(printer_id, station_id, now)
+        if waiting:
+            log.warning("jobs_unconfirmed_at_start", jobs=[k for k, _, _ in waiting])
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -153,9 +203,41 @@ class Spooler:
                 for key in released:
                     log.info("job_released", job_key=key, why="scheduled time reached")
                 self.kick()
+            await self._release_copies()
             due = await self.store.read(jobs.next_due)
-            wait = 1.0 if due is None else max(0.05, min(1.0, (due - now).total_seconds()))
+            wait = SCHEDULER_TICK if due is None else max(
+                0.05, min(SCHEDULER_TICK, (due - now).total_seconds()))
             await self.clock.sleep(wait)
+
+    def _station_printers(self, station_id: str) -> list[str]:
+        for station in self.cfg.stations:
+            if station.id == station_id:
+                return [p for p in (station.printer, station.backup) if p is not None]
+        return []
+
+    async def _release_copies(self) -> None:
+        limit = self.cfg.printing.unconfirmed_limit
+        now = self.clock.monotonic()
+        for key, waiting in list(self.unconfirmed.items()):
+            if now - waiting.since < limit:
+                continue
+            del self.unconfirmed[key]
+            printers = self._station_printers(waiting.station_id)
+            went = await self.store.transact(functools.partial(
+                jobs.release_copy, job_key=key, printers=printers, now=self.clock.now()))
+            if went is None:
+                log.warning("ticket_unconfirmed_no_copy", job_key=key,
+                            printer_id=waiting.printer_id,
+                            hint="no other printer may take it, or the order was called off; "
+                                 "reprint it if the kitchen did not get it")
+            else:
+                log.warning("ticket_unconfirmed_copy_released", job_key=key,
+                            printer_id=waiting.printer_id, state=went,
+                            after_s=round(now - waiting.since, 1))
+                self.kick()
+            worker = self.workers.get(waiting.printer_id)
+            if worker is not None:
+                await self._publish_state(worker)
 
     # -- printing ----------------------------------------------------------------------
 
@@ -169,142 +251,229 @@ class Spooler:
                 stations.append(station)
         return stations
 
+    def _copies_for(self, worker: Worker) -> list[str]:
+        """Stations whose marked copies this printer may take: those it backs up, and those
+        it is the primary of (a copy of a ticket its backup holds)."""
+        return [*worker.backup_for, *worker.primary_for]
+
     def _backups(self, worker: Worker, stations: list[str]) -> dict[str, str]:
-        return {s: worker.backup_for[s] for s in stations if s not in worker.primary_for}
+        return {s: p for s, p in worker.backup_for.items() if s not in worker.primary_for}
+
+    async def _publish_state(self, worker: Worker) -> None:
+        printer_id, stations = worker.printer.id, worker.primary_for
+        queued, unconfirmed = await self.store.read(lambda c: (
+            jobs.queued_count(c, stations), jobs.unconfirmed_on(c, printer_id)))
+        health = worker.health
+        body: dict[str, object] = {"printer_id": printer_id, "state": health.state,
+                                   "since": health.since_wall, "queued": queued,
+                                   "unconfirmed": unconfirmed}
+        if health.detail:
+            body["detail"] = health.detail
+        if body != worker.last_published:
+            worker.last_published = body
+            self.publish(printer_id, body)
 
     async def _set_health(self, worker: Worker, state: str, detail: str | None) -> None:
         health = worker.health
         now = self.clock.monotonic()
         if state == "online":
             health.down_since = None
+            detail = None
         elif health.down_since is None:
             health.down_since = now
-        stations = worker.primary_for
-        queued = await self.store.read(lambda c: jobs.queued_count(c, stations))
-        changed = state != health.state
-        if changed:
+        if state != health.state:
             health.state, health.since, health.detail = state, now, detail
             health.since_wall = rfc3339(self.clock.now())
-            log.info("printer_state", printer_id=worker.printer.id, state=state, detail=detail,
-                     queued=queued)
+            log.info("printer_state", printer_id=worker.printer.id, state=state, detail=detail)
             printer_id, since = worker.printer.id, health.since_wall
             await self.store.transact(lambda c: c.execute(
                 "INSERT INTO printer_states (printer_id, state, since, detail) VALUES (?,?,?,?) "
                 "ON CONFLICT(printer_id) DO UPDATE SET state=excluded.state, "
                 "since=excluded.since, detail=excluded.detail",
                 (printer_id, state, since, detail)))
-        body: dict[str, object] = {"printer_id": worker.printer.id, "state": state,
-                                   "since": health.since_wall, "queued": queued}
-        if body != worker.last_published:
-            worker.last_published = body
-            self.publish(worker.printer.id, body)
+        await self._publish_state(worker)
         # A primary going down may hand its stations to a backup after failover_after.
         if state != "online":
             for other in self.workers.values():
                 if worker.printer.id in other.backup_for.values():
                     other.wake.set()
 
+    async def _failed(self, worker: Worker, state: str, detail: str | None) -> None:
+        """An attempt found the printer unable to print: no new attempt before the backoff."""
+        worker.retry_in = worker.backoff.failed()
+        await self._set_health(worker, state, detail)
+
     async def _check(self, worker: Worker) -> PrinterStatus | None:
-        worker.ready_at = None
+        """Ask the printer; on "ready", confirm what its buffer held."""
         try:
             status = await worker.transport.status()
         except PrinterUnavailable as exc:
-            await self._set_health(worker, "offline", exc.reason)
+            await self._failed(worker, "offline", exc.reason)
             return None
-        await self._set_health(worker, status.state, None)
         if not status.ready:
-            return None
-        worker.ready_at = self.clock.monotonic()
+            await self._failed(worker, status.state, None)
+            return status
+        worker.backoff.succeeded()
+        await self._confirm_held(worker)
+        await self._set_health(worker, "online", None)
         return status
 
-    def _fresh(self, worker: Worker) -> bool:
-        ready_at = worker.ready_at
-        return ready_at is not None and self.clock.monotonic() - ready_at < STATUS_FRESH
+    async def _confirm_held(self, worker: Worker) -> None:
+        generation = worker.transport.generation
+        keys = [k for k, g in worker.held.items() if g == generation]
+        # Held on a connection that is gone: no longer knowable; their copy will come.
+        worker.held.clear()
+        if not keys:
+            return
+        now = self.clock.now()
+        printer_id = worker.printer.id
+        done = await self.store.transact(lambda c: jobs.confirm(c, keys, printer_id, now))
+        for key, order_id in done:
+            self.unconfirmed.pop(key, None)
+            log.info("ticket_confirmed_after_fault", job_key=key, order_id=order_id,
+                     printer_id=printer_id)
+
+    async def _watch_or_wake(self, worker: Worker, seconds: float) -> PrinterStatus | None:
+        """Up to `seconds`, until the printer pushes a status (returned) or a job wakes the
+        worker (None, wake set). Measured on the event loop's monotonic clock."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        woke = asyncio.ensure_future(worker.wake.wait())
+        pushed: asyncio.Future[PrinterStatus | None] | None = None
+        try:
+            while (left := until - loop.time()) > 0 and not woke.done():
+                if pushed is None:
+                    pushed = asyncio.ensure_future(worker.transport.watch(left))
+                waiting: set[asyncio.Future[Any]] = {woke} if pushed.done() else {woke, pushed}
+                await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if pushed.done() and not woke.done():
+                    status = None if pushed.cancelled() or pushed.exception() else pushed.result()
+                    if status is not None:
+                        return status
+                    # Nothing pushed, or a transport that cannot push: only a job or the
+                    # deadline ends the wait now.
+        finally:
+            for task in (woke, pushed):
+                if task is not None and not task.done():
+                    task.cancel()
+            await asyncio.gather(*(t for t in (woke, pushed) if t is not None),
+                                 return_exceptions=True)
+        return None
+
+    async def _wait_down(self, worker: Worker) -> None:
+        """Until the next attempt is due. A printer that pushes its status cuts the wait
+        short when it says it can print; new jobs do not (they would hammer a dead printer),
+        they only refresh the queued count on the state topic."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + worker.retry_in
+        while (left := until - loop.time()) > 0:
+            pushed = await self._watch_or_wake(worker, left)
+            if pushed is not None and pushed.ready:
+                return
+            if worker.wake.is_set():
+                worker.wake.clear()
+                await self._publish_state(worker)
 
     async def _work(self, worker: Worker) -> None:
-        attempt = 0
         while True:
             if self._stopping:
                 # Shutting down or reloading: claim nothing more, wait to be cancelled.
                 await asyncio.Event().wait()
+            if not worker.health.ready:
+                await self._wait_down(worker)
+                if self._stopping:
+                    continue
+                status = await self._check(worker)
+                if status is None or not status.ready:
+                    continue
+            # Cleared before looking, so a job queued while we look still wakes us.
+            worker.wake.clear()
             stations = self._serving(worker)
-            key = await self.store.read(functools.partial(jobs.next_queued, stations=stations))
+            copies = self._copies_for(worker)
+            key = await self.store.read(functools.partial(
+                jobs.next_queued, printer_id=worker.printer.id, stations=stations,
+                copies_for=copies))
             if key is None:
-                # Idle: keep the published state fresh, wake at once for new jobs.
-                worker.wake.clear()
-                if (await self._check(worker)) is not None:
-                    attempt = 0
-                try:
-                    async with asyncio.timeout(IDLE_POLL):
-                        await worker.wake.wait()
-                except TimeoutError:
-                    pass
+                # Idle: wake at once for new jobs, ask the printer now and then.
+                await self._watch_or_wake(worker, IDLE_POLL)
+                if not worker.wake.is_set():
+                    await self._check(worker)
                 continue
-            if not self._fresh(worker) and await self._check(worker) is None:
-                attempt += 1
-                delay = min(self.cfg.printing.retry_max, 0.25 * 2 ** min(attempt, 8))
-                worker.wake.clear()
-                try:
-                    async with asyncio.timeout(delay * random.uniform(0.7, 1.0)):
-                        await worker.wake.wait()
-                except TimeoutError:
-                    pass
-                continue
-            attempt = 0
-            await self._print_one(worker, stations)
+            await self._print_one(worker, stations, copies)
 
-    async def _print_one(self, worker: Worker, stations: list[str]) -> None:
+    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> None:
         if self._stopping:
             return
         self._busy += 1
         self._idle.clear()
         try:
-            await self._claim_and_print(worker, stations)
+            await self._claim_and_print(worker, stations, copies)
         finally:
             self._busy -= 1
             if not self._busy:
                 self._idle.set()
 
-    async def _claim_and_print(self, worker: Worker, stations: list[str]) -> None:
+    async def _claim_and_print(self, worker: Worker, stations: list[str],
+                               copies: list[str]) -> None:
         now = self.clock.now()
         backups = self._backups(worker, stations)
         printer = worker.printer
         claimed = await self.store.transact(
             lambda c: jobs.claim(c, stations, printer.id, backups, now,
-                                 self.cfg.printing.late_after))
+                                 self.cfg.printing.late_after, copies))
         if claimed is None:
             return
         log_ = log.bind(job_key=claimed.job_key, order_id=claimed.order_id,
                         printer_id=printer.id)
-        self._sending.add(claimed.job_key)
         try:
-            try:
-                data = render_ticket(claimed.ticket, columns=printer.columns,
-                                     profile=printer.profile, codepage=printer.codepage)
-            except Exception as exc:  # a rendering bug must not stop the kitchen
-                log_.exception("ticket_render_failed")
-                why, at = f"render failed: {exc}", self.clock.now()
-                await self.store.transact(lambda c: jobs.fail(c, claimed, why, at))
-                return
-            try:
-                await worker.transport.send(data)
-            except PrinterUnavailable as exc:
-                log_.warning("ticket_send_failed", reason=exc.reason)
-                reason, maybe = exc.reason, exc.may_have_printed
-                await self.store.transact(
-                    lambda c: jobs.give_back(c, claimed, reason, maybe_on_paper=maybe))
-                await self._set_health(worker, "offline", reason)
-                return
-            crashpoints.reached("after_send")
-            # The send ends with a status round trip (the transport's confirmation).
-            worker.ready_at = self.clock.monotonic()
-            done = self.clock.now()
-            timeline = await self.store.transact(lambda c: jobs.printed(c, claimed, done),
-                                                 durable=False)
-        finally:
-            self._sending.discard(claimed.job_key)
+            data = render_ticket(claimed.ticket, columns=printer.columns,
+                                 profile=printer.profile, codepage=printer.codepage)
+        except Exception as exc:  # a rendering bug must not stop the kitchen
+            log_.exception("ticket_render_failed")
+            why, at = f"render failed: {exc}", self.clock.now()
+            await self.store.transact(lambda c: jobs.fail(c, claimed, why, at))
+            return
+        try:
+            delivery = await worker.transport.send(data)
+        except PrinterUnavailable as exc:
+            # Not a byte left: the job goes back as it was, unmarked.
+            reason = exc.reason
+            await self.store.transact(lambda c: jobs.unclaim(c, claimed, reason),
+                                      durable=False)
+            state = exc.status.state if isinstance(exc, NotReady) else "offline"
+            log_.debug("ticket_not_sent", reason=reason)
+            await self._failed(worker, state, None if isinstance(exc, NotReady) else reason)
+            return
+        crashpoints.reached("after_send")
+        if delivery.outcome is not Outcome.CONFIRMED:
+            await self._unconfirmed(worker, claimed, delivery, log_)
+            return
+        done = self.clock.now()
+        timeline = await self.store.transact(lambda c: jobs.printed(c, claimed, done),
+                                             durable=False)
         self.printed += 1
         log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
                   backup_from=claimed.backup_from, bytes=len(data))
         if self.on_printed is not None:
             self.on_printed(claimed, timeline)
+
+    async def _unconfirmed(self, worker: Worker, claimed: jobs.Claimed, delivery: Delivery,
+                           log_: Any) -> None:
+        reason = delivery.reason or delivery.outcome.value
+        at = self.clock.now()
+        # Durable: a power cut must not turn this back into `sending`, which a restart would
+        # send to this printer again.
+        await self.store.transact(lambda c: jobs.unconfirmed(c, claimed, reason, at))
+        if delivery.outcome is Outcome.HELD:
+            worker.held[claimed.job_key] = delivery.generation
+        self.unconfirmed[claimed.job_key] = Unconfirmed(
+            worker.printer.id, claimed.station_id, self.clock.monotonic())
+        log_.warning("ticket_unconfirmed", outcome=delivery.outcome.value, reason=reason,
+                     copy_after_s=self.cfg.printing.unconfirmed_limit)
+        state = delivery.status.state if delivery.status is not None else "offline"
+        await self._failed(worker, state, reason)
+
+
+def _unconfirmed_rows(conn: Any) -> list[tuple[str, str, str]]:
+    return [(r["job_key"], r["printer_id"], r["station_id"]) for r in conn.execute(
+        "SELECT job_key, printer_id, station_id FROM print_jobs WHERE state='unconfirmed'")]

@@ -117,6 +117,44 @@ def parse_status(eot1: int, eot2: int, eot4: int, eot3: int | None = None) -> Pr
     )
 
 
+# Automatic Status Back (ESC/POS `GS a n`): the printer pushes a 4-byte status on its own
+# whenever it changes. n = 0x0E asks for online/offline (bit 1), errors (bit 2) and the roll
+# paper sensors (bit 3); the drawer (bit 0) is no business of the kitchen. Epson TM printers
+# push the first frame at once, then one per change, so recovery (paper loaded, cover
+# closed) is noticed the moment it happens instead of at the next poll. The first byte of a
+# frame has bit 4 on and bits 0, 1, 7 off; bytes 2-4 have bits 4 and 7 off: none of them can
+# be mistaken for a DLE EOT reply (bit 1 on, bit 4 on), so replies and frames share the
+# channel safely.
+ASB_ENABLE = b"\x1da\x0e"
+ASB_FRAME = 4
+_ASB_HEADER_MASK = 0x93
+_ASB_HEADER = 0x10
+
+
+def is_asb_header(byte: int) -> bool:
+    return byte & _ASB_HEADER_MASK == _ASB_HEADER
+
+
+def parse_asb(frame: bytes) -> PrinterStatus:
+    """A status from one Automatic Status Back frame (Epson TM-T88 layout):
+    byte 1: 0x08 offline, 0x20 cover open; byte 2: 0x08 autocutter error, 0x20 unrecoverable
+    error, 0x40 automatically recoverable error; byte 3: 0x03 roll paper near end, 0x0C roll
+    paper end."""
+    if len(frame) != ASB_FRAME or not is_asb_header(frame[0]):
+        raise ValueError(f"{frame.hex()} is not an Automatic Status Back frame")
+    first, second, third = frame[0], frame[1], frame[2]
+    causes = tuple(name for bit, name in ((0x08, "autocutter"), (0x20, "unrecoverable"),
+                                          (0x40, "auto_recoverable")) if second & bit)
+    return PrinterStatus(
+        online=not first & 0x08,
+        paper_out=third & 0x0C == 0x0C,
+        paper_near_end=bool(third & 0x03),
+        cover_open=bool(first & 0x20),
+        error=bool(causes),
+        error_causes=causes,
+    )
+
+
 # What a one-way printer (no bulk IN endpoint) is assumed to be: it cannot say otherwise.
 ASSUMED_READY = PrinterStatus(
     online=True,

@@ -25,6 +25,7 @@ import usb.util
 
 from edge.printing.status import (
     ASSUMED_READY,
+    OFFLINE_BIT,
     QUERY_ERROR_CAUSE,
     QUERY_OFFLINE_CAUSE,
     QUERY_PAPER,
@@ -33,7 +34,7 @@ from edge.printing.status import (
     is_status_reply,
     parse_status,
 )
-from edge.printing.transport import PrinterUnavailable
+from edge.printing.transport import Delivery, NotReady, Outcome, PrinterUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +129,7 @@ class UsbTransport:
         self._io_lock = threading.Lock()
         self._claimed: _Claimed | None = None
         self._pending = bytearray()  # IN bytes read but not yet consumed
+        self._generation = 0         # +1 at every opening of the device
 
     @property
     def target(self) -> str:
@@ -138,9 +140,17 @@ class UsbTransport:
         async with self._lock:
             return await asyncio.to_thread(self._status_sync)
 
-    async def send(self, data: bytes) -> None:
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def send(self, data: bytes) -> Delivery:
         async with self._lock:
-            await asyncio.to_thread(self._send_sync, data)
+            return await asyncio.to_thread(self._send_sync, data)
+
+    async def watch(self, within: float) -> PrinterStatus | None:
+        # Status Back over the bulk IN pipe is not read here: the spooler polls instead.
+        return None
 
     async def close(self) -> None:
         async with self._lock:
@@ -150,24 +160,31 @@ class UsbTransport:
 
     def _status_sync(self) -> PrinterStatus:
         with self._io_lock:
-            claimed = self._open()
-            if claimed.ep_in is None:
-                return ASSUMED_READY
-            try:
-                deadline = time.monotonic() + self._status_timeout_ms / 1000
-                eot1 = self._ask(claimed, QUERY_PRINTER, deadline)
-                eot2 = self._ask(claimed, QUERY_OFFLINE_CAUSE, deadline)
-                eot4 = self._ask(claimed, QUERY_PAPER, deadline)
-                eot3 = self._ask(claimed, QUERY_ERROR_CAUSE, deadline) if eot2 & 0x40 else None
-            except usb.core.USBError as exc:
-                raise self._fail(exc, "status") from None
-            return parse_status(eot1, eot2, eot4, eot3)
+            return self._status_of(self._open())
 
-    def _send_sync(self, data: bytes) -> None:
+    def _status_of(self, claimed: _Claimed) -> PrinterStatus:
+        if claimed.ep_in is None:
+            return ASSUMED_READY
+        try:
+            deadline = time.monotonic() + self._status_timeout_ms / 1000
+            eot1 = self._ask(claimed, QUERY_PRINTER, deadline)
+            eot2 = self._ask(claimed, QUERY_OFFLINE_CAUSE, deadline)
+            eot4 = self._ask(claimed, QUERY_PAPER, deadline)
+            eot3 = self._ask(claimed, QUERY_ERROR_CAUSE, deadline) if eot2 & 0x40 else None
+        except usb.core.USBError as exc:
+            raise self._fail(exc, "status") from None
+        return parse_status(eot1, eot2, eot4, eot3)
+
+    def _send_sync(self, data: bytes) -> Delivery:
         with self._io_lock:
             claimed = self._open()
+            status = self._status_of(claimed)
+            if not status.ready:
+                raise NotReady(status)
+            generation = self._generation
             chunk = claimed.out_packet * _PACKETS_PER_CHUNK
             sent = 0
+            # From the first write on, the ticket may be in the printer: no more raising.
             try:
                 while sent < len(data):
                     piece = data[sent : sent + chunk]
@@ -179,8 +196,22 @@ class UsbTransport:
                     # A short count means the transfer timed out part-way; the next chunk
                     # then times out too and the loop ends in an error.
                     sent += written
+                if claimed.ep_in is None:
+                    # A one-way printer cannot confirm: taking every byte is all it can say.
+                    return Delivery(Outcome.CONFIRMED, generation)
+                deadline = time.monotonic() + self._status_timeout_ms / 1000
+                confirmation = self._ask(claimed, QUERY_PRINTER, deadline)
             except usb.core.USBError as exc:
-                raise self._fail(exc, "send", may_have_printed=True) from None
+                failure = self._fail(exc, "send")
+                return Delivery(Outcome.LOST, generation, failure.reason)
+            if confirmation & OFFLINE_BIT:
+                try:
+                    held = self._status_of(claimed)
+                except PrinterUnavailable as exc:
+                    return Delivery(Outcome.HELD, generation, exc.reason)
+                return Delivery(Outcome.HELD, generation,
+                                f"printer went {held.state} under the ticket", held)
+            return Delivery(Outcome.CONFIRMED, generation)
 
     def _close_sync(self) -> None:
         with self._io_lock:
@@ -212,22 +243,22 @@ class UsbTransport:
                 raise usb.core.USBTimeoutError("no status reply", _LIBUSB_TIMEOUT, errno.ETIMEDOUT)
             self._pending += bytes(claimed.device.read(claimed.ep_in, claimed.in_packet, left_ms))
 
-    def _fail(
-        self, exc: usb.core.USBError, during: str, *, may_have_printed: bool = False
-    ) -> PrinterUnavailable:
+    def _fail(self, exc: usb.core.USBError, during: str) -> PrinterUnavailable:
         """Drop the device after an error; the next call finds it again, wherever it is."""
         reason = usb_error_reason(exc)
         if during == "status" and reason == "timed out":
             reason = f"no status reply within {self._status_timeout_ms} ms"
         self._drop()
-        log.warning(
+        # Debug: a printer left unplugged is retried for hours; its state change is what
+        # the spooler logs.
+        log.debug(
             "usb_printer_unavailable",
             printer=self.name,
             during=during,
             reason=reason,
             error=str(exc),
         )
-        return PrinterUnavailable(reason, may_have_printed=may_have_printed)
+        return PrinterUnavailable(reason)
 
     def _drop(self) -> None:
         claimed, self._claimed = self._claimed, None
@@ -248,6 +279,7 @@ class UsbTransport:
         try:
             device = self._find(backend)
             self._claimed = self._claim(device)
+            self._generation += 1
         except (usb.core.USBError, PrinterUnavailable) as exc:
             if device is not None:
                 _dispose(device)

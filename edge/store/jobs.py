@@ -118,6 +118,15 @@ def listing(conn: sqlite3.Connection, *, state: str | None = None,
     return [dict(r) for r in query(conn, sql, (*args, limit)).fetchall()]
 
 
+def unconfirmed_by_printer(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """printer_id -> job keys delivered there, not confirmed (may be on paper, may not)."""
+    out: dict[str, list[str]] = {}
+    for row in query(conn, "SELECT printer_id, job_key FROM print_jobs "
+                           "WHERE state='unconfirmed' ORDER BY rowid"):
+        out.setdefault(row["printer_id"], []).append(row["job_key"])
+    return out
+
+
 def detail(conn: sqlite3.Connection, job_key: str) -> dict[str, Any] | None:
     row = query(conn, "SELECT * FROM print_jobs WHERE job_key = ?", (job_key,)).fetchone()
     if row is None:
@@ -137,5 +146,6 @@ __all__ = [
     "listing",
     "mark_reported",
     "source_of",
+    "unconfirmed_by_printer",
     "unreported",
 ]

@@ -5,9 +5,31 @@ GET  /jobs/{seq}               one job
 GET  /jobs/{seq}/raw           its bytes
 GET  /jobs/{seq}/txt           its text file
 GET  /jobs/{seq}/png[?timeout=S]  its rendering (waits for the worker; 404 with --no-png)
-GET  /state                    {"state", "since", "held_bytes", "connections", ...}
-POST /state {"state": "paper_out"}   online|paper_near_end|paper_out|cover_open|error|offline
-POST /reset                    forget the jobs
+GET  /state                    {"state", "since", "held_bytes", "buffered_bytes",
+                                "buffer_bytes", "reading_paused", "paused_connections",
+                                "mode", "mode_settings", "armed", "power_on_at",
+                                "connections", "connections_total", "jobs", "last_seq",
+                                "received", "port"}
+POST /state {"state": "paper_out"}   online|paper_near_end|paper_out|cover_open|error|offline,
+                               now; cancels an armed change and a pending power-on
+POST /state {"state": "paper_out", "after_bytes": 300}   armed: after 300 more bytes of
+                               print data (or "after_cuts": 1, right after the next cut)
+GET  /mode                     {"mode", "after_bytes", "bytes_per_second"}
+POST /mode {"mode": "drop", "after_bytes": 100}   normal|hung|drop|slow; "after_bytes" for
+                               drop, "bytes_per_second" (default 300) for slow
+POST /power-cycle {"off_seconds": 2, "state": "online", "mode": {"mode": "normal"},
+                   "wait": false}   off now, back on after off_seconds (state and mode
+                               optional: default the state before, mode unchanged); answers
+                               once off (wait=false) or once back on (wait=true)
+GET  /connections[?since=T]    [{"id", "peer", "accepted_at", "closed_at", "bytes",
+                                "bytes_read", "status_queries", "closed_by", "error"}]
+GET  /received[?job_key=K&wait=N&timeout=S]   received tickets: [{"seq", "connection",
+                                "peer", "first_byte_at", "ended_at", "open", "bytes", "cut",
+                                "complete", "job_key", "fate", "held_bytes",
+                                "printed_bytes", "lost_bytes", "text"}]
+POST /reset                    forget the jobs, ended received tickets, closed connections
+
+Bad input gets 400 with {"error": "...", "field": "..."} naming the field.
 """
 
 from __future__ import annotations
@@ -18,6 +40,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from edge.virtual_printer.faults import ArmedChange, FieldError, ModeSettings
 from edge.virtual_printer.server import VirtualPrinter
 from edge.virtual_printer.status import PrinterState
 
@@ -92,16 +115,105 @@ async def _get_state(request: web.Request) -> web.Response:
     return _json(request.app[_PRINTER].state_info())
 
 
-async def _set_state(request: web.Request) -> web.Response:
-    printer = request.app[_PRINTER]
+def _bad(field: str, message: str) -> web.Response:
+    return _json({"error": f"{field}: {message}", "field": field}, status=400)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
     try:
         body = await request.json()
-        state = PrinterState(body["state"])
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body: must be a JSON object", "field": "body"}),
+            content_type="application/json",
+        )
+    return body
+
+
+def _state_of(body: dict[str, Any], field: str = "state") -> PrinterState:
+    try:
+        return PrinterState(str(body.get(field)))
+    except ValueError:
         choices = ", ".join(s.value for s in PrinterState)
-        return _json({"error": f"body must be {{\"state\": one of {choices}}}"}, status=400)
-    await printer.set_state(state)
+        raise FieldError(field, f"must be one of {choices}, got {body.get(field)!r}") from None
+
+
+async def _set_state(request: web.Request) -> web.Response:
+    printer = request.app[_PRINTER]
+    body = await _body(request)
+    try:
+        state = _state_of(body)
+        armed = ArmedChange.parse(state, body)
+    except FieldError as exc:
+        return _bad(exc.field, exc.message)
+    if armed is None:
+        await printer.set_state(state)
+    else:
+        printer.arm_state(state, after_bytes=armed.after_bytes, after_cuts=armed.after_cuts)
     return _json(printer.state_info())
+
+
+async def _get_mode(request: web.Request) -> web.Response:
+    return _json(request.app[_PRINTER].mode.to_dict())
+
+
+async def _set_mode(request: web.Request) -> web.Response:
+    printer = request.app[_PRINTER]
+    try:
+        settings = ModeSettings.parse(await _body(request))
+    except FieldError as exc:
+        return _bad(exc.field, exc.message)
+    printer.set_mode(settings)
+    return _json(printer.mode.to_dict())
+
+
+async def _power_cycle(request: web.Request) -> web.Response:
+    printer = request.app[_PRINTER]
+    body = await _body(request)
+    off = body.get("off_seconds", 2.0)
+    if isinstance(off, bool) or not isinstance(off, int | float) or not 0 <= off <= 3600:
+        return _bad("off_seconds", f"must be a number of seconds from 0 to 3600, got {off!r}")
+    try:
+        state = _state_of(body) if body.get("state") is not None else None
+        if state is PrinterState.OFFLINE:
+            raise FieldError("state", "must be a powered state (the printer comes back on)")
+        mode = body.get("mode")
+        if mode is not None and not isinstance(mode, dict):
+            raise FieldError("mode", 'must be an object like {"mode": "normal"}')
+        settings = ModeSettings.parse(mode) if mode is not None else None
+    except FieldError as exc:
+        return _bad(exc.field, exc.message)
+    wait = bool(body.get("wait", False))
+    await printer.power_cycle(float(off), state=state, mode=settings, wait=wait)
+    return _json(printer.state_info())
+
+
+async def _connections(request: web.Request) -> web.Response:
+    since = request.query.get("since")
+    printer = request.app[_PRINTER]
+    records = printer.connections(_float(request, "since", 0.0) if since else None)
+    return _json([record.to_dict() for record in records])
+
+
+async def _received(request: web.Request) -> web.Response:
+    printer = request.app[_PRINTER]
+    want = int(_float(request, "wait", 0))
+    job_key = request.query.get("job_key")
+    if want:
+        try:
+            await printer.wait_for_received(want, _float(request, "timeout", 10.0))
+        except TimeoutError:
+            return _json({"error": "timeout", "want": want,
+                          "have": sum(1 for t in printer.received if not t.open),
+                          "received": [t.to_dict() for t in printer.received]}, status=408)
+    tickets = [t.to_dict() for t in printer.received]
+    if job_key is not None:
+        tickets = [t for t in tickets if t["job_key"] == job_key]
+    return _json(tickets)
 
 
 async def _reset(request: web.Request) -> web.Response:
@@ -119,6 +231,11 @@ def make_app(printer: VirtualPrinter) -> web.Application:
     app.router.add_get("/jobs/{seq}/png", _png)
     app.router.add_get("/state", _get_state)
     app.router.add_post("/state", _set_state)
+    app.router.add_get("/mode", _get_mode)
+    app.router.add_post("/mode", _set_mode)
+    app.router.add_post("/power-cycle", _power_cycle)
+    app.router.add_get("/connections", _connections)
+    app.router.add_get("/received", _received)
     app.router.add_post("/reset", _reset)
     return app
 

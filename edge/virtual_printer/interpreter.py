@@ -245,6 +245,14 @@ class Interpreter:
             return None
         return self._finish(None)
 
+    def pending_text(self) -> str:
+        """The line received but not printed yet (no LF so far)."""
+        return "".join(span.text for span in self._spans)
+
+    def page_text(self) -> list[str]:
+        """The text of the lines printed since the last cut, without ending the page."""
+        return [line.text for line in self._page if not isinstance(line, Gap)]
+
     def _cut(self, token: Token) -> Page:
         if token.raw[0] == 0x1B:  # ESC i / ESC m, the legacy partial cuts
             mode = "partial"

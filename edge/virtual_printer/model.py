@@ -140,6 +140,20 @@ class Gap:
 PrintedLine = TextLine | Raster | Marker | Gap
 
 
+def job_key_of(lines: list[str]) -> str | None:
+    """The job key from a ticket's `job {job_key}` line (CONTRACT section 5), if it has one.
+
+    The last such line counts; non-blank lines after it are its continuation when the key
+    was wider than the paper and wrapped.
+    """
+    stripped = [line.strip() for line in lines]
+    for i in range(len(stripped) - 1, -1, -1):
+        if stripped[i].startswith("job "):
+            key = (stripped[i][4:] + "".join(stripped[i + 1 :])).strip()
+            return key or None
+    return None
+
+
 def txt_line(line: TextLine | Raster | Marker) -> str:
     if isinstance(line, TextLine):
         marks = line.markers()
@@ -196,6 +210,7 @@ class Job:
             "first_byte_at": self.first_byte_at,
             "completed_at": self.completed_at,
             "cut": self.cut,
+            "job_key": job_key_of(self.text),
             "bytes": len(self.raw),
             "text": self.text,
             "txt": self.txt,

@@ -42,8 +42,8 @@ class Token:
 
     @property
     def realtime(self) -> bool:
-        """Status queries answered on receipt; they never belong to a print job."""
-        return self.kind in ("dle_eot", "gs_r", "dle_enq", "dle_dc4")
+        """Status queries and the ASB switch (GS a), acted on when read, never in a job."""
+        return self.kind in ("dle_eot", "gs_r", "dle_enq", "dle_dc4", "asb")
 
 
 # ESC x: number of fixed parameter bytes -> token kind.

@@ -1,4 +1,4 @@
--- Schema version 2: the durable outbox of calls to partners (marketplaces, aggregators).
+-- Schema version 3: the durable outbox of calls to partners (marketplaces, aggregators).
 -- Separate from `outbox`, whose seq must stay contiguous per site (CONTRACT section 7).
 
 CREATE TABLE calls (
