@@ -148,14 +148,54 @@ class JobPrinted(Change):
 
 
 @dataclass(frozen=True)
-class JobUnconfirmed(Change):
-    """A send did not finish: the job went back (queued, waiting or withdrawn); when
-    `maybe_on_paper`, its bytes may have reached the printer."""
+class JobReturned(Change):
+    """A claimed job went back before any byte of it left (the printer was not ready or not
+    reachable): `state` queued, waiting (held meanwhile) or withdrawn (called off)."""
 
     job_key: str
     order_id: str
+    state: str
     reason: str
-    maybe_on_paper: bool
+
+
+@dataclass(frozen=True)
+class JobUnconfirmed(Change):
+    """Delivered, not confirmed: bytes of the ticket may be in `printer_id`, which did not
+    confirm them. Never sent to that printer again; it counts as on paper."""
+
+    job_key: str
+    order_id: str
+    station_id: str
+    printer_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobConfirmed(Change):
+    """An unconfirmed ticket printed after all: the printer that held it said ready on the
+    connection that carried it."""
+
+    job_key: str
+    order_id: str
+    printer_id: str
+
+
+@dataclass(frozen=True)
+class JobCopyReleased(Change):
+    """An unconfirmed ticket waited too long: one copy marked MAY BE DUPLICATE may print on
+    another printer of its station (`state` queued, or waiting while the order is held)."""
+
+    job_key: str
+    order_id: str
+    state: str
+    not_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobFailed(Change):
+    job_key: str
+    order_id: str
+    reason: str
 
 
 # -- printers and links -----------------------------------------------------------------
@@ -242,9 +282,13 @@ __all__ = [
     "EventDuplicate",
     "Feed",
     "JobClaimed",
+    "JobConfirmed",
+    "JobCopyReleased",
     "JobCreated",
+    "JobFailed",
     "JobPrinted",
     "JobQueued",
+    "JobReturned",
     "JobUnconfirmed",
     "JobWithdrawn",
     "OrderStatusChanged",

@@ -17,11 +17,6 @@ _SQL = re.compile(r"^\s*(SELECT\s.+\sFROM\b|SELECT\s+\d|INSERT\s+(OR\s+\w+\s+)?I
                   r"UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|REPLACE\s+INTO\s)", re.DOTALL)
 _EXECUTE = {"execute", "executemany", "executescript"}
 
-# Until issue 10's rework of printing lands (phase B of the house), these keep the SQL they
-# had; it then moves to edge/store/jobs.py and this list goes.
-NOT_YET_MOVED = {"printing/jobs.py", "printing/spooler.py", "orders/kitchen.py"}
-
-
 def _docstrings(tree: ast.AST) -> set[int]:
     found: set[int] = set()
     for node in ast.walk(tree):
@@ -54,7 +49,7 @@ def sql_outside_the_store() -> list[str]:
     hits: list[str] = []
     for path in sorted(EDGE.rglob("*.py")):
         rel = path.relative_to(EDGE).as_posix()
-        if rel.startswith("store/") or rel in NOT_YET_MOVED:
+        if rel.startswith("store/"):
             continue
         hits += scan(path.read_text("utf-8"), rel)
     return hits
@@ -76,5 +71,3 @@ def test_the_check_finds_sql_where_it_does_not_belong() -> None:
     )
     assert sorted(h.split(": ", 1)[0] for h in scan(source, "x.py")) == [
         "x.py:2", "x.py:4", "x.py:4", "x.py:5"]
-    for moved in NOT_YET_MOVED:
-        assert (EDGE / moved).exists(), f"{moved} is gone: take it off NOT_YET_MOVED"

@@ -15,12 +15,12 @@ from typing import Any
 from edge.clock import SystemClock
 from edge.config.models import Config
 from edge.daemon import plan_of
+from edge.feed import Feed, PrinterStateChanged
 from edge.ingest.pipeline import Incoming, Pipeline
 from edge.orders.apply import Applier
 from edge.printing.spooler import Spooler
 from edge.printing.usb import UsbTransport
 from edge.store import Store
-from edge.store.legacy import ConnStore
 from tests.fakeusb import FakeBackend, epson_tm_t88
 
 ROOT = "kitchen/usb-site"
@@ -64,7 +64,9 @@ async def run_kitchen(tmp_path: Path, cfg: Config, backend: FakeBackend,
     transports: dict[str, Any] = {
         p.id: UsbTransport(0x04B8, 0x0202, p.connection.rsplit("/", 1)[1], name=p.id,
                            backend=backend) for p in cfg.printers}
-    spooler = Spooler(cfg, ConnStore(store), SystemClock(), lambda _p, body: states.append(body),
+    feed = Feed()
+    feed.subscribe(PrinterStateChanged, lambda change: states.append(change.body()))
+    spooler = Spooler(cfg, store, SystemClock(), feed,
                       transports=transports)
     pipeline = Pipeline(ROOT, Applier(plan_of(cfg)))
 

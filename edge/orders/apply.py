@@ -18,7 +18,7 @@ from typing import Any, Generic
 
 from edge.clock import rfc3339_ms
 from edge.config.models import StationConfig
-from edge.feed import JobCreated, JobQueued, JobWithdrawn, OrderStatusChanged
+from edge.feed import OrderStatusChanged
 from edge.orders import kitchen, status
 from edge.orders.events import (
     Accepted,
@@ -103,27 +103,19 @@ class Applier:
 
     def _new_job(self, tx: Tx, event: Event[Any], result: Applied, now: datetime,
                  **kw: Any) -> None:
-        if kitchen.insert_job(tx.conn, order_id=event.order_id, now=now, **kw):
-            key: str = kw["job_key"]
-            waits = bool(kw.get("wait_reason"))
-            tx.emit(JobCreated(key, event.order_id, kw["station_id"], kw["kind"],
-                               "waiting" if waits else "queued"))
-            if not waits:
-                tx.emit(JobQueued(key, event.order_id, kw["station_id"]))
-            result.new_jobs.append(key)
-            confirmation_if_first(tx, event.order_id, key, now)
+        if kitchen.insert_job(tx, order_id=event.order_id, now=now, **kw):
+            result.new_jobs.append(kw["job_key"])
+            confirmation_if_first(tx, event.order_id, kw["job_key"], now)
 
     def _release(self, tx: Tx, event: Event[Any], result: Applied, job: kitchen.JobRow,
                  now: datetime, wait: str | None) -> None:
         """Move a waiting job on: queued now (wait None), or waiting for something else."""
-        kitchen.set_wait(tx.conn, job.job_key, wait, now)
+        kitchen.set_wait(tx, event.order_id, job, wait, now)
         if wait is None:
             result.new_jobs.append(job.job_key)
-            tx.emit(JobQueued(job.job_key, event.order_id, job.station_id))
 
     def _withdraw(self, tx: Tx, order_id: str, job_key: str, reason: str) -> None:
-        if kitchen.withdraw(tx.conn, job_key, reason):
-            tx.emit(JobWithdrawn(job_key, order_id, reason))
+        kitchen.withdraw(tx, order_id, job_key, reason)
 
     def _lines(self, tx: Tx, order_id: str, batch_ref: str, items: Sequence[Item]) -> None:
         orders.add_lines(tx.conn, order_id, batch_ref, items)
@@ -175,7 +167,7 @@ class Applier:
     def _call_off(self, tx: Tx, event: Event[Any], order: OrderRow,
                   result: Applied, now: datetime, why: str) -> str:
         """Cancel or void by the evidence: did any ticket of the order reach a printer?"""
-        jobs = kitchen.order_jobs(tx.conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         target = "cancelled" if kitchen.any_reached(jobs) else "void"
         current = order.status
         if current not in status.WORKING:
@@ -260,7 +252,7 @@ class Applier:
         if order.status not in status.WORKING:
             raise _refuse(order.status, "void", "its items can no longer be voided")
         orders.set_line_state(tx.conn, order.order_id, fresh, "voided")
-        jobs = kitchen.order_jobs(tx.conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         reached = kitchen.reached_lines_by_station(jobs)
         gone = set(fresh)
         # Lines not yet on paper are simply taken off the waiting job.
@@ -268,7 +260,7 @@ class Applier:
             if job.state in kitchen.OPEN and gone & set(job.line_ids):
                 left = [x for x in job.line_ids if x not in gone]
                 if left:
-                    kitchen.set_lines(tx.conn, job.job_key, left)
+                    kitchen.set_lines(tx, job.job_key, left)
                 else:
                     self._withdraw(tx, order.order_id, job.job_key, "all its lines were voided")
         change = line_set_ref("void", fresh)
@@ -293,11 +285,11 @@ class Applier:
             return _repeat(tx, event, result, "Order held", now)
         status.check(order.status, "held")
         count = order.hold_count + 1
-        jobs = kitchen.order_jobs(tx.conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         for job in jobs:
             if job.state in kitchen.OPEN and job.wait_reason != "course" \
                     and job.reprint_of is None and kitchen.cooks(job.kind, job.change_ref):
-                kitchen.set_wait(tx.conn, job.job_key, "held", now)
+                kitchen.set_wait(tx, order.order_id, job, "held", now)
         self._set(tx, order.order_id, now, status="held", held_from=order.status,
                   hold_count=count)
         self._notice_jobs(tx, event, result, "HOLD", f"hold-{count}", now,
@@ -314,7 +306,7 @@ class Applier:
             raise _refuse(order.status, order.status, "the order is not held")
         back = order.held_from or "created"
         status.check("held", back)
-        jobs = kitchen.order_jobs(tx.conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         for job in jobs:
             if job.state == "waiting" and job.wait_reason == "held":
                 due = _when(job.not_before)
@@ -402,7 +394,7 @@ class Applier:
             return _repeat(tx, event, result, f"Course {data.course} fired", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, order.status, "a called-off order has no courses to fire")
-        for job in kitchen.order_jobs(tx.conn, order.order_id):
+        for job in kitchen.order_jobs(tx, order.order_id):
             course = _course_of(job.change_ref)
             if job.state == "waiting" and job.wait_reason == "course" and course is not None \
                     and course <= data.course:

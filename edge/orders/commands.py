@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from edge.clock import parse_rfc3339, rfc3339_ms
-from edge.feed import JobCreated, JobQueued
 from edge.orders import kitchen
 from edge.orders.events import Rejected, RejectKind
 from edge.orders.records import add_activity
@@ -54,12 +53,10 @@ def reprint(tx: Tx, command: Reprint, payload: str, now: datetime) -> Done:
         raise Rejected(f"job_key '{command.job_key}' is unknown")
     change_ref = f"{job.change_ref}~reprint-{command.command_id}"
     reprint_key = make_job_key(job.order_id, change_ref, job.station_id)
-    if kitchen.insert_job(tx.conn, job_key=reprint_key, order_id=job.order_id,
-                          station_id=job.station_id, kind=job.kind, change_ref=change_ref,
-                          line_ids=job.line_ids, now=now, reprint_of=command.job_key,
-                          due_at=parse_rfc3339(job.due_at) if job.due_at else None):
-        tx.emit(JobCreated(reprint_key, job.order_id, job.station_id, job.kind, "queued"))
-        tx.emit(JobQueued(reprint_key, job.order_id, job.station_id))
+    kitchen.insert_job(tx, job_key=reprint_key, order_id=job.order_id,
+                       station_id=job.station_id, kind=job.kind, change_ref=change_ref,
+                       line_ids=job.line_ids, now=now, reprint_of=command.job_key,
+                       due_at=parse_rfc3339(job.due_at) if job.due_at else None)
     events.add_command(tx.conn, command_id=command.command_id, kind="reprint",
                        received_at=rfc3339_ms(now), payload=payload,
                        result=json.dumps({"reprint_job_key": reprint_key}))

@@ -32,7 +32,7 @@ def refresh_progress(tx: Tx, order_id: str, now: datetime) -> None:
         return
     active = orders.line_ids(tx.conn, order_id, include_voided=False)
     reached: set[str] = set()
-    jobs = kitchen.order_jobs(tx.conn, order_id)
+    jobs = kitchen.order_jobs(tx, order_id)
     for lines in kitchen.reached_lines_by_station(jobs).values():
         reached.update(lines)
     current = order.status

@@ -1,9 +1,6 @@
-"""Printing as a component: the spooler, woken by the feed, its results handed to the feed.
-
-Until issue 10's rework of the spooler lands, the spooler still reports through its two
-callbacks (a printer's state, a ticket printed); this module turns them into feed changes.
-Phase B of the house has the spooler record them on its transactions instead.
-"""
+"""Printing as a component: the spooler, woken by the feed (`JobQueued`, `PrinterSeen`).
+What the spooler changes reaches the feed with its own transactions (jobs) or directly
+(printer states)."""
 
 from __future__ import annotations
 
@@ -13,19 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.component import BaseComponent, Context
-from edge.feed import (
-    Change,
-    JobPrinted,
-    JobQueued,
-    PrinterSeen,
-    PrinterStateChanged,
-    RecordQueued,
-    TimelineChanged,
-)
-from edge.printing.jobs import Claimed
-from edge.printing.spooler import AddressLookup, Spooler
+from edge.feed import JobQueued, PrinterSeen
+from edge.printing.spooler import Spooler
 from edge.printing.transport import Transport
-from edge.store.legacy import ConnStore
+from edge.printing.transports import AddressLookup
 
 SHUTDOWN_GRACE = 10.0
 
@@ -36,9 +24,8 @@ class Printing(BaseComponent):
     def __init__(self, ctx: Context, *, mdns_lookup: AddressLookup | None = None,
                  transports: dict[str, Transport] | None = None) -> None:
         self.ctx = ctx
-        self.spooler = Spooler(ctx.cfg, ConnStore(ctx.store), ctx.clock, self._state,
+        self.spooler = Spooler(ctx.cfg, ctx.store, ctx.clock, ctx.feed,
                                mdns_lookup=mdns_lookup, transports=transports)
-        self.spooler.on_printed = self._printed
         self._task: asyncio.Task[Any] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -68,28 +55,6 @@ class Printing(BaseComponent):
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         await self.spooler.close()
-
-    # -- the spooler's callbacks, as feed changes ----------------------------------------
-
-    def _state(self, printer_id: str, body: dict[str, object]) -> None:
-        detail = body.get("detail")
-        unconfirmed = body.get("unconfirmed")
-        self.ctx.feed.publish([PrinterStateChanged(
-            printer_id, str(body["state"]), str(body["since"]), int(str(body["queued"])),
-            tuple(str(k) for k in unconfirmed) if isinstance(unconfirmed, list) else (),
-            None if detail is None else str(detail))])
-
-    def _printed(self, claimed: Claimed, timeline: dict[str, Any] | None) -> None:
-        changes: list[Change] = [
-            JobPrinted(claimed.job_key, claimed.order_id, claimed.station_id,
-                       claimed.printer_id, claimed.ticket.kind, claimed.created_at,
-                       self.ctx.clock.now()),
-            # The printed mark wrote a print_job record (and maybe a status one).
-            RecordQueued("upstream", claimed.order_id),
-        ]
-        if timeline is not None:
-            changes.append(TimelineChanged(claimed.order_id, timeline))
-        self.ctx.feed.publish(changes)
 
 
 __all__ = ["Printing"]

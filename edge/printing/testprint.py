@@ -11,8 +11,8 @@ from typing import Any
 
 from edge.config import Config
 from edge.printing.render import render_test_ticket
-from edge.printing.spooler import AddressLookup, make_transport
 from edge.printing.transport import PrinterUnavailable
+from edge.printing.transports import AddressLookup, make_transport
 
 
 async def test_print(cfg: Config, printer_id: str, *,
