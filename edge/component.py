@@ -11,6 +11,11 @@ Components never import each other. What one needs from another comes through th
 (`store`, `feed`, `clock`, `publish`, `intake`, `health`) or, for the few pairs that must talk
 directly (the spooler asking mDNS where a printer is), as a callable the daemon passes in.
 
+A component reacts to the kitchen's changes in one of two ways. After COMMIT, on the event
+loop: `ctx.feed.subscribe(kind, fn)` (wake a sender, push to a screen, publish on MQTT).
+Inside the transaction, writing in it: `ctx.store.react(kind, fn)`, registered in the
+component's constructor (a partner call that must exist exactly when the change does).
+
 This module sits below the adapter packages and above the domain: it may import the store,
 the feed and the bottom modules, never an adapter.
 """

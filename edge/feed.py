@@ -84,6 +84,22 @@ class OrderStatusChanged(Change):
 
 
 @dataclass(frozen=True)
+class OrderStageChanged(Change):
+    """Where the food is moved on (seeds 001 and 004): `stage` accepted, ready,
+    out_for_delivery, completed, cancelled or rejected; with the kitchen's prep time when it
+    accepted, the reason code and reason when it called the order off. What a partner is told
+    (through a transactional reaction, see `edge.store.tx`) and what the screens show."""
+
+    order_id: str
+    channel: str
+    stage: str
+    previous: str
+    prep_minutes: int | None = None
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class TimelineChanged(Change):
     """The order's public timeline (CONTRACT section 6) changed; the new document."""
 
@@ -291,6 +307,7 @@ __all__ = [
     "JobReturned",
     "JobUnconfirmed",
     "JobWithdrawn",
+    "OrderStageChanged",
     "OrderStatusChanged",
     "PrinterSeen",
     "PrinterStateChanged",

@@ -18,7 +18,7 @@ from typing import Any, Generic
 
 from edge.clock import rfc3339_ms
 from edge.config.models import StationConfig
-from edge.feed import OrderStatusChanged
+from edge.feed import OrderStageChanged, OrderStatusChanged
 from edge.orders import kitchen, status
 from edge.orders.events import (
     Accepted,
@@ -329,22 +329,27 @@ class Applier:
                    now: datetime) -> Applied:
         data = event.data
         return self._called_off(tx, event, order, now, "cancelled",
-                                data.reason_code + (f": {data.reason}" if data.reason else ""))
+                                data.reason_code + (f": {data.reason}" if data.reason else ""),
+                                reason_code=data.reason_code, reason=data.reason)
 
     def _rejected(self, tx: Tx, event: Event[RejectedByRestaurant], order: OrderRow,
                   now: datetime) -> Applied:
         data = event.data
         if order.stage not in ("received", "rejected") and order.status in status.WORKING:
             raise _refuse(order.stage, "rejected", "an accepted order is cancelled, not rejected")
-        return self._called_off(tx, event, order, now, "rejected", data.reason)
+        return self._called_off(tx, event, order, now, "rejected", data.reason,
+                                reason=data.reason)
 
     def _called_off(self, tx: Tx, event: Event[Any], order: OrderRow,
-                    now: datetime, stage: str, why: str) -> Applied:
+                    now: datetime, stage: str, why: str, *, reason_code: str | None = None,
+                    reason: str | None = None) -> Applied:
         result = Applied(order.order_id, Effect.APPLIED)
         if order.status in ("cancelled", "void"):
             return _repeat(tx, event, result, f"Order {stage}", now)
         self._call_off(tx, event, order, result, now, why)
         self._set(tx, order.order_id, now, kitchen_stage=stage)
+        tx.emit(OrderStageChanged(order.order_id, order.channel, stage, order.stage,
+                                  reason_code=reason_code, reason=reason))
         return result
 
     def _stage(self, tx: Tx, event: Event[Any], order: OrderRow, now: datetime,
@@ -356,6 +361,8 @@ class Applier:
             raise _refuse(order.status, target)
         status.check_stage(order.stage, target)
         self._set(tx, order.order_id, now, kitchen_stage=target, **extra)
+        tx.emit(OrderStageChanged(order.order_id, order.channel, target, order.stage,
+                                  prep_minutes=extra.get("prep_minutes")))
         add_activity(tx, event, label, now, extra)
         return result
 

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 import aiosqlite
 
-from edge.feed import Feed
+from edge.feed import C, Change, Feed
 from edge.store.aiosqlite_compat import run_on_thread
 from edge.store.migrate import SchemaTooNew, migrate
-from edge.store.tx import Tx
+from edge.store.tx import Reaction, Tx
 
 DB_FILENAME = "kitchen-edge.db"
 
@@ -113,8 +113,14 @@ class Store:
     def __init__(self, path: Path, feed: Feed | None = None) -> None:
         self.path = path
         self.feed = feed if feed is not None else Feed()
+        self._reactions: list[tuple[type[Change], Reaction]] = []
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+
+    def react(self, kind: type[C], fn: Callable[[Tx, C], None]) -> None:
+        """Run `fn(tx, change)` inside every write transaction, for each change of `kind`
+        that commits, before COMMIT (see `edge.store.tx`). Register at build time."""
+        self._reactions.append((kind, fn))
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,9 +169,10 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                tx = Tx(conn)
+                tx = Tx(conn, self._reactions)
                 try:
                     result = fn(tx)
+                    tx.react()
                     conn.execute("COMMIT")
                 except BaseException:
                     # Also when COMMIT itself failed (disk full, I/O error): a connection
