@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from edge.clock import parse_rfc3339, rfc3339_ms
 from edge.feed import (
@@ -32,7 +32,7 @@ from edge.orders import kitchen
 from edge.orders.kitchen import JobState
 from edge.orders.progress import refresh_progress
 from edge.orders.records import add_activity, sync_records
-from edge.orders.ticket import Ticket, TicketItem
+from edge.orders.ticket import Ticket, TicketItem, TicketKind
 from edge.store import Tx, jobs, orders
 
 
@@ -79,7 +79,7 @@ def claim(tx: Tx, stations: Sequence[str], printer_id: str, backup_from: dict[st
     reference = parse_rfc3339(job.not_before) if job.not_before and \
         job.not_before > job.created_at else created
     ticket = Ticket(
-        kind=job.kind,  # type: ignore[arg-type]  # a stored kind is one of TicketKind
+        kind=cast(TicketKind, job.kind),   # written by the kitchen: one of the kinds
         station=job.station_id,
         order_label=job.display_id or job.order_id,
         service=_service(job.fulfillment, job.table_label, job.courier),

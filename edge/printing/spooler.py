@@ -232,16 +232,12 @@ class Spooler:
         queued, unconfirmed = await self.store.read(lambda c: (
             job_rows.queued_count(c, stations), job_rows.unconfirmed_on(c, printer_id)))
         health = worker.health
-        body: dict[str, object] = {"printer_id": printer_id, "state": health.state,
-                                   "since": health.since_wall, "queued": queued,
-                                   "unconfirmed": unconfirmed}
-        if health.detail:
-            body["detail"] = health.detail
+        change = PrinterStateChanged(printer_id, health.state, health.since_wall, queued,
+                                     tuple(unconfirmed), health.detail or None)
+        body = change.body()
         if body != worker.last_published:
             worker.last_published = body
-            self.feed.publish([PrinterStateChanged(
-                printer_id, health.state, health.since_wall, queued, tuple(unconfirmed),
-                health.detail or None)])
+            self.feed.publish([change])
 
     async def _set_health(self, worker: Worker, state: str, detail: str | None) -> None:
         health = worker.health
