@@ -53,8 +53,8 @@ def stream(k: Kitchen, prefix: str, *, every: float = 0.1) -> threading.Thread:
 
 
 def hot_state(k: Kitchen) -> str | None:
-    state = k.daemon.scalar("SELECT state FROM printer_states WHERE printer_id='hot'")
-    return None if state is None else str(state)
+    rows = k.daemon.query("SELECT state FROM printer_states WHERE printer_id='hot'")
+    return str(rows[0][0]) if rows else None
 
 
 def cancel_unprinted(k: Kitchen, order_id: str) -> None:

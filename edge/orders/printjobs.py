@@ -170,12 +170,12 @@ def unconfirmed(tx: Tx, claimed: Claimed, reason: str, now: datetime) -> None:
 
 
 def confirm(tx: Tx, job_keys: Sequence[str], printer_id: str,
-            now: datetime) -> list[tuple[str, str]]:
+            now: datetime) -> list[tuple[str, str, dict[str, Any] | None]]:
     """The printer that held these tickets said ready on the connection that carried them:
     its buffer printed them. Jobs still waiting for that (or whose copy has not been taken
     yet) are printed; a copy already on its way elsewhere is left alone. Returns
-    (job_key, order_id) of the jobs it changed."""
-    done: list[tuple[str, str]] = []
+    (job_key, order_id, the order's timeline if it changed) for the jobs it changed."""
+    done: list[tuple[str, str, dict[str, Any] | None]] = []
     for key in job_keys:
         job = jobs.held_by(tx.conn, key, printer_id)
         if job is None or job.state not in (JobState.UNCONFIRMED, JobState.QUEUED,
@@ -186,7 +186,7 @@ def confirm(tx: Tx, job_keys: Sequence[str], printer_id: str,
                      "after the fault cleared", now, {"job_key": key}, order_id=job.order_id)
         refresh_progress(tx, job.order_id, now)
         tx.emit(JobConfirmed(key, job.order_id, printer_id))
-        done.append((key, job.order_id))
+        done.append((key, job.order_id, sync_records(tx, job.order_id, now)))
     return done
 
 

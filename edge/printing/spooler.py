@@ -224,7 +224,9 @@ class Spooler:
         it is the primary of (a copy of a ticket its backup holds)."""
         return [*worker.backup_for, *worker.primary_for]
 
-    def _backups(self, worker: Worker, stations: list[str]) -> dict[str, str]:
+    @staticmethod
+    def _backups(worker: Worker) -> dict[str, str]:
+        """Station -> the printer a ticket printed here is BACKUP FROM."""
         return {s: p for s, p in worker.backup_for.items() if s not in worker.primary_for}
 
     async def _publish_state(self, worker: Worker) -> None:
@@ -290,9 +292,12 @@ class Spooler:
             return
         now = self.clock.now()
         printer_id = worker.printer.id
+        # The order's records and timeline change with the confirmation, in its
+        # transaction: published from the feed like a print.
         done = await self.store.transact(lambda tx: jobs.confirm(tx, keys, printer_id, now))
-        for key, order_id in done:
+        for key, order_id, _timeline in done:
             self.unconfirmed.pop(key, None)
+            self.printed += 1
             log.info("ticket_confirmed_after_fault", job_key=key, order_id=order_id,
                      printer_id=printer_id)
 
@@ -379,7 +384,7 @@ class Spooler:
     async def _claim_and_print(self, worker: Worker, stations: list[str],
                                copies: list[str]) -> None:
         now = self.clock.now()
-        backups = self._backups(worker, stations)
+        backups = self._backups(worker)
         printer = worker.printer
         claimed = await self.store.transact(
             lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
