@@ -8,8 +8,9 @@ let the work in hand finish), cancel the runs, `close()` each. Adding a connecto
 a component and adding its factory to that list.
 
 Components never import each other. What one needs from another comes through the context
-(`store`, `feed`, `clock`, `publish`, `intake`, `health`) or, for the few pairs that must talk
-directly (the spooler asking mDNS where a printer is), as a callable the daemon passes in.
+(`store`, `feed`, `clock`, `publish`, `intake`, `health`, `board`) or, for the few pairs that
+must talk directly (the spooler asking mDNS where a printer is), as a callable the daemon
+passes in.
 
 A component reacts to the kitchen's changes in one of two ways. After COMMIT, on the event
 loop: `ctx.feed.subscribe(kind, fn)` (wake a sender, push to a screen, publish on MQTT).
@@ -23,7 +24,7 @@ the feed and the bottom modules, never an adapter.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge.clock import Clock
@@ -54,11 +55,35 @@ class IntakeOutcome(Protocol):
 
 
 class Intake(Protocol):
-    """The durable intake for in-process order sources (connectors): see
-    `edge.ingest.consumer.Ingest.submit`."""
+    """The durable intake for in-process order sources (connectors, screens): see
+    `edge.ingest.consumer.Ingest.submit` and `Ingest.command`."""
 
     async def submit(self, source: str, payloads: Sequence[bytes]) -> Sequence[IntakeOutcome]:
         ...
+
+    async def command(self, name: str, payload: bytes) -> IntakeOutcome:
+        """An operator command (`reprint`), as if it came on `{root}/commands/{name}`."""
+        ...
+
+
+Section = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Board:
+    """What components show the operator (the status page, `GET /status`): named sections,
+    each an async provider of a JSON-able dict, registered when the component is built. A
+    component that is not configured registers nothing, and its section is simply absent."""
+
+    def __init__(self) -> None:
+        self._sections: dict[str, Section] = {}
+
+    def add(self, name: str, section: Section) -> None:
+        if name in self._sections:
+            raise ValueError(f"status section {name!r} is registered twice")
+        self._sections[name] = section
+
+    def sections(self) -> dict[str, Section]:
+        return dict(self._sections)
 
 
 class Health(Protocol):
@@ -84,6 +109,7 @@ class Context:
     publish: Publish
     intake: Intake
     health: Health
+    board: Board = field(default_factory=Board)
 
 
 class Component(Protocol):
@@ -122,6 +148,7 @@ Factory = Callable[[Context], "Component | None"]
 
 __all__ = [
     "BaseComponent",
+    "Board",
     "Component",
     "Context",
     "Factory",
@@ -129,4 +156,5 @@ __all__ = [
     "Intake",
     "IntakeOutcome",
     "Publish",
+    "Section",
 ]

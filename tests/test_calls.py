@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from edge.clock import SystemClock
-from edge.component import Context
+from edge.component import Board, Context
 from edge.config.models import Config
 from edge.connectors.calls import CallSender, Destination, retry_after_seconds
 from edge.feed import Feed, RecordQueued
@@ -99,6 +100,8 @@ class Rig:
                            backoff_base=kw.pop("backoff_base", 0.05),
                            backoff_max=kw.pop("backoff_max", 0.5),
                            poll_interval=kw.pop("poll_interval", 30.0))
+        # A fresh board, as a restarted daemon has.
+        self.ctx = dataclasses.replace(self.ctx, board=Board())
         self.sender = CallSender(self.ctx, dest, rng=random.Random(3))
         self.task = asyncio.create_task(self._run(self.sender))
         return self.sender
@@ -211,6 +214,11 @@ async def test_a_refused_call_is_parked_and_holds_back_only_its_own_order(rig: R
     parked = await rig.store.read(lambda c: calls.listing(c, state="parked"))
     assert parked[0].status_code == 422 and "HTTP 422" in (parked[0].last_error or "")
     assert sender.last_error is not None and "422" in sender.last_error
+    # What the operator's status page shows for this partner.
+    board = await rig.ctx.board.sections()["calls-yemek"]()
+    assert board["calls"] == {"parked": 1, "pending": 1, "done": 1}
+    assert [(c["path"], c["status_code"]) for c in board["parked"]] == [
+        ("/orders/accept/k1", 422)]
     # The operator's retry sends it again, then the held-back call follows.
     at = datetime.now(UTC).isoformat()
     assert await rig.store.transact(lambda tx: calls.retry_parked(tx.conn, "yemek", at)) == 1

@@ -122,3 +122,21 @@ async def test_a_source_name_cannot_pose_as_a_topic(kitchen: tuple[Ingest, Feed,
     ingest, _, _ = kitchen
     with pytest.raises(ValueError, match="source"):
         await ingest.submit("../orders/x", [order("x")])
+
+
+async def test_an_operator_command_from_inside_the_daemon(
+        kitchen: tuple[Ingest, Feed, Path]) -> None:
+    ingest, _, _ = kitchen
+    await ingest.submit("yemek", [order("yemek-5")])
+    await ingest.store.transact(
+        lambda tx: ingest.pipeline.apply_pending(tx, SystemClock().now(), limit=10))
+    reprint = json.dumps({"command_id": "kds-1", "job_key": "yemek-5/new/grill"}).encode()
+    done = await ingest.command("reprint", reprint)
+    assert (done.result, done.order_id) == ("command", "yemek-5")
+    assert done.new_jobs == ["yemek-5/new%7Ereprint-kds-1/grill"]
+    assert (await ingest.command("reprint", reprint)).result == "duplicate"
+    unknown = await ingest.command("reprint", json.dumps(
+        {"command_id": "kds-2", "job_key": "nope/new/grill"}).encode())
+    assert (unknown.result, unknown.reason) == ("dead", "job_key 'nope/new/grill' is unknown")
+    with pytest.raises(ValueError, match="unknown command"):
+        await ingest.command("format-disk", b"{}")

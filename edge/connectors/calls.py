@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
@@ -83,9 +84,22 @@ class CallSender(BaseComponent):
                                 rng=rng or random.Random())
         self._kicked = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
-        # Read by the operator's views and tests.
+        # Read by the operator's status page and tests.
         self.last_error: str | None = None
         self.sent = 0
+        ctx.board.add(self.name, self.status)
+
+    async def status(self) -> dict[str, Any]:
+        """This partner's calls, for the operator: how many in each state, the parked ones."""
+        name = self.destination.name
+        counts, parked = await self.ctx.store.read(lambda c: (
+            calls.counts(c, name), calls.listing(c, name, state="parked", limit=50)))
+        return {"destination": name, "url": self.destination.url, "calls": counts,
+                "sent": self.sent, "last_error": self.last_error,
+                "consecutive_failures": self._backoff.failures,
+                "parked": [{"id": c.id, "order_id": c.order_id, "method": c.method,
+                            "path": c.path, "status_code": c.status_code,
+                            "last_error": c.last_error} for c in parked]}
 
     async def start(self) -> None:
         def queued(change: RecordQueued) -> None:

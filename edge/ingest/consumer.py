@@ -78,6 +78,21 @@ class Ingest:
         self._log(result)
         return result.outcomes
 
+    async def command(self, name: str, payload: bytes) -> Outcome:
+        """An operator command from inside the daemon (the screens' reprint button): the same
+        path as one on `{root}/commands/{name}`, in one durable transaction; its outcome
+        (`command`, `duplicate`, or `dead` with the reason)."""
+        if self.stopping:
+            raise IntakeClosed("the kitchen is shutting down; nothing was stored")
+        if name != "reprint":
+            raise ValueError(f"unknown command {name!r}")
+        incoming = [Incoming(self.pipeline.reprint_topic, payload)]
+        now = self.clock.now()
+        result = await self.store.transact(
+            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+        self._log(result)
+        return result.outcomes[0]
+
     def stop(self) -> None:
         """Take and apply nothing more. What arrives from now on stays unacknowledged, so
         the broker sends it again on this session's next connection; what is stored and not

@@ -28,6 +28,17 @@ class Printing(BaseComponent):
                                mdns_lookup=mdns_lookup, transports=transports)
         self._task: asyncio.Task[Any] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        ctx.board.add("printers", self.status)
+
+    async def status(self) -> dict[str, Any]:
+        """Each printer as its state topic last said it, with the stations it serves."""
+        printers = []
+        for printer_id, worker in self.spooler.workers.items():
+            said = worker.last_published or {"printer_id": printer_id,
+                                             "state": worker.health.state}
+            printers.append({**said, "stations": list(worker.primary_for),
+                             "backup_for": list(worker.backup_for)})
+        return {"printers": printers, "printed": self.spooler.printed}
 
     async def start(self) -> None:
         await self.spooler.recover()

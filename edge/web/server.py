@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from edge.component import BaseComponent, Context, Health
+from edge.component import BaseComponent, Board, Context, Health
 from edge.config.models import HttpConfig
 from edge.orders import views
 from edge.orders.events import ORDER_ID
@@ -29,7 +29,7 @@ def _order_id(request: web.Request) -> str:
     return order_id
 
 
-def make_app(store: Store, health: Health) -> web.Application:
+def make_app(store: Store, health: Health, board: Board | None = None) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         connected = health.broker_connected()
         body: dict[str, Any] = {
@@ -54,6 +54,11 @@ def make_app(store: Store, health: Health) -> web.Application:
             raise web.HTTPNotFound(text=f"no order {order_id}\n")
         return web.json_response({"order_id": order_id, "activities": rows})
 
+    async def status(_: web.Request) -> web.Response:
+        """Every section the components registered on the board, by name."""
+        sections = board.sections() if board is not None else {}
+        return web.json_response({name: await section() for name, section in sections.items()})
+
     async def metrics(_: web.Request) -> web.Response:
         body, content_type = await health.metrics()
         return web.Response(body=body, headers={"Content-Type": content_type})
@@ -64,6 +69,7 @@ def make_app(store: Store, health: Health) -> web.Application:
         web.get("/orders/{order_id}/timeline", timeline),
         web.get("/orders/{order_id}/activities", activities),
         web.get("/metrics", metrics),
+        web.get("/status", status),
     ])
     return app
 
@@ -72,12 +78,14 @@ class WebServer(BaseComponent):
     name = "http"
 
     def __init__(self, ctx: Context, cfg: HttpConfig) -> None:
+        self.ctx = ctx
         self.store = ctx.store
         self.health = ctx.health
         self.cfg = cfg
 
     async def run(self) -> None:
-        runner = web.AppRunner(make_app(self.store, self.health), access_log=None)
+        runner = web.AppRunner(make_app(self.store, self.health, self.ctx.board),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
         try:
