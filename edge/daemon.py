@@ -30,6 +30,7 @@ from edge.ingest.component import BrokerIntake, BrokerOut
 from edge.ingest.consumer import Ingest
 from edge.ingest.link import BrokerLink
 from edge.ingest.pipeline import Pipeline
+from edge.orders import acceptance
 from edge.orders.apply import Applier, Plan
 from edge.printing.component import Printing
 from edge.service import metrics
@@ -270,6 +271,10 @@ class Daemon:
         for state in ("waiting", "queued", "sending", "unconfirmed", "printed", "failed",
                       "withdrawn"):
             metrics.print_jobs.labels(state).set(by_state.get(state, 0))
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        metrics.orders_awaiting_acceptance.set(len(waiting))
+        metrics.oldest_awaiting_acceptance_seconds.set(
+            max((w.waited_s for w in waiting), default=0))
         stats = await self.store.read(lambda c: outbox.stats(c, now))
         metrics.outbox_backlog.set(stats.backlog)
         metrics.outbox_oldest_unsent_age_seconds.set(stats.oldest_unsent_age_s or 0)

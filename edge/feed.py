@@ -249,6 +249,12 @@ class PrinterSeen(Change):
 
 
 @dataclass(frozen=True)
+class AvailabilityChanged(Change):
+    """What the restaurant offers changed: the store's state (open, busy, paused), or a
+    product's stock or listing. `{root}/menu/availability` is published again."""
+
+
+@dataclass(frozen=True)
 class WanChanged(Change):
     up: bool
 
@@ -290,6 +296,7 @@ class Feed:
 
 
 __all__ = [
+    "AvailabilityChanged",
     "C",
     "Change",
     "DeadLettered",

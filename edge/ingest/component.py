@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
-from edge.clock import Clock, rfc3339_ms
+from edge.clock import Clock, parse_rfc3339, rfc3339_ms
 from edge.component import BaseComponent
-from edge.feed import DeadLettered, Feed, PrinterStateChanged, TimelineChanged, WanChanged
+from edge.feed import (
+    AvailabilityChanged,
+    DeadLettered,
+    Feed,
+    PrinterStateChanged,
+    TimelineChanged,
+    WanChanged,
+)
 from edge.ingest.consumer import Ingest
 from edge.ingest.link import BrokerLink
 from edge.ingest.pipeline import cut_payload
+from edge.orders import availability, opening
 from edge.store import Store, events
 
 log = structlog.get_logger(__name__)
@@ -67,6 +76,7 @@ class BrokerOut(BaseComponent):
         self.said_goodbye = False
         self._background: set[asyncio.Task[None]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
+        self._store_reopens: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         self._unsubscribe = [
@@ -74,7 +84,9 @@ class BrokerOut(BaseComponent):
             self.feed.subscribe(DeadLettered, lambda c: self._dead_letter(c.dead_letter_id)),
             self.feed.subscribe(PrinterStateChanged, self._printer_state),
             self.feed.subscribe(WanChanged, self._wan),
+            self.feed.subscribe(AvailabilityChanged, lambda _c: self._availability()),
         ]
+        self._availability()
         for row_id in await self.store.read(events.unpublished_dead_letters):
             self._dead_letter(row_id)
         # The config in force, retained: replaces a refusal an earlier reload left there.
@@ -97,6 +109,8 @@ class BrokerOut(BaseComponent):
             self.said_goodbye = True
 
     async def close(self) -> None:
+        if self._store_reopens is not None:
+            self._store_reopens.cancel()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         for task in list(self._background):
@@ -118,6 +132,30 @@ class BrokerOut(BaseComponent):
         log.info("wan_state", up=change.up)
         self.link.update_presence(wan="up" if change.up else "down")
 
+    def _availability(self) -> None:
+        """What the restaurant offers now, retained; again when a busy or paused spell's
+        `until` comes, since nothing else changes then."""
+        async def publish() -> None:
+            now = self.clock.now()
+            doc, state = await self.store.read(
+                lambda c: (availability.document(c, now), opening.current(c)))
+            self.link.publish(f"{self.root}/menu/availability", doc, retain=True)
+            if self._store_reopens is not None:
+                self._store_reopens.cancel()
+                self._store_reopens = None
+            current = state.now(now)
+            if current.until is not None and current.state is not opening.Opening.OPEN:
+                left = (parse_rfc3339(current.until) - now).total_seconds()
+                self._store_reopens = asyncio.get_running_loop().call_later(
+                    max(0.0, left) + 0.01, self._availability)
+
+        self._spawn(publish())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _dead_letter(self, row_id: int) -> None:
         async def publish() -> None:
             row = await self.store.read(lambda c: events.dead_letter(c, row_id))
@@ -132,9 +170,7 @@ class BrokerOut(BaseComponent):
                 "topic": row.topic, "reason": row.reason, "received_at": row.received_at,
                 "payload": cut_payload(row.payload)}, on_sent=sent)
 
-        task = asyncio.get_running_loop().create_task(publish())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(publish())
 
 
 __all__ = ["FLUSH_GRACE", "SHUTDOWN_GRACE", "BrokerIntake", "BrokerOut"]

@@ -24,6 +24,7 @@ from edge.clock import Clock
 from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
 from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
+from edge.orders.commands import COMMANDS
 from edge.store import Store
 
 log = structlog.get_logger(__name__)
@@ -84,12 +85,13 @@ class Ingest:
         (`command`, `duplicate`, or `dead` with the reason)."""
         if self.stopping:
             raise IntakeClosed("the kitchen is shutting down; nothing was stored")
-        if name != "reprint":
+        if name not in COMMANDS:
             raise ValueError(f"unknown command {name!r}")
-        incoming = [Incoming(self.pipeline.reprint_topic, payload)]
+        incoming = [Incoming(self.pipeline.command_topic(name), payload)]
         now = self.clock.now()
         result = await self.store.transact(
             functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+        self._pending.set()       # an order answer is an event for the applier
         self._log(result)
         return result.outcomes[0]
 

@@ -30,7 +30,7 @@ import structlog
 
 from edge.clock import rfc3339_ms
 from edge.feed import DeadLettered, EventAccepted, EventApplied, EventDuplicate
-from edge.ingest.parse import parse_event
+from edge.ingest.parse import connector_topic, parse_event
 from edge.orders import commands
 from edge.orders.apply import Applier
 from edge.orders.events import Event, Rejected, RejectKind
@@ -91,6 +91,7 @@ class Pipeline:
         self.root = root
         self.applier = applier
         self.reprint_topic = f"{root}/commands/reprint"
+        self.commands_prefix = f"{root}/commands/"
         self._parsed: dict[str, Event[Any]] = {}
 
     def apply_batch(self, tx: Tx | sqlite3.Connection, batch: list[Incoming],
@@ -114,8 +115,8 @@ class Pipeline:
         for message in batch:
             try:
                 with tx.savepoint("message"):
-                    if message.topic == self.reprint_topic:
-                        outcome = self._reprint(tx, message, now)
+                    if message.topic.startswith(self.commands_prefix):
+                        outcome = self._command(tx, message, now)
                     else:
                         outcome = self._accept(tx, message, now)
             except Rejected as exc:
@@ -221,21 +222,35 @@ class Pipeline:
         self._parsed[event.event_id] = event
         return base
 
-    def _reprint(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
+    def command_topic(self, name: str) -> str:
+        return self.commands_prefix + name
+
+    def _command(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
+        name = message.topic[len(self.commands_prefix):]
+        command = commands.COMMANDS.get(name)
+        if command is None:
+            raise Rejected(f"unknown command '{name}' (known: "
+                           f"{', '.join(sorted(commands.COMMANDS))})", RejectKind.BAD_TOPIC)
         try:
             doc: Any = json.loads(message.payload)
         except (ValueError, RecursionError) as exc:
             raise Rejected(f"payload is not valid JSON: {exc}", RejectKind.INVALID_JSON) from None
-        command = commands.Reprint.from_document(doc)
-        outcome = Outcome(message.topic, Result.COMMAND, event_id=command.command_id)
-        done = commands.reprint(tx, command, message.payload.decode("utf-8", "replace"), now)
+        payload = message.payload.decode("utf-8", "replace")
+        done = command.carry_out(tx, doc, payload, now)
+        command_id = doc.get("command_id") if isinstance(doc, dict) else None
+        outcome = Outcome(message.topic, Result.COMMAND, event_id=command_id)
         if done.repeat:
             outcome.result = Result.DUPLICATE
-            tx.emit(EventDuplicate(command.command_id, None))
+            tx.emit(EventDuplicate(command_id, None))
             return outcome
+        # A command that is an order event (an answer to an order) is stored like one and
+        # applied by the applier, with everything an event brings.
+        for event in done.events:
+            self._accept(tx, Incoming(connector_topic(self.root, "kitchen"), event.encode()),
+                         now)
         outcome.order_id = done.order_id
         outcome.new_jobs = done.new_jobs
-        tx.emit(EventApplied(command.command_id, done.order_id, "command", "command"))
+        tx.emit(EventApplied(command_id or name, done.order_id, "command", "command"))
         return outcome
 
 

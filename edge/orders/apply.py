@@ -19,7 +19,7 @@ from typing import Any, Generic
 from edge.clock import rfc3339_ms
 from edge.config.models import StationConfig
 from edge.feed import OrderStageChanged, OrderStatusChanged
-from edge.orders import kitchen, status
+from edge.orders import acceptance, kitchen, status
 from edge.orders.events import (
     Accepted,
     Cancelled,
@@ -144,9 +144,13 @@ class Applier:
                     not_before = scheduled_for - self.plan.lead(station_id)
                     if wait is None and not_before > now:
                         wait = "scheduled"
+                # Nothing cooks before the restaurant said yes; acceptance then lets each
+                # ticket go on to what it would wait for otherwise (its time, a hold).
+                if order.awaits_acceptance and wait != "course":
+                    wait = "acceptance"
                 # A later course waits for its course even while held: resume releases
                 # only what the hold stopped, and course_fired re-holds it if need be.
-                if order.status == "held" and wait != "course":
+                if order.status == "held" and wait not in ("course", "acceptance"):
                     wait = "held"
                 self._new_job(tx, event, result, now,
                               job_key=job_key(event.order_id, ref, station_id),
@@ -206,7 +210,8 @@ class Applier:
             courier=data.fulfillment.courier, note=data.note, status=status.Status.CREATED,
             stage=status.Stage.RECEIVED,
             scheduled_for=rfc3339_ms(data.scheduled_for) if data.scheduled_for else None,
-            fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id)
+            fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id,
+            requires_acceptance=data.requires_acceptance)
         tx.emit(OrderStatusChanged(event.order_id, status.Status.CREATED, None))
         self._lines(tx, event.order_id, "initial", data.items)
         add_activity(tx, event, "Order created", now, {"items": len(data.items)})
@@ -287,7 +292,7 @@ class Applier:
         count = order.hold_count + 1
         jobs = kitchen.order_jobs(tx, order.order_id)
         for job in jobs:
-            if job.state in kitchen.OPEN and job.wait_reason != "course" \
+            if job.state in kitchen.OPEN and job.wait_reason not in ("course", "acceptance") \
                     and job.reprint_of is None and kitchen.cooks(job.kind, job.change_ref):
                 kitchen.set_wait(tx, order.order_id, job, "held", now)
         self._set(tx, order.order_id, now, status="held", held_from=order.status,
@@ -369,8 +374,18 @@ class Applier:
     def _accepted(self, tx: Tx, event: Event[Accepted], order: OrderRow,
                   now: datetime) -> Applied:
         data = event.data
-        return self._stage(tx, event, order, now, "accepted", "Order accepted",
-                           prep_minutes=data.prep_minutes)
+        result = self._stage(tx, event, order, now, "accepted", "Order accepted",
+                             prep_minutes=data.prep_minutes)
+        if result.effect is Effect.APPLIED and order.requires_acceptance:
+            acceptance.withdraw_reminders(tx, order.order_id)
+            # The tickets that waited for this yes go on to whatever else they wait for.
+            for job in kitchen.order_jobs(tx, order.order_id):
+                if job.state == "waiting" and job.wait_reason == "acceptance":
+                    due = _when(job.not_before)
+                    wait = "held" if order.status == "held" else (
+                        "scheduled" if due is not None and due > now else None)
+                    self._release(tx, event, result, job, now, wait)
+        return result
 
     def _ready(self, tx: Tx, event: Event[Any], order: OrderRow,
                now: datetime) -> Applied:
@@ -405,8 +420,9 @@ class Applier:
             course = _course_of(job.change_ref)
             if job.state == "waiting" and job.wait_reason == "course" and course is not None \
                     and course <= data.course:
-                self._release(tx, event, result, job, now,
-                              "held" if order.status == "held" else None)
+                wait = "acceptance" if order.awaits_acceptance else (
+                    "held" if order.status == "held" else None)
+                self._release(tx, event, result, job, now, wait)
         self._set(tx, order.order_id, now, fired_course=data.course)
         add_activity(tx, event, f"Course {data.course} fired", now, {})
         return result

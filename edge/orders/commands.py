@@ -1,22 +1,33 @@
-"""Operator commands (CONTRACT: `{root}/commands/reprint`, `kitchen-edge jobs reprint`).
+"""Operator commands, one registry (`COMMANDS`) for `{root}/commands/{name}`, the CLI and the
+operator page (which all take the same path through the intake):
 
-A reprint is a new job copying the job it reprints (same station, kind, lines, due time),
-marked REPRINT, under a key made from the command id: the same command twice is one reprint.
+- `reprint` (CONTRACT section 3): a new job copying the job it reprints (same station, kind,
+  lines, due time), marked REPRINT, under a key made from the command id: the same command
+  twice is one reprint.
+- `order` (addition): the restaurant's answer to an order a channel sent for acceptance:
+  `{"command_id", "order_id", "action": "accept"|"reject", "prep_minutes"?, "reason_code"?,
+  "reason"?}`. It becomes an `order.accepted` / `order.rejected` event (event id
+  `cmd:{command_id}`), applied like any other, so the status machine, the timeline and the
+  partners' calls all follow from it.
+- `store` (CONTRACT section 8): open, busy or paused (`edge.orders.opening`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from edge.clock import parse_rfc3339, rfc3339_ms
-from edge.orders import kitchen
+from edge.orders import kitchen, opening
 from edge.orders.events import Rejected, RejectKind
 from edge.orders.records import add_activity
 from edge.orders.routing import job_key as make_job_key
-from edge.store import Tx, events, jobs
+from edge.store import Tx, events, jobs, orders
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,76 @@ class Done:
     order_id: str | None
     new_jobs: list[str]
     repeat: bool = False
+    # Order events the command turned into (JSON text), for the caller to store and apply.
+    events: list[str] = field(default_factory=list)
+
+
+_COMMAND_ID = re.compile(r"^[A-Za-z0-9._:-]{1,120}$")
+
+
+def _command_id(doc: dict[str, Any]) -> str:
+    value = doc.get("command_id")
+    if not isinstance(value, str) or not _COMMAND_ID.match(value):
+        raise Rejected("schema: command_id: required, 1 to 120 of A-Z a-z 0-9 . _ : -",
+                       RejectKind.SCHEMA)
+    return value
+
+
+class Action(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class OrderDecision:
+    command_id: str
+    order_id: str
+    action: Action
+    prep_minutes: int | None = None
+    reason_code: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_document(cls, doc: Any) -> OrderDecision:
+        if not isinstance(doc, dict):
+            raise Rejected("payload must be a JSON object")
+        command_id = _command_id(doc)
+        order_id = doc.get("order_id")
+        if not isinstance(order_id, str) or not order_id:
+            raise Rejected("schema: order_id: required string", RejectKind.SCHEMA)
+        try:
+            action = Action(str(doc.get("action")))
+        except ValueError:
+            raise Rejected("schema: action: must be accept or reject", RejectKind.SCHEMA) \
+                from None
+        prep = doc.get("prep_minutes")
+        if prep is not None and (type(prep) is not int or not 0 <= prep <= 24 * 60):
+            raise Rejected("schema: prep_minutes: must be a whole number of minutes, 0 to 1440",
+                           RejectKind.SCHEMA)
+        texts: dict[str, str | None] = {}
+        for name, limit in (("reason_code", 64), ("reason", 512)):
+            value = doc.get(name)
+            if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= limit):
+                raise Rejected(f"schema: {name}: must be a string of 1 to {limit} characters",
+                               RejectKind.SCHEMA)
+            texts[name] = value
+        return cls(command_id, order_id, action, prep, texts["reason_code"], texts["reason"])
+
+    def event(self, channel: str, now: datetime) -> dict[str, Any]:
+        """The order event this answer is, in the envelope of CONTRACT section 4."""
+        if self.action is Action.ACCEPT:
+            kind = "order.accepted"
+            data: dict[str, Any] = ({"prep_minutes": self.prep_minutes}
+                                    if self.prep_minutes is not None else {})
+        else:
+            kind = "order.rejected"
+            data = {"reason": self.reason or self.reason_code or "rejected by the restaurant"}
+            if self.reason_code is not None:
+                data["reason_code"] = self.reason_code
+        return {"event_id": f"cmd:{self.command_id}", "type": kind, "order_id": self.order_id,
+                "occurred_at": rfc3339_ms(now), "source": {"channel": channel,
+                                                           "device": "kitchen"},
+                "data": data}
 
 
 def reprint(tx: Tx, command: Reprint, payload: str, now: datetime) -> Done:
@@ -66,4 +147,49 @@ def reprint(tx: Tx, command: Reprint, payload: str, now: datetime) -> Done:
     return Done(job.order_id, [reprint_key])
 
 
-__all__ = ["Done", "Reprint", "reprint"]
+def decide(tx: Tx, command: OrderDecision, payload: str, now: datetime) -> Done:
+    """Turn the answer into its order event; the caller stores and applies it, so a refusal
+    (accepting a cancelled order...) is dead-lettered with the status machine's reason."""
+    if events.command_seen(tx.conn, command.command_id):
+        return Done(None, [], repeat=True)
+    order = orders.get(tx.conn, command.order_id)
+    if order is None:
+        raise Rejected(f"order_id: order '{command.order_id}' is unknown")
+    event = command.event(order.channel, now)
+    events.add_command(tx.conn, command_id=command.command_id, kind="order",
+                       received_at=rfc3339_ms(now), payload=payload,
+                       result=json.dumps({"event_id": event["event_id"]}))
+    return Done(order.order_id, [], events=[json.dumps(event, ensure_ascii=False)])
+
+
+def store_state(tx: Tx, command: opening.StoreCommand, payload: str, now: datetime) -> Done:
+    if events.command_seen(tx.conn, command.command_id):
+        return Done(None, [], repeat=True)
+    state = opening.set_state(tx, command, now)
+    events.add_command(tx.conn, command_id=command.command_id, kind="store",
+                       received_at=rfc3339_ms(now), payload=payload,
+                       result=json.dumps({"state": state.state.value}))
+    return Done(None, [])
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Command(Generic[C]):
+    parse: Callable[[Any], C]
+    run: Callable[[Tx, C, str, datetime], Done]
+
+    def carry_out(self, tx: Tx, doc: Any, payload: str, now: datetime) -> Done:
+        return self.run(tx, self.parse(doc), payload, now)
+
+
+COMMANDS: dict[str, Command[Any]] = {
+    "reprint": Command(Reprint.from_document, reprint),
+    "order": Command(OrderDecision.from_document, decide),
+    "store": Command(opening.StoreCommand.from_document, store_state),
+}
+
+
+__all__ = ["COMMANDS", "Action", "Command", "Done", "OrderDecision", "Reprint", "decide",
+           "reprint", "store_state"]

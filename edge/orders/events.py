@@ -131,6 +131,10 @@ class OrderCreated(EventData):
     scheduled_for: datetime | None = None
     note: str | None = None
     items: Annotated[list[Item], Field(min_length=1)]
+    # Addition: an order a channel sends for the restaurant to accept or reject (seeds 001,
+    # 004, without auto-accept). Its tickets wait for `order.accepted`; `order.rejected`
+    # calls it off before anything printed.
+    requires_acceptance: Annotated[bool, Field(strict=True)] = False
 
     _lines = field_validator("items")(_unique_lines)
 
@@ -167,6 +171,8 @@ class Accepted(EventData):
 
 class RejectedByRestaurant(EventData):
     reason: NonEmpty
+    # Addition: why, as a code a channel can map (the marketplace's reason ids, seed 001).
+    reason_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class CourseFired(EventData):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -34,6 +35,7 @@ from edge.backoff import Backoff
 from edge.clock import Clock, rfc3339
 from edge.config.models import Config, PrinterConfig
 from edge.feed import Feed, PrinterStateChanged
+from edge.orders import acceptance
 from edge.orders import printjobs as jobs
 from edge.printing.render import render_ticket
 from edge.printing.status import PrinterStatus
@@ -172,10 +174,27 @@ class Spooler:
                     log.info("job_released", job_key=key, why="scheduled time reached")
                 self.kick()
             await self._release_copies()
+            await self._remind()
             due = await self.store.read(jobs.next_due)
             wait = SCHEDULER_TICK if due is None else max(
                 0.05, min(SCHEDULER_TICK, (due - now).total_seconds()))
             await self.clock.sleep(wait)
+
+    async def _remind(self) -> None:
+        """Orders nobody answered (accept or reject): one ATTENTION ticket each."""
+        after = timedelta(seconds=self.cfg.acceptance.attention_after)
+        station, now = self.cfg.default_station, self.clock.now()
+        # A read first: most ticks nobody is waiting, and the writer is left alone.
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        if not any(w.waited_s >= after.total_seconds() and not w.reminded for w in waiting):
+            return
+        made = await self.store.transact(
+            lambda tx: acceptance.remind(tx, now, after, station))
+        for key in made:
+            log.warning("order_waiting_for_acceptance", job_key=key,
+                        after_s=self.cfg.acceptance.attention_after)
+        if made:
+            self.kick()
 
     def _station_printers(self, station_id: str) -> list[str]:
         for station in self.cfg.stations:

@@ -160,6 +160,26 @@ def command_seen(conn: sqlite3.Connection, command_id: str) -> bool:
                         (command_id,)).fetchone() is not None
 
 
+def command_result(conn: sqlite3.Connection, command_id: str) -> str | None:
+    row = query(conn, "SELECT result FROM commands WHERE command_id=?",
+                (command_id,)).fetchone()
+    return None if row is None else str(row["result"])
+
+
+def event_applied(conn: sqlite3.Connection, event_id: str) -> bool | None:
+    """True once applied, False while stored and waiting, None when not stored (yet, or it
+    was refused and dead-lettered)."""
+    row = query(conn, "SELECT applied FROM events WHERE event_id=?", (event_id,)).fetchone()
+    return None if row is None else bool(row["applied"])
+
+
+def dead_letter_mentioning(conn: sqlite3.Connection, needle: str) -> str | None:
+    """The reason of the newest dead letter whose payload holds `needle` (an id)."""
+    row = query(conn, "SELECT reason FROM dead_letters WHERE instr(CAST(payload AS TEXT), ?) "
+                "ORDER BY id DESC LIMIT 1", (needle,)).fetchone()
+    return None if row is None else str(row["reason"])
+
+
 def add_command(conn: sqlite3.Connection, *, command_id: str, kind: str, received_at: str,
                 payload: str, result: str) -> None:
     query(conn,
@@ -177,8 +197,11 @@ __all__ = [
     "add_command",
     "add_dead_letter",
     "applied_of_types",
+    "command_result",
     "command_seen",
     "dead_letter",
+    "dead_letter_mentioning",
+    "event_applied",
     "forget",
     "mark_applied",
     "mark_dead_letter_published",

@@ -38,6 +38,13 @@ class OrderRow:
     created_at: str
     updated_at: str
     intake_event_id: str
+    requires_acceptance: int = 0
+    attention_at: str | None = None
+
+    @property
+    def awaits_acceptance(self) -> bool:
+        """Sent for the restaurant to accept or reject, and not answered yet."""
+        return bool(self.requires_acceptance) and self.stage == "received"
 
     @property
     def stage(self) -> str:
@@ -48,7 +55,7 @@ class OrderRow:
 _ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
 # What `update` may set; the names are spliced into SQL, so only these.
 _SETTABLE = frozenset({"status", "held_from", "kitchen_stage", "prep_minutes", "paid_cents",
-                       "refunded_cents", "hold_count", "fired_course"})
+                       "refunded_cents", "hold_count", "fired_course", "attention_at"})
 
 
 class NewLine(Protocol):
@@ -99,13 +106,23 @@ def add(conn: sqlite3.Connection, *, order_id: str, channel: str, device: str | 
         display_id: str | None, fulfillment: str, table_label: str | None,
         courier: str | None, note: str | None, status: str, stage: str,
         scheduled_for: str | None, fired_course: int | None, at: str,
-        intake_event_id: str) -> None:
+        intake_event_id: str, requires_acceptance: bool = False) -> None:
     query(conn,
         "INSERT INTO orders (order_id, channel, device, display_id, fulfillment, table_label,"
         " courier, note, status, kitchen_stage, scheduled_for, fired_course, created_at,"
-        " updated_at, intake_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " updated_at, intake_event_id, requires_acceptance)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (order_id, channel, device, display_id, fulfillment, table_label, courier, note,
-         status, stage, scheduled_for, fired_course, at, at, intake_event_id))
+         status, stage, scheduled_for, fired_course, at, at, intake_event_id,
+         1 if requires_acceptance else 0))
+
+
+def awaiting_acceptance(conn: sqlite3.Connection) -> list[OrderRow]:
+    """Orders sent for the restaurant to accept or reject, not answered yet, oldest first."""
+    rows = query(conn, f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders "
+                       "WHERE requires_acceptance = 1 AND kitchen_stage = 'received' "
+                       "AND status NOT IN ('cancelled', 'void') ORDER BY created_at").fetchall()
+    return [OrderRow(**{c: row[c] for c in _ORDER_COLUMNS}) for row in rows]
 
 
 def update(conn: sqlite3.Connection, order_id: str, at: str, **cols: Any) -> None:
@@ -239,6 +256,7 @@ __all__ = [
     "add",
     "add_activity",
     "add_lines",
+    "awaiting_acceptance",
     "exists",
     "first_existing",
     "get",

@@ -11,51 +11,11 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path("/etc/kitchen-edge/station.yaml")
-
-
-def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    if as_json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    else:
-        print(render(data))
-
-
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A plain text table for people; --json is for scripts."""
-    if not rows:
-        return "(none)"
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _db(args: argparse.Namespace) -> Path:
-    from edge.daemon import db_path
-    from edge.daemon import load_station as load_config
-
-    if getattr(args, "db", None):
-        return Path(args.db)
-    return db_path(load_config(Path(args.config)))
-
-
-def _ro(args: argparse.Namespace) -> Any:
-    from edge.store import open_readonly
-
-    return open_readonly(_db(args))
+from edge.cli import answers
+from edge.cli.common import _db, _emit, _ro, table, with_config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -266,14 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kitchen-edge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser, db: bool = True) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", default=str(DEFAULT_CONFIG),
-                       help=f"station config (default {DEFAULT_CONFIG})")
-        if db:
-            p.add_argument("--db", help="database file (default: state_dir from the config)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
-
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--config", "-c", required=True)
     run.set_defaults(fn=cmd_run)
@@ -305,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     os_ = with_config(orders.add_parser("show", help="an order, its activity log and jobs"))
     os_.add_argument("order_id")
     os_.set_defaults(fn=cmd_orders_show)
+    answers.register(sub, orders)
 
     printers = sub.add_parser("printers", help="printers").add_subparsers(
         dest="printers_command", required=True)
