@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from edge.config.menu import Menu
 from edge.config.models import Config
 
 Loc = Sequence[str | int]
@@ -77,6 +78,7 @@ _RELATIVE_PATHS: list[Loc] = [
     ("state_dir",),
     ("mqtt", "password_file"),
     ("upstream", "token_file"),
+    ("menu",),
 ]
 
 
@@ -160,6 +162,13 @@ def _cross_checks(data: dict[str, Any], add: Any,
     token = upstream.get("token_file") if isinstance(upstream, dict) else None
     if isinstance(token, str) and not Path(token).is_file():
         add(("upstream", "token_file"), f"token file {token} does not exist")
+    tables = data.get("tables")
+    if isinstance(tables, list):
+        seen_tables: set[str] = set()
+        for i, table_id in enumerate(tables):
+            if isinstance(table_id, str) and table_id in seen_tables:
+                add(("tables", i), f"duplicate table '{table_id}'")
+            seen_tables.add(str(table_id))
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():
@@ -169,13 +178,7 @@ def _cross_checks(data: dict[str, Any], add: Any,
             add(("mqtt", "username"), "password_file is set but username is not")
 
 
-def parse_config(text: str, path: Path, *,
-                 codepage_check: CodepageCheck | None = None) -> Config:
-    """Parse YAML text as if read from `path`; raise ConfigError listing every problem.
-    `codepage_check(profile, codepage)` names what a printer cannot print (it knows the
-    printers' capabilities: `edge.printing.codepages.check_codepage`, passed in by the
-    daemon and the CLI, since configuration sits below printing)."""
-    name = path.name
+def _read_yaml(text: str, name: str) -> CommentedMap:
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(io.StringIO(text))
@@ -185,6 +188,70 @@ def parse_config(text: str, path: Path, *,
         raise ConfigError([Problem(name, line, "", f"YAML syntax error: {exc.problem}")]) from None
     if not isinstance(doc, CommentedMap):
         raise ConfigError([Problem(name, 1, "", "the file must be a mapping of keys")])
+    return doc
+
+
+def _errors(exc: ValidationError, add: Any) -> None:
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+        add(loc, _pydantic_message(err))
+
+
+def load_menu(path: Path) -> Menu:
+    """The menu file (`edge.config.menu`), checked like the station config: ConfigError
+    listing every problem as `menu.yaml:7 products[2].price: ...`."""
+    name = path.name
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(name, 0, "", f"cannot read: {exc.strerror}")]) from None
+    doc = _read_yaml(text, name)
+    problems: list[Problem] = []
+
+    def add(loc: Loc, message: str) -> None:
+        problems.append(Problem(name, _line_of(doc, loc), format_path(loc), message))
+
+    menu: Menu | None = None
+    try:
+        menu = Menu.model_validate(_plain(doc))
+    except ValidationError as exc:
+        _errors(exc, add)
+    seen: set[str] = set()
+    for i, product in enumerate(_items(_plain(doc), "products")):
+        ident = product.get("id")
+        if isinstance(ident, str):
+            if ident in seen:
+                add(("products", i, "id"), f"duplicate product id '{ident}'")
+            seen.add(ident)
+    if problems or menu is None:
+        raise ConfigError(sorted(dict.fromkeys(problems), key=lambda p: p.line))
+    return menu
+
+
+def _with_menu(data: dict[str, Any], doc: CommentedMap,
+               name: str) -> tuple[Menu | None, list[Problem]]:
+    """The menu the config names, or the problems it has (in the menu file's own lines)."""
+    value = data.get("menu")
+    if not isinstance(value, str):
+        return None, []
+    menu_path = Path(value)
+    if not menu_path.is_file():
+        return None, [Problem(name, _line_of(doc, ("menu",)), "menu",
+                              f"menu file {menu_path} does not exist")]
+    try:
+        return load_menu(menu_path), []
+    except ConfigError as exc:
+        return None, exc.problems
+
+
+def parse_config(text: str, path: Path, *,
+                 codepage_check: CodepageCheck | None = None) -> Config:
+    """Parse YAML text as if read from `path`; raise ConfigError listing every problem.
+    `codepage_check(profile, codepage)` names what a printer cannot print (it knows the
+    printers' capabilities: `edge.printing.codepages.check_codepage`, passed in by the
+    daemon and the CLI, since configuration sits below printing)."""
+    name = path.name
+    doc = _read_yaml(text, name)
     data = _plain(doc)
     _resolve_paths(data, path.parent.resolve())
     problems: list[Problem] = []
@@ -196,15 +263,14 @@ def parse_config(text: str, path: Path, *,
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-            add(loc, _pydantic_message(err))
+        _errors(exc, add)
     _cross_checks(data, add, codepage_check)
-    if problems or cfg is None:
+    menu, menu_problems = _with_menu(data, doc, name)
+    if problems or menu_problems or cfg is None:
         unique = list(dict.fromkeys(problems))
         unique.sort(key=lambda p: p.line)
-        raise ConfigError(unique)
-    return cfg
+        raise ConfigError(unique + menu_problems)
+    return cfg.with_menu(menu)
 
 
 def load_config(path: Path, *, codepage_check: CodepageCheck | None = None) -> Config:

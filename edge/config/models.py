@@ -12,7 +12,9 @@ from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from edge.config.menu import Menu
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 
@@ -260,6 +262,20 @@ class Config(_Strict):
     # CONTRACT section 8: the IANA zone channel times without an offset are read in.
     timezone: str = "UTC"
     acceptance: AcceptanceConfig = AcceptanceConfig()
+    # CONTRACT section 8: the POS's table ids (absent: any table id), and the menu file.
+    tables: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+    menu: Path | None = None
+    # The menu file as read and checked by the loader (`edge.config.load`).
+    _menu: Menu | None = PrivateAttr(default=None)
+
+    @property
+    def menu_data(self) -> Menu | None:
+        """The products of the menu file, or None without one."""
+        return self._menu
+
+    def with_menu(self, menu: Menu | None) -> Config:
+        self._menu = menu
+        return self
 
     @field_validator("timezone")
     @classmethod

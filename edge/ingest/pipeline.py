@@ -5,7 +5,9 @@ deduplicated by event_id and stored as received (or dead-lettered). The caller s
 PUBACKs once it has committed. `apply_pending` then applies the stored events in arrival
 order through the domain (`edge.orders.apply`): order state, print jobs, activity log,
 outbox records. A refused event (a transition the order cannot make) is rolled back to its
-savepoint, removed and dead-lettered.
+savepoint, removed and dead-lettered. OpenApp's requests (`{root}/openapp/in`) take the same
+two steps: stored as received, then applied (`edge.orders.openapp`) after the events of the
+same pass.
 
 Splitting them keeps the acknowledged-only-when-durable promise cheap: the broker can forget
 an event as soon as its raw form is on disk, and deriving everything from it costs no fsync
@@ -30,12 +32,13 @@ import structlog
 
 from edge.clock import rfc3339_ms
 from edge.feed import DeadLettered, EventAccepted, EventApplied, EventDuplicate
-from edge.ingest.parse import connector_topic, parse_event
-from edge.orders import commands
+from edge.ingest.parse import MAX_PAYLOAD, connector_topic, json_document, parse_event
+from edge.orders import commands, openapp
 from edge.orders.apply import Applier
 from edge.orders.events import Event, Rejected, RejectKind
 from edge.orders.records import sync_records
 from edge.store import Tx, as_tx, events
+from edge.store import openapp as openapp_messages
 from edge.store.events import DEAD_LETTER_CUT
 
 log = structlog.get_logger(__name__)
@@ -92,6 +95,8 @@ class Pipeline:
         self.applier = applier
         self.reprint_topic = f"{root}/commands/reprint"
         self.commands_prefix = f"{root}/commands/"
+        self.openapp_topic = f"{root}/openapp/in"
+        self.openapp = openapp.Desk(root, applier, connector_topic(root, "openapp"))
         self._parsed: dict[str, Event[Any]] = {}
 
     def apply_batch(self, tx: Tx | sqlite3.Connection, batch: list[Incoming],
@@ -117,6 +122,8 @@ class Pipeline:
                 with tx.savepoint("message"):
                     if message.topic.startswith(self.commands_prefix):
                         outcome = self._command(tx, message, now)
+                    elif message.topic == self.openapp_topic:
+                        outcome = self._openapp(tx, message, now)
                     else:
                         outcome = self._accept(tx, message, now)
             except Rejected as exc:
@@ -170,7 +177,42 @@ class Pipeline:
                 outcome = self._dead(tx, stored.topic, raw, reason, kind, now)
             new_jobs += len(outcome.new_jobs)
             outcomes.append(outcome)
+        if len(outcomes) < limit:
+            more = self._apply_openapp(tx, now, limit - len(outcomes))
+            outcomes += more.outcomes
+            touched |= more.touched_orders
+            new_jobs += more.new_jobs
         return BatchResult(outcomes, touched, new_jobs, self._sync(tx, touched, now))
+
+    def _apply_openapp(self, tx: Tx, now: datetime, limit: int) -> BatchResult:
+        """Apply stored OpenApp requests, oldest first, each in its own savepoint; one that
+        cannot be applied is removed and dead-lettered, like an event."""
+        outcomes: list[Outcome] = []
+        touched: set[str] = set()
+        for stored in openapp_messages.unapplied(tx.conn, limit):
+            try:
+                with tx.savepoint("openapp"), structlog.contextvars.bound_contextvars(
+                        message_id=stored.message_id, table_id=stored.table_id):
+                    handled = self.openapp.apply(tx, stored, now)
+                    openapp_messages.mark_applied(tx.conn, stored.rowid)
+                    tx.emit(EventApplied(stored.message_id, handled.order_id,
+                                         stored.message_type, "applied"))
+                outcome = Outcome(self.openapp_topic, Result.APPLIED, stored.message_id,
+                                  handled.order_id, stored.message_type,
+                                  new_jobs=handled.new_jobs)
+                touched |= handled.touched
+            except Exception as exc:  # never a poison pill, as for events
+                openapp_messages.forget(tx.conn, stored.rowid)
+                if isinstance(exc, Rejected):
+                    reason, kind = exc.reason, exc.kind
+                else:
+                    log.exception("openapp_crashed_applier", message_id=stored.message_id)
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                    kind = RejectKind.OTHER
+                outcome = self._dead(tx, self.openapp_topic, stored.payload.encode(), reason,
+                                     kind, now)
+            outcomes.append(outcome)
+        return BatchResult(outcomes, touched, sum(len(o.new_jobs) for o in outcomes))
 
     @staticmethod
     def _sync(tx: Tx, touched: set[str], now: datetime) -> dict[str, dict[str, Any]]:
@@ -221,6 +263,20 @@ class Pipeline:
             self._parsed.clear()
         self._parsed[event.event_id] = event
         return base
+
+    def _openapp(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
+        """Check an OpenApp request and store it as received; applied by the applier."""
+        if len(message.payload) > MAX_PAYLOAD:
+            raise Rejected(f"payload is {len(message.payload)} bytes; the limit is "
+                           f"{MAX_PAYLOAD} (256 KiB)", RejectKind.TOO_LARGE)
+        document, text = json_document(message.payload)
+        request = openapp.parse_request(document, self.openapp.zone)
+        outcome = Outcome(message.topic, Result.ACCEPTED, request.message_id, None,
+                          request.message_type)
+        if not openapp.store_request(tx, request, text, now):
+            outcome.result = Result.DUPLICATE
+            tx.emit(EventDuplicate(request.message_id, None))
+        return outcome
 
     def command_topic(self, name: str) -> str:
         return self.commands_prefix + name

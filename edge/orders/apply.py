@@ -17,14 +17,16 @@ from enum import StrEnum
 from typing import Any, Generic
 
 from edge.clock import rfc3339_ms
+from edge.config.menu import Menu
 from edge.config.models import StationConfig
 from edge.feed import OrderStageChanged, OrderStatusChanged
-from edge.orders import acceptance, kitchen, status
+from edge.orders import acceptance, checks, kitchen, menu, status
 from edge.orders.events import (
     Accepted,
     Cancelled,
     CourseFired,
     D,
+    DiscountApplied,
     Empty,
     Envelope,
     Event,
@@ -33,6 +35,7 @@ from edge.orders.events import (
     Item,
     ItemsAdded,
     ItemsComplimented,
+    ItemsDelivered,
     ItemsVoided,
     OrderCreated,
     PaymentAdded,
@@ -46,15 +49,20 @@ from edge.orders.progress import refresh_progress, set_order
 from edge.orders.records import add_activity, confirmation_if_first
 from edge.orders.routing import job_key, line_set_ref, route
 from edge.store import Tx, orders
+from edge.store import checks as check_table
 from edge.store.orders import OrderRow
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The part of the station config that decides where tickets go."""
+    """The part of the station config the kitchen's decisions need: where tickets go, the
+    menu (prices, categories, stock), the POS's tables and the local time zone."""
 
     stations: tuple[StationConfig, ...]
     default_station: str | None
+    menu: Menu | None = None
+    tables: tuple[str, ...] | None = None     # None: any table id
+    timezone: str = "UTC"
 
     def lead(self, station_id: str) -> timedelta:
         for station in self.stations:
@@ -180,6 +188,10 @@ class Applier:
         for job in jobs:
             if job.state in kitchen.OPEN:
                 self._withdraw(tx, order.order_id, job.job_key, f"order {target}: {why}")
+        in_kitchen = {x for lines in kitchen.reached_lines_by_station(jobs).values()
+                      for x in lines}
+        menu.give_back(tx, order.order_id,
+                       _active_lines(tx, order.order_id, include_voided=False) - in_kitchen, now)
         if target == "cancelled":
             reached = kitchen.reached_lines_by_station(jobs)
             active = _active_lines(tx, order.order_id, include_voided=False)
@@ -213,11 +225,13 @@ class Applier:
             fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id,
             requires_acceptance=data.requires_acceptance)
         tx.emit(OrderStatusChanged(event.order_id, status.Status.CREATED, None))
-        self._lines(tx, event.order_id, "initial", data.items)
-        add_activity(tx, event, "Order created", now, {"items": len(data.items)})
+        items = menu.priced(self.plan.menu, data.items)
+        self._lines(tx, event.order_id, "initial", items)
+        add_activity(tx, event, "Order created", now, {"items": len(items)})
+        menu.take_for_lines(tx, event, event.order_id, items, now)
         created = _load(tx, event.order_id)
         assert created is not None
-        self._food_jobs(tx, event, result, created, data.items, "NEW", "new", now,
+        self._food_jobs(tx, event, result, created, items, "NEW", "new", now,
                         data.scheduled_for)
         return result
 
@@ -234,11 +248,13 @@ class Applier:
         clash = orders.first_existing(tx.conn, order.order_id, [i.line_id for i in data.items])
         if clash is not None:
             raise Rejected(f"data.items: line_id '{clash}' is already on the order")
-        self._lines(tx, order.order_id, batch_ref, data.items)
+        items = menu.priced(self.plan.menu, data.items)
+        self._lines(tx, order.order_id, batch_ref, items)
         add_activity(tx, event, "Items added", now,
-                     {"batch_id": data.batch_id, "items": len(data.items)})
+                     {"batch_id": data.batch_id, "items": len(items)})
+        menu.take_for_lines(tx, event, order.order_id, items, now)
         sched = _when(order.scheduled_for)
-        self._food_jobs(tx, event, result, order, data.items, "ADDED",
+        self._food_jobs(tx, event, result, order, items, "ADDED",
                         f"add-{data.batch_id}", now, sched if sched and sched > now else None)
         refresh_progress(tx, order.order_id, now)
         return result
@@ -260,6 +276,9 @@ class Applier:
         jobs = kitchen.order_jobs(tx, order.order_id)
         reached = kitchen.reached_lines_by_station(jobs)
         gone = set(fresh)
+        # Called off before the kitchen had them: their portions go back to the stock.
+        menu.give_back(tx, order.order_id,
+                       gone - {x for lines in reached.values() for x in lines}, now)
         # Lines not yet on paper are simply taken off the waiting job.
         for job in kitchen.food_jobs(jobs):
             if job.state in kitchen.OPEN and gone & set(job.line_ids):
@@ -492,6 +511,53 @@ class Applier:
         return result
 
 
+    def _items_delivered(self, tx: Tx, event: Event[ItemsDelivered], order: OrderRow,
+                         now: datetime) -> Applied:
+        """Lines brought to the table (seed 002's "delivered items"): no ticket; the check
+        shows them DELIVERED. A voided line was never served."""
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
+        states = _line_states(tx, order.order_id)
+        for line in data.line_ids:
+            if line not in states:
+                raise Rejected(f"data.line_ids: unknown line_id '{line}' on this order")
+            if states[line] == "voided":
+                raise Rejected(f"data.line_ids: line '{line}' was voided; a cancelled item "
+                               "is not delivered")
+        if order.status not in (*status.WORKING, "completed"):
+            raise _refuse(order.status, order.status, "items of a final order can't be changed")
+        done = check_table.lines(tx.conn, order.order_id)
+        fresh = [x for x in dict.fromkeys(data.line_ids)
+                 if x not in done or done[x].delivered_at is None]
+        if not fresh:
+            return _repeat(tx, event, result, "Items delivered", now)
+        check_table.mark_delivered(tx.conn, order.order_id, fresh, rfc3339_ms(now))
+        add_activity(tx, event, "Items delivered", now, {"line_ids": fresh})
+        return result
+
+    def _discount_applied(self, tx: Tx, event: Event[DiscountApplied], order: OrderRow,
+                          now: datetime) -> Applied:
+        """A discount on the check, before it is paid; never more than the check is worth
+        (a paid order is refunded instead, seed 003)."""
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
+        if check_table.has_discount(tx.conn, order.order_id, data.discount_id):
+            return _repeat(tx, event, result, "Discount applied", now)
+        if order.status not in status.WORKING:
+            raise _refuse(order.status, order.status, "a discount is given before the check "
+                          "is paid; a paid order is refunded")
+        room = checks.left_to_discount(tx.conn, order.order_id)
+        if data.amount > room:
+            raise Rejected(f"data.amount: {data.amount} is more than the check has left to "
+                           f"discount ({max(0, room)})")
+        check_table.add_discount(tx.conn, order.order_id, check_table.Discount(
+            data.discount_id, data.amount, data.reason), rfc3339_ms(now))
+        add_activity(tx, event, "Discount applied", now,
+                     {"discount_id": data.discount_id, "amount": data.amount,
+                      "reason": data.reason})
+        return result
+
+
 def _repeat(tx: Tx, event: Event[Any], result: Applied, what: str,
             now: datetime) -> Applied:
     """The order already has this change (a platform repeating itself, a retry under a new
@@ -555,6 +621,8 @@ EVENTS: Mapping[EventType, On[Any]] = {
     EventType.PAYMENT_ADDED: On(PaymentAdded, Applier._payment_added),
     EventType.REFUNDED: On(Refunded, Applier._refunded),
     EventType.ITEMS_COMPLIMENTED: On(ItemsComplimented, Applier._items_complimented),
+    EventType.ITEMS_DELIVERED: On(ItemsDelivered, Applier._items_delivered),
+    EventType.DISCOUNT_APPLIED: On(DiscountApplied, Applier._discount_applied),
 }
 
 

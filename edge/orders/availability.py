@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from edge.orders import opening
+from edge.orders import menu, opening
 
 Part = Callable[[sqlite3.Connection, datetime], tuple[str, Any]]
 
@@ -22,12 +22,7 @@ def _store(conn: sqlite3.Connection, now: datetime) -> tuple[str, Any]:
     return "store", opening.current(conn).public(now)
 
 
-def _no_products(conn: sqlite3.Connection, now: datetime) -> tuple[str, Any]:
-    return "products", {}
-
-
-# The menu replaces the products part when it exists.
-PARTS: dict[str, Part] = {"store": _store, "products": _no_products}
+PARTS: dict[str, Part] = {"store": _store, "products": menu.availability_part}
 
 
 def document(conn: sqlite3.Connection, now: datetime) -> dict[str, Any]:

@@ -10,6 +10,7 @@ operator page (which all take the same path through the intake):
   `cmd:{command_id}`), applied like any other, so the status machine, the timeline and the
   partners' calls all follow from it.
 - `store` (CONTRACT section 8): open, busy or paused (`edge.orders.opening`).
+- `stock` (CONTRACT section 8): a product's stock and listing (`edge.orders.menu`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from edge.clock import parse_rfc3339, rfc3339_ms
-from edge.orders import kitchen, opening
+from edge.orders import kitchen, menu, opening
 from edge.orders.events import Rejected, RejectKind
 from edge.orders.records import add_activity
 from edge.orders.routing import job_key as make_job_key
@@ -172,6 +173,15 @@ def store_state(tx: Tx, command: opening.StoreCommand, payload: str, now: dateti
     return Done(None, [])
 
 
+def stock(tx: Tx, command: menu.StockCommand, payload: str, now: datetime) -> Done:
+    if events.command_seen(tx.conn, command.command_id):
+        return Done(None, [], repeat=True)
+    result = menu.apply_stock(tx, command, now)
+    events.add_command(tx.conn, command_id=command.command_id, kind="stock",
+                       received_at=rfc3339_ms(now), payload=payload, result=json.dumps(result))
+    return Done(None, [])
+
+
 C = TypeVar("C")
 
 
@@ -188,8 +198,9 @@ COMMANDS: dict[str, Command[Any]] = {
     "reprint": Command(Reprint.from_document, reprint),
     "order": Command(OrderDecision.from_document, decide),
     "store": Command(opening.StoreCommand.from_document, store_state),
+    "stock": Command(menu.StockCommand.from_document, stock),
 }
 
 
 __all__ = ["COMMANDS", "Action", "Command", "Done", "OrderDecision", "Reprint", "decide",
-           "reprint", "store_state"]
+           "reprint", "stock", "store_state"]

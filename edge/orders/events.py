@@ -64,6 +64,9 @@ class EventType(StrEnum):
     PAYMENT_ADDED = "order.payment_added"
     REFUNDED = "order.refunded"
     ITEMS_COMPLIMENTED = "order.items_complimented"
+    # Additions for the table check (seed 002): lines delivered to the table, discounts.
+    ITEMS_DELIVERED = "order.items_delivered"
+    DISCOUNT_APPLIED = "order.discount_applied"
 
 
 class _Model(BaseModel):
@@ -87,6 +90,10 @@ class Item(_Model):
     note: str | None = None
     allergens: list[str] = Field(default_factory=list)
     course: Annotated[int, Field(ge=1, le=20, strict=True)] | None = None
+    # CONTRACT section 8: the menu's product (its category and price when the item has
+    # none) and the price of one, in minor units.
+    product_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
+    unit_price: Annotated[int, Field(ge=0, strict=True)] | None = None
 
 
 class Source(_Model):
@@ -196,6 +203,16 @@ class Refunded(EventData):
 class ItemsComplimented(EventData):
     line_ids: Annotated[list[str], Field(min_length=1)]
     reason: NonEmpty
+
+
+class ItemsDelivered(EventData):
+    line_ids: Annotated[list[str], Field(min_length=1)]
+
+
+class DiscountApplied(EventData):
+    discount_id: Annotated[str, Field(min_length=1, max_length=128)]
+    amount: Annotated[int, Field(ge=1, strict=True)]
+    reason: str | None = None
 
 
 class Envelope(_Model):

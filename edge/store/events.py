@@ -57,12 +57,14 @@ def seen(conn: sqlite3.Connection, event_id: str) -> bool:
 
 def add(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
         occurred_at: str, received_at: str, channel: str, device: str | None, topic: str,
-        payload: str) -> None:
-    """Store an event as received, not yet applied."""
+        payload: str, applied: bool = False) -> None:
+    """Store an event as received, not yet applied (or applied by the caller, in the same
+    transaction: an OpenApp round)."""
     query(conn,
         "INSERT INTO events (event_id, order_id, type, occurred_at, received_at, channel, "
-        "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,0)",
-        (event_id, order_id, type, occurred_at, received_at, channel, device, topic, payload))
+        "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (event_id, order_id, type, occurred_at, received_at, channel, device, topic, payload,
+         int(applied)))
 
 
 def unapplied(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:

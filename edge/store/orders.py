@@ -125,6 +125,19 @@ def awaiting_acceptance(conn: sqlite3.Connection) -> list[OrderRow]:
     return [OrderRow(**{c: row[c] for c in _ORDER_COLUMNS}) for row in rows]
 
 
+def open_dine_in(conn: sqlite3.Connection, table_label: str,
+                 working: Iterable[str]) -> OrderRow | None:
+    """The newest dine-in order of the table whose status is one of `working` (the table's
+    open check, seed 002), or None."""
+    states = list(working)
+    row = query(conn, f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders "
+                      "WHERE fulfillment = 'dine_in' AND table_label = ? "
+                      f"AND status IN ({','.join('?' * len(states))}) "
+                      "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (table_label, *states)).fetchone()
+    return None if row is None else OrderRow(**{c: row[c] for c in _ORDER_COLUMNS})
+
+
 def update(conn: sqlite3.Connection, order_id: str, at: str, **cols: Any) -> None:
     unknown = set(cols) - _SETTABLE
     if unknown:
@@ -267,6 +280,7 @@ __all__ = [
     "line_states",
     "lines",
     "lines_summary",
+    "open_dine_in",
     "set_line_state",
     "set_timeline_digest",
     "summary",
