@@ -30,7 +30,7 @@ from edge.ingest.component import BrokerIntake, BrokerOut
 from edge.ingest.consumer import Ingest
 from edge.ingest.link import BrokerLink
 from edge.ingest.pipeline import Pipeline
-from edge.orders import acceptance
+from edge.orders import acceptance, menu
 from edge.orders.apply import Applier, Plan
 from edge.printing.component import Printing
 from edge.service import metrics
@@ -56,7 +56,8 @@ def db_path(cfg: Config) -> Path:
 
 
 def plan_of(cfg: Config) -> Plan:
-    return Plan(tuple(cfg.stations), cfg.routing.default_station)
+    return Plan(tuple(cfg.stations), cfg.routing.default_station, cfg.menu_data,
+                tuple(cfg.tables) if cfg.tables is not None else None, cfg.timezone)
 
 
 # -- the optional components, built from the config ----------------------------------------
@@ -90,13 +91,20 @@ def _web(ctx: Context) -> Component | None:
     return WebServer(ctx, ctx.cfg.http)
 
 
+def _openapp(ctx: Context) -> Component | None:
+    # OpenApp's topics are always there (CONTRACT section 11): its answers go out from here.
+    from edge.connectors.openapp.component import OpenApp
+
+    return OpenApp(ctx)
+
+
 def _metrics(ctx: Context) -> Component | None:
     from edge.service.component import Metrics
 
     return Metrics(ctx)
 
 
-FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _metrics]
+FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _openapp, _metrics]
 
 
 class Daemon:
@@ -205,12 +213,15 @@ class Daemon:
         if path is None:
             return
 
-        def stamp() -> tuple[float, int] | None:
+        # The menu file is part of the config: an edited price or stock is a reload too.
+        watched = [path] + ([self.cfg.menu] if self.cfg.menu is not None else [])
+
+        def stamp() -> tuple[tuple[float, int], ...] | None:
             try:
-                st = path.stat()
+                stats = [p.stat() for p in watched]
             except OSError:
                 return None
-            return st.st_mtime, st.st_size
+            return tuple((st.st_mtime, st.st_size) for st in stats)
 
         seen = stamp()
         while True:
@@ -224,6 +235,8 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             if self.handle_signals:
                 self._install_signals()
+        # The menu file's products and stock, before anyone publishes availability.
+        await self.store.transact(lambda tx: menu.sync(tx, self.cfg.menu_data, self.clock.now()))
         self.components = self._build()
         for component in self.components:
             await component.start()

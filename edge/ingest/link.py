@@ -167,7 +167,8 @@ class BrokerLink:
         root = self.cfg.root
         # Subscriptions survive in the session, but a broker that lost its state would
         # leave us deaf; resubscribing is cheap and idempotent.
-        await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/+", 1)])
+        await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/+", 1),
+                                (f"{root}/openapp/in", 1)])
         _raise_if_cancelling()
         self.client = client
         self.connected.set()
