@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from edge.cli import answers
+from edge.cli import answers, tables
 from edge.cli.common import _db, _emit, _ro, table, with_config
 
 
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     os_.add_argument("order_id")
     os_.set_defaults(fn=cmd_orders_show)
     answers.register(sub, orders)
+    tables.register(sub)
 
     printers = sub.add_parser("printers", help="printers").add_subparsers(
         dest="printers_command", required=True)
