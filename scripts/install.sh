@@ -320,6 +320,7 @@ install: next steps
   2. give the POS/QR bridges and the operator their MQTT passwords:
      mosquitto_passwd /etc/mosquitto/kitchen-edge.passwd publisher
      mosquitto_passwd /etc/mosquitto/kitchen-edge.passwd operator
+     mosquitto_passwd /etc/mosquitto/kitchen-edge.passwd openapp
      systemctl reload mosquitto
   3. systemctl start kitchen-edge; journalctl -u kitchen-edge -f
 EOF

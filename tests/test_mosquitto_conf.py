@@ -39,7 +39,8 @@ NO_MATCHING_SUBSCRIBERS = 0x10  # still a success: the broker took the message
 SEVEN_DAYS = 7 * 24 * 3600
 TIMEOUT = 10.0
 
-PASSWORDS = {"kitchen-edge": "daemon-pw", "publisher": "pub-pw", "operator": "op-pw"}
+PASSWORDS = {"kitchen-edge": "daemon-pw", "publisher": "pub-pw", "operator": "op-pw",
+             "openapp": "oa-pw"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -275,6 +276,10 @@ FORBIDDEN_FOR_PUBLISHER = [
     "kitchen/x/commands/reprint",
     "kitchen/x/dead-letter",
     "kitchen/x/printers/hot-line/state",
+    "kitchen/x/openapp/in",
+    "kitchen/x/openapp/out",
+    "kitchen/x/commands/stock",
+    "kitchen/x/menu/availability",
 ]
 
 
@@ -345,12 +350,52 @@ def test_operator_sends_commands_and_nothing_else(
     assert op.publish("kitchen/x/orders/o1/events", b"forged") == NOT_AUTHORIZED
     assert op.publish("kitchen/x/edge/state", b"forged") == NOT_AUTHORIZED
     assert op.publish("kitchen/x/openapp/in", b"forged") == NOT_AUTHORIZED
-    for name in ("reprint", "order", "store"):
+    assert op.publish("kitchen/x/openapp/out", b"forged") == NOT_AUTHORIZED
+    assert op.publish("kitchen/x/menu/availability", b"forged") == NOT_AUTHORIZED
+    for name in ("reprint", "order", "store", "stock"):
         assert op.publish(f"kitchen/x/commands/{name}", name.encode()) == SUCCESS
         got = daemon.receive_until(f"kitchen/x/commands/{name}", name.encode())
         assert [m.payload for m in got] == [name.encode()]
     # Only one level: nothing below a command's topic.
     assert op.publish("kitchen/x/commands/order/extra", b"x") == NOT_AUTHORIZED
+
+
+def test_openapp_bridge_sends_table_requests_and_reads_only_its_answers(
+    kbroker: KitchenBroker, clients: list[Client]
+) -> None:
+    daemon = _daemon(clients, kbroker.lan_port)
+    daemon.subscribe("kitchen/#")
+    bridge = _client(clients, "openapp-bridge")
+    assert bridge.connect(kbroker.lan_port, "openapp", PASSWORDS["openapp"])[0] == SUCCESS
+    for topic in ("kitchen/+/openapp/out", "kitchen/+/menu/availability",
+                  "kitchen/+/orders/+/status", "kitchen/x/dead-letter"):
+        assert bridge.subscribe(topic) == [1]
+    forged = ["kitchen/x/openapp/out", "kitchen/x/orders/o1/events", "kitchen/x/commands/stock",
+              "kitchen/x/menu/availability", "kitchen/x/dead-letter"]
+    assert bridge.publish_many([(t, b"forged") for t in forged]) == \
+        [NOT_AUTHORIZED] * len(forged)
+    assert bridge.publish("kitchen/x/openapp/in", b"scan") == SUCCESS
+    got = daemon.receive_until("kitchen/x/openapp/in", b"scan")
+    assert [(m.topic, m.payload) for m in got] == [("kitchen/x/openapp/in", b"scan")]
+
+    # What the daemon publishes: OpenApp hears its answers and the availability, not the
+    # kitchen's other topics (dead letters carry other publishers' payloads).
+    assert daemon.publish("kitchen/x/dead-letter", b"{}") == SUCCESS
+    assert daemon.publish("kitchen/x/orders/o1/status", b"accepted", retain=True) == SUCCESS
+    assert daemon.publish("kitchen/x/menu/availability", b"stock", retain=True) == SUCCESS
+    assert daemon.publish("kitchen/x/openapp/out", b"answer") == SUCCESS
+    got = bridge.receive_until("kitchen/x/openapp/out", b"answer")
+    assert [m.topic for m in got] == ["kitchen/x/menu/availability", "kitchen/x/openapp/out"]
+
+    # Publishers (and anonymous loopback clients) may read the availability too.
+    pub = _client(clients, "qr-bridge")
+    assert pub.connect(kbroker.lan_port, "publisher", PASSWORDS["publisher"])[0] == SUCCESS
+    assert pub.subscribe("kitchen/+/menu/availability") == [1]
+    assert pub.subscribe("kitchen/+/openapp/out") == [1]
+    assert daemon.publish("kitchen/x/openapp/out", b"not-for-you") == SUCCESS
+    assert daemon.publish("kitchen/x/menu/availability", b"stock-2", retain=True) == SUCCESS
+    got = pub.receive_until("kitchen/x/menu/availability", b"stock-2")
+    assert [m.payload for m in got] == [b"stock", b"stock-2"]
 
 
 def test_lan_listener_refuses_anonymous_and_wrong_passwords(
