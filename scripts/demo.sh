@@ -60,6 +60,19 @@ routing:
   default_station: grill
 http:
   listen: 127.0.0.1:$HTTP_PORT
+timezone: Europe/Istanbul
+tables: ["1", "2", "7", "12"]
+menu: menu.yaml
+YAML
+cat >"$OUT/menu.yaml" <<YAML
+currency: TRY
+products:
+  - {id: adana, name: Adana kebap, category: grill, price: 42000, stock: 20}
+  - {id: mercimek, name: Mercimek çorbası, category: mains, price: 12000, stock: 30}
+  - {id: ayran, name: Ayran, category: drinks, price: 6000}
+  - {id: cay, name: Çay, category: drinks, price: 2000}
+  - {id: kunefe, name: Künefe, category: desserts, price: 18000, stock: 1}
+  - {id: baklava, name: Baklava, category: desserts, price: 15000, stock: 0}
 YAML
 .venv/bin/kitchen-edge config check "$OUT/station.yaml"
 .venv/bin/kitchen-edge run --config "$OUT/station.yaml" >"$OUT/daemon.log" 2>&1 & DAEMON=$!; pids+=($DAEMON)
@@ -69,6 +82,39 @@ echo "demo: daemon ready (log: $OUT/daemon.log, http://127.0.0.1:$HTTP_PORT)"
 
 $PY scripts/demo_orders.py --port 1883 --site $SITE --run "$RUN"
 sleep 2
+echo
+echo "== a table session from a phone (OpenApp, seed 002): table 12 scans, orders, is served, pays"
+KE=.venv/bin/kitchen-edge
+# The phone scans (the waiter's lines are on the check already), orders, then follows the
+# table until the check closes; a second phone wants the last künefe and the baklava too.
+$KE simulate openapp session 12 adana=1 kunefe=1 ayran=2 --note adana="az pişmiş" \
+  --seconds 20 --config "$OUT/station.yaml" >"$OUT/openapp-phone.log" & PHONE=$!
+sleep 2
+$KE simulate openapp submit 12 kunefe=1 baklava=1 --config "$OUT/station.yaml" \
+  >"$OUT/openapp-second-phone.log" || true
+$PY scripts/demo_orders.py --port 1883 --site $SITE --run "$RUN" --waiter-closes-table-12
+wait "$PHONE" || true
+$PY - "$OUT/openapp-phone.log" "$OUT/openapp-second-phone.log" <<'PYEOF'
+import json, sys
+for who, path in zip(("first phone", "second phone"), sys.argv[1:]):
+    print(f" {who}:")
+    for raw in open(path, encoding="utf-8"):
+        m = json.loads(raw)
+        kind = m["message_type"]
+        if kind == "TableOrderSnapshotResolutionResult":
+            o = m.get("order") or {}
+            print(f"  scan: {m['resolution']}, check {o.get('order_id')}, total {o.get('total')},"
+                  f" lines " + ", ".join(f"{x['qty']}x {x['name']} {x['status']} ({x['added_by']})"
+                                         for x in o.get("lines", [])))
+        elif kind == "OrderSubmissionResult":
+            print("  submit: accepted " + ", ".join(f"{x['qty']}x {x['product_id']}" for x in m["accepted"])
+                  + "; rejected " + (", ".join(f"{x['product_id']} {x['reason']}" for x in m["rejected"]) or "none"))
+        else:
+            print(f"  pushed: {m['change_type']:16} total {m['order']['total']}")
+PYEOF
+echo
+echo "== menu (running stock)"
+$KE menu show --config "$OUT/station.yaml"
 echo
 echo "== timeline of qr-7001-$RUN (GET /orders/qr-7001-$RUN/timeline)"
 $PY - "$HTTP_PORT" "qr-7001-$RUN" <<'PYEOF'

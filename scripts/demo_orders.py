@@ -1,6 +1,9 @@
 """Sample orders for the demo, published like the POS, QR-menu and website bridges would.
 
-Usage: demo_orders.py --port 1883 --site demo-kitchen --run RUNID
+Usage: demo_orders.py --port 1883 --site demo-kitchen --run RUNID [--waiter-closes-table-12]
+
+With --waiter-closes-table-12, only the waiter's last moves at table 12 (after the guests
+ordered from their phones): the soup is served, a discount, and the bill is paid.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ def sample(run: str) -> list[dict[str, Any]]:
         ev(pos, "order.created", {
             "display_id": "T12", "fulfillment": {"type": "dine_in", "table": "12"},
             "items": [{"line_id": "a", "name": "Mercimek çorbası", "qty": 3,
-                       "category": "mains"}]}, "pos"),
+                       "product_id": "mercimek"}]}, "pos"),
         ev(pos, "order.items_added", {"batch_id": "round-2", "items": [
             {"line_id": "b", "name": "Kuzu şiş", "qty": 2, "category": "grill"},
-            {"line_id": "c", "name": "Çay", "qty": 3, "category": "drinks"}]}, "pos"),
+            {"line_id": "c", "name": "Çay", "qty": 3, "product_id": "cay"}]}, "pos"),
         ev(pos, "order.items_voided", {"line_ids": ["b"], "reason": "guest changed mind"},
            "pos"),
         ev(pos, "order.held", {}, "pos"),
@@ -61,22 +64,38 @@ def sample(run: str) -> list[dict[str, Any]]:
     ]
 
 
+def waiter_closes(run: str) -> list[dict[str, Any]]:
+    pos = f"pos-t12-{run}"
+    return [
+        ev(pos, "order.items_delivered", {"line_ids": ["a"]}, "pos"),
+        ev(pos, "order.discount_applied", {"discount_id": "regulars", "amount": 5000,
+                                           "reason": "regulars"}, "pos"),
+        ev(pos, "order.payment_added", {"payment_id": "bill", "amount_cents": 100000,
+                                        "method": "card"}, "pos"),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--site", required=True)
     parser.add_argument("--run", required=True)
+    parser.add_argument("--waiter-closes-table-12", action="store_true")
     args = parser.parse_args()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-pos-{args.run}",
                          protocol=paho.MQTTv5)
     client.connect("127.0.0.1", args.port)
     client.loop_start()
     root = f"kitchen/{args.site}"
-    for body in sample(args.run):
+    for body in waiter_closes(args.run) if args.waiter_closes_table_12 else sample(args.run):
         topic = f"{root}/orders/{body['order_id']}/events"
         client.publish(topic, json.dumps(body, ensure_ascii=False), qos=1).wait_for_publish(10)
         print(f"published {body['type']:22} {body['order_id']}")
         time.sleep(0.3)
+    if args.waiter_closes_table_12:
+        client.loop_stop()
+        client.disconnect()
+        return 0
     bad = client.publish(f"{root}/orders/broken-1/events", b"{not json", qos=1)
     bad.wait_for_publish(10)
     print("published a broken message (goes to the dead-letter topic)")

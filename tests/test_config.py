@@ -117,3 +117,12 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
                                              "    categories: [grill, mains"))
     assert code == 2
     assert "station.yaml:" in out and "YAML syntax error" in out
+
+
+def test_example_menu_is_valid() -> None:
+    from edge.config.load import load_menu
+
+    menu = load_menu(Path(__file__).parent.parent / "config" / "menu.example.yaml")
+    assert menu.currency == "TRY"
+    adana = menu.product("adana")
+    assert adana is not None and adana.price == 42000

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from edge.ingest.pipeline import Incoming
+from edge.orders.openapp import round_ref
 from tests.tables_env import ROOT, Floor, floor_at, line
 
 
@@ -72,7 +73,8 @@ def test_a_submission_opens_a_check_then_joins_it(floor: Floor) -> None:
     # The next round joins the open check as one ADDED round.
     answer = floor.submit("4", "s2", [item("adana", 1, 42000)])
     assert answer["order_id"] == order_id
-    assert floor.jobs(order_id)[-1] == f"{order_id}/add-s2/grill"
+    assert floor.jobs(order_id)[-1] == f"{order_id}/add-{round_ref('s2')}/grill"
+    assert round_ref("s2").startswith("oa-") and len(round_ref("s2")) == 13
     doc = floor.snapshot("4")["order"]
     assert [(x["line_id"], x["added_by"], x["name"]) for x in doc["lines"]] == [
         ("s1-1", "openapp", "Adana kebap"), ("s1-2", "openapp", "Ayran"),

@@ -195,6 +195,13 @@ def queue_message(tx: Tx, *, message_type: MessageType, msg_id: str, table_id: s
         tx.emit(TableMessageQueued(table_id))
 
 
+def round_ref(submission_id: str) -> str:
+    """A short, stable name for a submission's round: its batch id, so its job keys
+    (`{order}/add-oa-1a2b3c4d5e/{station}`) fit the ticket's last line whatever OpenApp's
+    submission ids look like."""
+    return "oa-" + hashlib.sha256(submission_id.encode()).hexdigest()[:10]
+
+
 class Desk:
     """OpenApp's requests, applied in the applier's transaction."""
 
@@ -332,8 +339,7 @@ class Desk:
 
     def _new_order_id(self, request: SubmissionRequested) -> str:
         table = re.sub(r"[^A-Za-z0-9._-]", "_", request.table_id)[:32]
-        digest = hashlib.sha256(request.submission_id.encode()).hexdigest()[:10]
-        return f"oa-{table}-{digest}"
+        return f"oa-{table}-{round_ref(request.submission_id)[3:]}"
 
     def _round(self, tx: Tx, request: SubmissionRequested, opens: bool, order_id: str,
                lines: list[tuple[str, SubmittedItem]], handled: Handled,
@@ -362,7 +368,7 @@ class Desk:
                                     "items": items}
         else:
             kind = "order.items_added"
-            data = {"batch_id": request.submission_id, "items": items}
+            data = {"batch_id": round_ref(request.submission_id), "items": items}
         document = {"event_id": f"openapp:{request.submission_id}", "type": kind,
                     "order_id": order_id, "occurred_at": rfc3339_ms(request.sent_at),
                     "source": {"channel": CHANNEL, "device": "openapp"}, "data": data}
@@ -445,4 +451,4 @@ def on_applied(tx: Tx, change: EventApplied, *, root: str, currency: str | None,
 __all__ = ["CHANNEL", "REQUESTS", "ChangeType", "Desk", "Handled", "MessageType", "Reason",
            "SnapshotRequested", "SubmissionRequested", "SubmittedItem", "TableMessageQueued",
            "change_type", "message_id", "on_applied", "parse_request", "queue_message",
-           "store_request"]
+           "round_ref", "store_request"]

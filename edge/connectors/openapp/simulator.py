@@ -106,7 +106,7 @@ class OpenAppSim:
     def submission(self, table_id: str, items: list[dict[str, Any]], *,
                    submission_id: str | None = None,
                    order_id: str | None = None) -> dict[str, Any]:
-        more: dict[str, Any] = {"submission_id": submission_id or f"sub-{uuid.uuid4().hex}",
+        more: dict[str, Any] = {"submission_id": submission_id or f"sub-{uuid.uuid4().hex[:12]}",
                                 "items": items}
         if order_id is not None:
             more["order_id"] = order_id
