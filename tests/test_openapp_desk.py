@@ -239,3 +239,20 @@ def test_a_sent_at_without_an_offset_is_read_in_the_local_time_zone(tmp_path: Pa
                              "table_id": "4", "sent_at": "2026-11-21T21:00:00"}, zone)
     assert request.sent_at.utcoffset() is not None
     assert request.sent_at.isoformat() == "2026-11-21T21:00:00+03:00"
+
+
+def test_sent_messages_and_applied_requests_are_forgotten_after_a_while(floor: Floor) -> None:
+    from edge.store import openapp as messages
+
+    floor.snapshot("4", "m-old")
+    floor.submit("4", "s-old", [item("ayran", 1, 6000)])
+    ids = [r[0] for r in floor.conn.execute("SELECT id FROM openapp_out")]
+    floor.conn.execute("BEGIN IMMEDIATE")
+    messages.mark_sent(floor.conn, ids[:1], "2026-11-21T18:00:05.000Z")
+    # Not sent yet: kept whatever its age. Sent before the line: gone, with the requests.
+    assert messages.prune(floor.conn, "2026-11-25T00:00:00.000Z") == 1 + 2
+    floor.conn.execute("COMMIT")
+    assert [r[0] for r in floor.conn.execute("SELECT id FROM openapp_out")] == ids[1:]
+    # The submission's answer stays: the same submission_id later is still answered the same.
+    again = floor.submit("4", "s-old", [item("ayran", 1, 6000)])
+    assert again["accepted"][0]["line_id"] == "s-old-1"

@@ -7,8 +7,10 @@ publishing its answer. OpenApp is `kitchen-edge simulate openapp`'s `OpenAppSim`
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 from edge.connectors.openapp.simulator import NoAnswer, OpenAppSim
 from edge.orders.openapp import round_ref
-from tests.broker import Broker
+from tests.broker import Broker, free_port
 from tests.daemon import ROOT, Listener, created, event
 from tests.printing_env import Kitchen, job_key_of, kitchen
 from tests.test_table_session import read
@@ -35,10 +37,11 @@ TABLES = ["4", "5", "6", "7", "12"]
 
 @contextmanager
 def dining_room(tmp_path: Path, broker: Broker, menu: str = MENU,
-                daemon_env: dict[str, str] | None = None) -> Iterator[tuple[Kitchen, OpenAppSim]]:
+                daemon_env: dict[str, str] | None = None,
+                **config: Any) -> Iterator[tuple[Kitchen, OpenAppSim]]:
     (tmp_path / "menu.yaml").write_text(menu)
     with kitchen(tmp_path, broker, menu="menu.yaml", tables=TABLES,
-                 daemon_env=daemon_env) as k:
+                 daemon_env=daemon_env, **config) as k:
         sim = OpenAppSim("127.0.0.1", broker.port, ROOT)
         try:
             yield k, sim
@@ -61,7 +64,8 @@ def stock(k: Kitchen, product_id: str) -> int | None:
 
 def test_a_table_session_from_the_waiter_to_the_phone_and_back(tmp_path: Path,
                                                                broker: Broker) -> None:
-    with dining_room(tmp_path, broker) as (k, sim):
+    http_port = free_port()
+    with dining_room(tmp_path, broker, http={"listen": f"127.0.0.1:{http_port}"}) as (k, sim):
         # The waiter opens table 12's check before anyone scans.
         k.pos.order(created("t12", [dish("w1", 1, "Adana kebap", product_id="adana"),
                                     dish("w2", 2, "Ekmek", category="grill")],
@@ -122,6 +126,15 @@ def test_a_table_session_from_the_waiter_to_the_phone_and_back(tmp_path: Path,
         assert [c["change_type"] for c in sim.changes("12")] == [
             "ITEMS_ADDED", "ITEMS_CANCELLED", "ITEMS_DELIVERED", "DISCOUNT_APPLIED",
             "ORDER_CLOSED"]
+        # The operator's status page: nothing followed now, and (once the broker's PUBACKs
+        # are in) nothing left unsent.
+        def openapp_section() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5) as r:
+                return dict(json.load(r)["openapp"])
+
+        k.daemon.wait_until(lambda: openapp_section()["unsent"] == 0, timeout=10)
+        section = openapp_section()
+        assert (section["streamed_tables"], section["sent"]) == ([], 7)
 
         # The stream is over: the next guests' check is not pushed until they scan.
         k.pos.order(created("t12-b", [dish("x1", 1, "Ayran", product_id="ayran")],
@@ -238,7 +251,14 @@ def test_invalid_messages_are_dead_lettered_with_the_field_named(tmp_path: Path,
 def test_sigkill_between_accepting_a_submission_and_publishing_its_answer(
         tmp_path: Path, broker: Broker) -> None:
     crash = {"KITCHEN_EDGE_CRASHPOINT": "openapp_before_publish"}
-    with dining_room(tmp_path, broker, daemon_env=crash) as (k, sim):
+    with dining_room(tmp_path, broker) as (k, sim):
+        # Table 4 is followed, and the daemon restarts (its stream is a table row).
+        k.pos.order(created("t4", [dish("w1", 1, "Ayran", product_id="ayran")],
+                            fulfillment={"type": "dine_in", "table": "4"}))
+        assert sim.scan("4")["order"]["order_id"] == "t4"
+        assert k.daemon.stop() == 0
+        k.daemon.env = crash
+        k.daemon.start()
         request = sim.submission("4", [item("adana", 2, 42000)], submission_id="s-crash")
         sim.send(request)
         # The daemon kills itself once the answer is committed, before it is published.
@@ -255,6 +275,7 @@ def test_sigkill_between_accepting_a_submission_and_publishing_its_answer(
         k.daemon.start()
         answer = sim.answer(request["message_id"], timeout=15)
         assert [x["line_id"] for x in answer["accepted"]] == ["s-crash-1"]
+        assert answer["order_id"] == "t4"
         # Anything queued after it is published after it: once this arrives, a second
         # copy of the answer would have too.
         sim.scan("5")
@@ -264,3 +285,8 @@ def test_sigkill_between_accepting_a_submission_and_publishing_its_answer(
         time.sleep(0.5)
         assert [job_key_of(t) for t in k.tickets("hot")] == [job_key_of(tickets[0])]
         assert k.daemon.scalar("SELECT COUNT(*) FROM openapp_out WHERE sent_at IS NULL") == 0
+        # Two restarts later the table is still followed: the waiter's change is pushed.
+        k.pos.order(event("t4", "order.items_added", {"batch_id": "w2", "items": [
+            dish("w2", 1, "Çay", product_id="cay")]}, event_id="t4-w2"))
+        pushed = sim.wait_change("4", "ITEMS_ADDED")
+        assert [x["line_id"] for x in pushed["order"]["lines"]] == ["w1", "s-crash-1", "w2"]

@@ -114,6 +114,16 @@ def mark_sent(conn: sqlite3.Connection, ids: list[int], at: str) -> None:
                      [(at, i) for i in ids])
 
 
+def prune(conn: sqlite3.Connection, before: str) -> int:
+    """Forget messages sent, and requests applied, before `before`: the outbox is a queue,
+    not an archive (a submission's answer stays, in `openapp_submissions`). The rows gone."""
+    sent = query(conn, "DELETE FROM openapp_out WHERE sent_at IS NOT NULL AND sent_at < ?",
+                 (before,)).rowcount
+    applied = query(conn, "DELETE FROM openapp_in WHERE applied = 1 AND received_at < ?",
+                    (before,)).rowcount
+    return int(sent) + int(applied)
+
+
 def stats(conn: sqlite3.Connection) -> OutStats:
     row = query(conn, "SELECT SUM(sent_at IS NULL) AS unsent, SUM(sent_at IS NOT NULL) AS sent, "
                       "MIN(CASE WHEN sent_at IS NULL THEN created_at END) AS oldest "
@@ -122,5 +132,5 @@ def stats(conn: sqlite3.Connection) -> OutStats:
 
 
 __all__ = ["OutStats", "Outgoing", "StoredRequest", "add", "add_submission", "forget",
-           "hand_unsent", "mark_applied", "mark_sent", "queue", "seen", "stats",
+           "hand_unsent", "mark_applied", "mark_sent", "prune", "queue", "seen", "stats",
            "submission_result", "unapplied"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -35,6 +36,10 @@ from edge.store import openapp as messages
 log = structlog.get_logger(__name__)
 
 BATCH = 200
+# Sent messages and applied requests are kept this long (for the operator, and to
+# recognise a late redelivery), then forgotten; looked at once an hour.
+RETENTION = timedelta(hours=72)
+PRUNE_EVERY = 3600.0
 
 
 class OpenApp(BaseComponent):
@@ -73,17 +78,34 @@ class OpenApp(BaseComponent):
             self._unsubscribe()
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._prune_loop(), name="openapp-prune")
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                try:
+                    await self._hand_over()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a database hiccup must not end the answering
+                    log.exception("openapp_publish_error")
+                    await asyncio.sleep(1.0)
+                    self._wake.set()
+
+    async def _prune_loop(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            before = rfc3339_ms(self.ctx.clock.now() - RETENTION)
             try:
-                await self._hand_over()
+                gone = await self.ctx.store.transact(
+                    functools.partial(_prune, before=before), durable=False)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a database hiccup must not end the answering
-                log.exception("openapp_publish_error")
-                await asyncio.sleep(1.0)
-                self._wake.set()
+            except Exception:  # tried again in an hour; answering goes on meanwhile
+                log.exception("openapp_prune_failed")
+            else:
+                if gone:
+                    log.info("openapp_pruned", rows=gone, before=before)
+            await asyncio.sleep(PRUNE_EVERY)
 
     async def _hand_over(self) -> None:
         at = rfc3339_ms(self.ctx.clock.now())
@@ -106,6 +128,10 @@ class OpenApp(BaseComponent):
                                       durable=False)
         self.published += 1
         log.info("openapp_message_sent", message_id=message_id)
+
+
+def _prune(tx: Tx, *, before: str) -> int:
+    return messages.prune(tx.conn, before)
 
 
 __all__ = ["OpenApp"]
