@@ -1,0 +1,25 @@
+"""The screens' last guard on personal data: nothing shaped like an e-mail address or a phone
+number is shown, wherever it came from (an order note, an item note, a dead-lettered
+payload). The order sources already leave the customer's contact details out; customers
+still write them into notes."""
+
+from __future__ import annotations
+
+import re
+
+REMOVED = "[removed]"
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# Seven digits or more, with what people write between them in a phone number.
+_PHONE = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,3}\d){6,}")
+
+
+def scrub(text: str) -> str:
+    return _PHONE.sub(REMOVED, _EMAIL.sub(REMOVED, text))
+
+
+def scrub_opt(text: str | None) -> str | None:
+    return None if text is None else scrub(text)
+
+
+__all__ = ["REMOVED", "scrub", "scrub_opt"]
