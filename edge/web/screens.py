@@ -34,7 +34,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from edge.store.kds import Bumped
-from edge.web.live import CardHub, CardSource, stream_cards
+from edge.web.live import TICK_SECONDS, CardHub, CardSource, stream_cards
 from edge.web.security import CSRF_FIELD, Guard, safe_next
 
 log = structlog.get_logger(__name__)
@@ -99,6 +99,7 @@ class Screens:
     guard: Guard
     sections: Callable[[], Sequence[Section]] = field(default=lambda: ())
     ticket_image: TicketImage | None = None
+    tick: float = TICK_SECONDS
 
 
 def templates() -> Environment:
@@ -177,7 +178,8 @@ def add_screens(app: web.Application, screens: Screens) -> None:
                     late_seconds=round(screens.late_minutes * 60, 3))
 
     async def kds_events(request: web.Request) -> web.StreamResponse:
-        return await stream_cards(request, screens.source, screens.hub, stations_of(request))
+        return await stream_cards(request, screens.source, screens.hub, stations_of(request),
+                                  tick=screens.tick)
 
     async def kds_bump(request: web.Request) -> web.Response:
         chosen = stations_of(request)
@@ -189,7 +191,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
             raise web.HTTPConflict(text=f"card {card_id} is not open at this station "
                                         "(bumped already, or gone)\n")
         log.info("kds_bumped", job_key=done.job_key, order_id=done.order_id,
-                 station=done.station_id, by=request.get("operator"))
+                 station=done.station_id)
         return web.json_response({"card_id": done.job_key, "order_id": done.order_id})
 
     async def kds_recall(request: web.Request) -> web.Response:
@@ -197,7 +199,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
         if done is None:
             return web.json_response({"card_id": None})
         log.info("kds_recalled", job_key=done.job_key, order_id=done.order_id,
-                 station=done.station_id, by=request.get("operator"))
+                 station=done.station_id)
         return web.json_response({"card_id": done.job_key, "order_id": done.order_id})
 
     # -- operator page --------------------------------------------------------------------
@@ -240,7 +242,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
                      why=str(exc))
             raise _status(exc) from None
         log.info("operator_action", section=section.key, action=name,
-                 by=request.get("operator"), result=message)
+                 result=message)
         if _wants_json(request):
             return web.json_response({"message": message})
         raise web.HTTPSeeOther(f"/#{section.key}")

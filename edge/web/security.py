@@ -163,9 +163,9 @@ class Guard:
         # still needs the token, and has no cookie to abuse.
         return None
 
-    def authorize(self, request: web.Request, form_csrf: str | None) -> str | None:
-        """None when the request may act; else a ready error response's reason. Raises the
-        HTTP error itself."""
+    def authorize(self, request: web.Request, form_csrf: str | None) -> str:
+        """How the request proves it may act ("bearer" or "session"); raises the 401 or
+        403 that says why not."""
         token = self.token.get()
         if token is None:
             raise _error(web.HTTPForbidden, f"actions are off: {self.token.problem}")
@@ -206,7 +206,7 @@ class Guard:
                 value = form.get(CSRF_FIELD)
                 form_csrf = value if isinstance(value, str) else None
             try:
-                request["operator"] = self.authorize(request, form_csrf)
+                self.authorize(request, form_csrf)
             except web.HTTPException as exc:
                 log.warning("screens_action_refused", path=request.path, status=exc.status,
                             why=exc.text)
