@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from edge.clock import SystemClock, rfc3339_ms
-from edge.config.models import StationConfig
-from edge.ingest.events import parse_event
+from edge.config.models import Config
+from edge.ingest.pipeline import Incoming, Outcome, Pipeline
 from edge.orders.apply import Applier, Plan
+from edge.panels import Panels
 from edge.store import Store, kds
 from edge.web.kitchen import StoreCards, StoreKitchen
 from edge.web.live import CardHub
+from edge.web.operator import DeadLettersPanel, JobsPanel, PrintersPanel
 from edge.web.screens import Screens, add_screens
 from edge.web.security import Guard, OperatorToken
 from tests.broker import free_port
@@ -54,8 +56,15 @@ class ScreensServer:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ready_orders: list[str] = []
-        self.plan = Plan(tuple(StationConfig(id=s, printer="p", categories=[s])
-                               for s in self.stations), self.stations[0])
+        self.cfg = Config.model_validate({
+            "site": "test-site", "state_dir": str(tmp),
+            "printers": [{"id": f"{s}-printer", "connection": "tcp://127.0.0.1:9"}
+                         for s in self.stations],
+            "stations": [{"id": s, "printer": f"{s}-printer", "categories": [s]}
+                         for s in self.stations],
+            "routing": {"default_station": self.stations[0]}})
+        self.pipeline = Pipeline(ROOT, Applier(Plan(tuple(self.cfg.stations),
+                                                    self.stations[0])))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -82,11 +91,17 @@ class ScreensServer:
         async def ready(order_id: str) -> None:
             self.ready_orders.append(order_id)
 
+        panels = Panels()
+        for panel in (PrintersPanel(self.store, self.cfg, self.submit),
+                      JobsPanel(self.store, self.cfg, self.submit),
+                      DeadLettersPanel(self.store)):
+            panels.add(panel)
         screens = Screens(
             site="test-site", stations=self.stations, warn_minutes=self.warn_minutes,
             late_minutes=self.late_minutes, source=StoreCards(self.store, clock), hub=self.hub,
             kitchen=StoreKitchen(self.store, clock, self.hub, on_ready=ready),
-            guard=Guard(OperatorToken(self.token_file)), tick=self._tick or 15.0)
+            guard=Guard(OperatorToken(self.token_file)), tick=self._tick or 15.0,
+            panels=panels)
         app = web.Application()
         add_screens(app, screens)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -114,27 +129,33 @@ class ScreensServer:
 
     # -- the kitchen's side -----------------------------------------------------------
 
+    async def submit(self, topic: str, payloads: Sequence[bytes]) -> list[Outcome]:
+        """Messages taken and applied as the daemon does (the CLI's path: one transaction);
+        printable cooking tickets become cards, as the daemon's reaction to new jobs does,
+        and the hub is told."""
+        now = datetime.now(UTC)
+
+        def write(conn: Any) -> list[Outcome]:
+            result = self.pipeline.apply_batch(
+                conn, [Incoming(topic, p) for p in payloads], now)
+            kds.show_jobs(conn, [k for o in result.outcomes for k in o.new_jobs],
+                          rfc3339_ms(now))
+            return result.outcomes
+
+        outcomes = await self.store.transact(write)
+        self.hub.touch({o.order_id for o in outcomes if o.order_id})
+        return outcomes
+
     def apply(self, event: dict[str, Any]) -> list[str]:
-        """Apply one order event as the daemon does, make its printable cooking tickets cards
-        (what the daemon's reaction to new jobs does), and tell the hub. Returns the new
-        job keys."""
-        raw = json.dumps(event).encode()
-        parsed = parse_event(f"{ROOT}/orders/{event['order_id']}/events", raw, ROOT)
-        applier = Applier(self.plan)
+        """Apply one order event; returns the new job keys."""
+        topic = f"{ROOT}/orders/{event['order_id']}/events"
+        [outcome] = self.run(lambda: self.submit(topic, [json.dumps(event).encode()]))
+        assert outcome.result in ("applied", "repeat"), outcome
+        return outcome.new_jobs
 
-        async def go() -> list[str]:
-            now = datetime.now(UTC)
-
-            def write(conn: Any) -> list[str]:
-                applied = applier.apply(conn, parsed, now)
-                kds.show_jobs(conn, applied.new_jobs, rfc3339_ms(now))
-                return applied.new_jobs
-
-            keys = await self.store.transact(write)
-            self.hub.touch([event["order_id"]])
-            return keys
-
-        return self.run(go)
+    def send(self, topic: str, payload: bytes) -> Outcome:
+        [outcome] = self.run(lambda: self.submit(topic, [payload]))
+        return outcome
 
 
 def order(order_id: str, items: list[dict[str, Any]], **data: Any) -> dict[str, Any]:

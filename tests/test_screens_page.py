@@ -134,3 +134,36 @@ def test_the_page_reconnects_and_catches_up(tmp_path: Path, browser: Any) -> Non
         assert int(body.get_attribute("data-snapshots")) >= 2
     finally:
         server.stop()
+
+
+def test_operator_page_shows_escapes_and_acts(server: ScreensServer, browser: Any) -> None:
+    driver = browser
+    driver.delete_all_cookies()
+    [key] = server.apply(order("op-1", [item("l1", "Adana kebap")]))
+    hostile = f"kitchen/test-site/orders/{XSS}/events"
+    assert server.send(hostile, b"{}").result == "dead"
+    driver.get(f"{server.base}/")
+    printers = driver.find_element(By.ID, "printers")
+    assert "grill-printer" in printers.text and "bar-printer" in printers.text
+    jobs = driver.find_element(By.ID, "jobs")
+    assert key in jobs.text and "queued" in jobs.text
+    letters = driver.find_element(By.ID, "dead-letters")
+    assert XSS in letters.text, "the refused topic shows as text"
+    assert driver.find_elements(By.CSS_SELECTOR, "#dead-letters img") == []
+    # No session: the page offers no CSRF token and the reprint is refused.
+    jobs.find_element(By.CSS_SELECTOR, "form[action='/operator/jobs/reprint'] button").click()
+    driver.switch_to.alert.accept()
+    refusal = wait_for(lambda: driver.find_element(By.ID, "message").text, 3, "a refusal")
+    assert "operator token is needed" in refusal
+    assert "reprint-" not in driver.find_element(By.ID, "jobs").text
+
+    login(driver, server.base, "/")
+    row = wait_for(lambda: [r for r in driver.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+                            if r.text.startswith(key)], 3, "the job's row")[0]
+    row.find_element(By.TAG_NAME, "button").click()
+    driver.switch_to.alert.accept()
+    done = wait_for(lambda: driver.find_element(By.ID, "message").text, 3, "the result")
+    assert f"reprint of {key} queued" in done
+    # The reprint is a job of its own, shown at the next refresh of the panel.
+    wait_for(lambda: "reprint-web-" in driver.find_element(By.ID, "jobs").text, 5,
+             "the reprint job listed")

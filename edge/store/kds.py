@@ -75,6 +75,30 @@ def show(conn: sqlite3.Connection, *, job_key: str, order_id: str, station_id: s
     return cur.rowcount == 1
 
 
+# Tickets that tell a station to cook (as `edge.orders.kitchen.cooks` says): NEW, ADDED, and
+# the FIRE of a later course; never a reprint (the card is the original's) or a test ticket.
+_COOKING = ("j.reprint_of IS NULL AND (j.kind IN ('NEW', 'ADDED') "
+            "OR (j.kind = 'FIRE' AND j.change_ref LIKE '%-course-%'))")
+
+
+def show_jobs(conn: sqlite3.Connection, job_keys: Iterable[str], at: str) -> list[str]:
+    """Of these jobs, the cooking tickets that are printable (not waiting, not withdrawn)
+    become cards, each once. Returns the order ids of the new cards."""
+    keys = sorted(set(job_keys))
+    shown: list[str] = []
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        rows = _query(conn,
+            "SELECT j.job_key, j.order_id, j.station_id, j.line_ids FROM print_jobs j "
+            f"WHERE j.job_key IN ({','.join('?' * len(chunk))}) AND {_COOKING} "
+            "AND j.state NOT IN ('waiting', 'withdrawn')", chunk).fetchall()
+        for r in rows:
+            if show(conn, job_key=r["job_key"], order_id=r["order_id"],
+                    station_id=r["station_id"], line_ids=json.loads(r["line_ids"]), at=at):
+                shown.append(str(r["order_id"]))
+    return shown
+
+
 def bump(conn: sqlite3.Connection, job_key: str, stations: Sequence[str] | None,
          at: str) -> Bumped | None:
     """Bump an open card of one of `stations` (None: any). None when there is no such open
@@ -216,4 +240,5 @@ __all__ = [
     "ready_to_call",
     "recall_last",
     "show",
+    "show_jobs",
 ]

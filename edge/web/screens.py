@@ -5,8 +5,8 @@
     POST /kds/{station}/bump    {card_id}    bump a card (JSON or form)
     POST /kds/{station}/recall               bring back the station's last bump
     GET  /                                   the operator page: one panel per section
-    GET  /operator/sections/{key}            one section's panel, for the page's refresh
-    POST /operator/{key}/{action}            a section's action (form fields)
+    GET  /operator/panels/{key}              one panel, for the page's refresh
+    POST /operator/{key}/{action}            a panel's action (form fields)
     GET  /operator/tickets/{job_key}.png     what a ticket looks like on paper
     GET  /login, POST /login, POST /logout   the operator session
     GET  /static/...                         the screens' own CSS and JS (no CDN, no build)
@@ -15,13 +15,13 @@ The pages are rendered on the server with Jinja2 (autoescape on for every templa
 few hundred lines of plain JS keep them live. Every POST goes through `Guard` first
 (edge/web/security.py).
 
-The operator page is a list of sections, each fed by a provider that may be absent: a
-connector that is not configured has no section, and nothing stands in for it.
+The operator page is a list of panels (`edge.panels`), each given by the component it belongs
+to: a connector that is not configured has no panel, and nothing stands in for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +33,7 @@ from aiohttp.typedefs import Handler
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from edge.panels import ActionRefused, Panel, Panels
 from edge.store.kds import Bumped
 from edge.web.live import TICK_SECONDS, CardHub, CardSource, stream_cards
 from edge.web.security import CSRF_FIELD, Guard, safe_next
@@ -43,37 +44,6 @@ ALL = "all"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
-
-
-class ActionRefused(Exception):
-    """An action that cannot be done as asked; the message says why, for the operator."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-Action = Callable[[Mapping[str, str]], Awaitable[str]]
-
-
-class Section(Protocol):
-    """One panel of the operator page and the actions it offers."""
-
-    @property
-    def key(self) -> str: ...              # [a-z0-9-]+, the panel's id
-
-    @property
-    def title(self) -> str: ...
-
-    @property
-    def template(self) -> str: ...         # under edge/web/templates/
-
-    @property
-    def actions(self) -> Mapping[str, Action]: ...
-
-    async def context(self) -> Mapping[str, Any]:
-        """What the template shows; read fresh for every render."""
-        ...
 
 
 class Kitchen(Protocol):
@@ -97,7 +67,7 @@ class Screens:
     hub: CardHub
     kitchen: Kitchen
     guard: Guard
-    sections: Callable[[], Sequence[Section]] = field(default=lambda: ())
+    panels: Panels = field(default_factory=Panels)
     ticket_image: TicketImage | None = None
     tick: float = TICK_SECONDS
 
@@ -204,48 +174,46 @@ def add_screens(app: web.Application, screens: Screens) -> None:
 
     # -- operator page --------------------------------------------------------------------
 
-    def find(key: str) -> Section:
-        for section in screens.sections():
-            if section.key == key:
-                return section
-        raise web.HTTPNotFound(text=f"no section '{key}'\n")
+    def find(key: str) -> Panel:
+        panel = screens.panels.get(key)
+        if panel is None:
+            raise web.HTTPNotFound(text=f"no panel '{key}' on the operator page\n")
+        return panel
 
-    async def panel(request: web.Request, section: Section) -> Markup:
+    async def render_panel(request: web.Request, panel: Panel) -> Markup:
         session = screens.guard.session(request)
-        values = await section.context()
-        html = env.get_template(section.template).render(
-            title=section.title, csrf=session.csrf if session else None,
-            csrf_field=CSRF_FIELD, key=section.key, **values)
+        view = await panel.view()
+        html = env.get_template("panel.html").render(
+            title=panel.title, key=panel.key, view=view,
+            csrf=session.csrf if session else None, csrf_field=CSRF_FIELD)
         return Markup(html)
 
     async def operator(request: web.Request) -> web.Response:
-        sections = [{"key": s.key, "html": await panel(request, s)}
-                    for s in screens.sections()]
-        return page(request, "operator.html", sections=sections)
+        panels = [{"key": p.key, "html": await render_panel(request, p)}
+                  for p in screens.panels.all()]
+        return page(request, "operator.html", panels=panels)
 
     async def partial(request: web.Request) -> web.Response:
-        html = await panel(request, find(request.match_info["key"]))
+        html = await render_panel(request, find(request.match_info["key"]))
         return web.Response(text=str(html), content_type="text/html")
 
     async def act(request: web.Request) -> web.Response:
-        section = find(request.match_info["key"])
+        panel = find(request.match_info["key"])
         name = request.match_info["action"]
-        action = section.actions.get(name)
+        action = panel.actions.get(name)
         if action is None:
-            raise web.HTTPNotFound(text=f"section '{section.key}' has no action '{name}'\n")
+            raise web.HTTPNotFound(text=f"panel '{panel.key}' has no action '{name}'\n")
         fields = await _fields(request)
         fields.pop(CSRF_FIELD, None)
         try:
             message = await action(fields)
         except ActionRefused as exc:
-            log.info("operator_action_refused", section=section.key, action=name,
-                     why=str(exc))
+            log.info("operator_action_refused", panel=panel.key, action=name, why=str(exc))
             raise _status(exc) from None
-        log.info("operator_action", section=section.key, action=name,
-                 result=message)
+        log.info("operator_action", panel=panel.key, action=name, result=message)
         if _wants_json(request):
             return web.json_response({"message": message})
-        raise web.HTTPSeeOther(f"/#{section.key}")
+        raise web.HTTPSeeOther(f"/#{panel.key}")
 
     async def ticket_png(request: web.Request) -> web.Response:
         if screens.ticket_image is None:
@@ -288,7 +256,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
         web.get("/login", login_form),
         web.post("/login", login),
         web.post("/logout", logout),
-        web.get("/operator/sections/{key}", partial),
+        web.get("/operator/panels/{key}", partial),
         web.post("/operator/{key}/{action}", act),
         web.get("/operator/tickets/{job_key}.png", ticket_png),
         web.get("/kds/{station}", kds_page),
@@ -305,5 +273,4 @@ def _status(exc: ActionRefused) -> web.HTTPException:
     return cls(text=f"{exc}\n", content_type="text/plain")
 
 
-__all__ = ["ALL", "Action", "ActionRefused", "Kitchen", "Screens", "Section", "TicketImage",
-           "add_screens", "templates"]
+__all__ = ["ALL", "Kitchen", "Screens", "TicketImage", "add_screens", "templates"]
