@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from edge import ops as views
@@ -61,6 +61,17 @@ def _cut(text: str | None, limit: int = 160) -> str:
         return ""
     text = scrub(text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _when(stamp: str | None) -> str:
+    """RFC 3339 as the operator reads it: the time of day (UTC), with the date before it
+    when it is not today's."""
+    if not stamp:
+        return "-"
+    day, _, rest = stamp.partition("T")
+    clock = rest[:8]
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return clock if day == today else f"{day} {clock}"
 
 
 def _age(seconds: float | None) -> str:
@@ -117,7 +128,7 @@ class PrintersPanel:
             name = str(state.get("state") or "unknown")
             held = unconfirmed.get(printer.id, [])
             rows.append(Row(
-                [printer.id, name, str(state.get("since") or "-"),
+                [printer.id, name, _when(state.get("since")),
                  _cut(state.get("detail")) or "-", str(waiting.get(printer.id, 0)),
                  str(len(held))],
                 tone=PRINTER_TONE.get(name, "warn")))
@@ -157,7 +168,7 @@ class JobsPanel:
         jobs = await self.store.read(read)
         rows = [Row(
             [j["job_key"], j["station_id"], j["kind"], j["state"], str(j["attempts"]),
-             str(j["created_at"]), _cut(j.get("reason")) or "-"],
+             _when(j["created_at"]), _cut(j.get("reason")) or "-"],
             buttons=[Button("Reprint", "reprint", {"job_key": j["job_key"]},
                             confirm=f"Print {j['job_key']} again, marked REPRINT?")],
             links=[Link("Preview", f"/operator/tickets/{j['job_key']}.png")]
@@ -165,8 +176,8 @@ class JobsPanel:
             tone="bad" if j["state"] in ("failed", "unconfirmed") else None)
             for j in jobs]
         return View(
-            tables=[Table(None, ["job", "station", "kind", "state", "attempts", "created",
-                                 "why"], rows, empty="every ticket is printed")],
+            tables=[Table(None, ["job", "station", "kind", "state", "attempts",
+                                 "created (UTC)", "why"], rows, empty="every ticket is printed")],
             forms=[Form("reprint", "Reprint", [Input("job_key", "Any job key")],
                         confirm="Print this job again, marked REPRINT?")])
 
@@ -183,10 +194,10 @@ class DeadLettersPanel:
 
     async def view(self) -> View:
         letters = await self.store.read(lambda c: views.dead_letters(c, 20))
-        rows = [Row([str(d["received_at"]), _cut(d["topic"], 80), _cut(d["reason"]),
+        rows = [Row([_when(d["received_at"]), _cut(d["topic"], 80), _cut(d["reason"]),
                      str(d["seen"]), str(d["payload_size"])]) for d in letters]
-        return View(tables=[Table(None, ["received", "topic", "reason", "seen", "bytes"], rows,
-                                  empty="no message was refused")],
+        columns = ["received (UTC)", "topic", "reason", "seen", "bytes"]
+        return View(tables=[Table(None, columns, rows, empty="no message was refused")],
                     note="The 20 latest; `kitchen-edge dead-letter list` shows more.")
 
 
@@ -221,7 +232,8 @@ class OutboxPanel:
                 Fact("held back by a parked record", str(stats.blocked),
                      "bad" if stats.blocked else None),
                 Fact("oldest unsent", _age(stats.oldest_unsent_age_s)),
-                Fact("last accepted", stats.last_success or "never"),
+                Fact("last accepted", _when(stats.last_success) if stats.last_success
+                     else "never"),
                 Fact("parked", str(stats.parked), "bad" if stats.parked else "good"),
             ],
             tables=[Table("Parked records (the upstream refused them)",
