@@ -25,11 +25,11 @@ from edge.clock import SystemClock, rfc3339_ms
 from edge.config.models import Config
 from edge.ingest.pipeline import Incoming, Outcome, Pipeline
 from edge.orders.apply import Applier, Plan
-from edge.panels import Panels
 from edge.store import Store, kds
 from edge.web.kitchen import StoreCards, StoreKitchen
 from edge.web.live import CardHub
 from edge.web.operator import DeadLettersPanel, JobsPanel, PrintersPanel
+from edge.web.panels import Panels
 from edge.web.screens import Screens, add_screens
 from edge.web.security import Guard, OperatorToken
 from tests.broker import free_port

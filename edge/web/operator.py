@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from edge import ops as views
 from edge.clock import Clock
 from edge.config.models import Config
-from edge.panels import (
+from edge.store import Store
+from edge.upstream import outbox
+from edge.web.panels import (
     Action,
     ActionRefused,
     Button,
@@ -33,8 +35,6 @@ from edge.panels import (
     Tone,
     View,
 )
-from edge.store import Store
-from edge.upstream import outbox
 from edge.web.privacy import scrub
 
 OPEN_JOB_STATES = ("unconfirmed", "failed", "sending", "queued", "waiting")

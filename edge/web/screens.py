@@ -15,8 +15,9 @@ The pages are rendered on the server with Jinja2 (autoescape on for every templa
 few hundred lines of plain JS keep them live. Every POST goes through `Guard` first
 (edge/web/security.py).
 
-The operator page is a list of panels (`edge.panels`), each given by the component it belongs
-to: a connector that is not configured has no panel, and nothing stands in for it.
+The operator page is a list of panels (`edge.web.panels`): the page's own, read from the
+store, and one for each section a component put on the daemon's board. A connector that is not
+configured has no section, and nothing stands in for it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from aiohttp.typedefs import Handler
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from edge.panels import ActionRefused, Panel, Panels
 from edge.store.kds import Bumped
 from edge.web.live import TICK_SECONDS, CardHub, CardSource, stream_cards
+from edge.web.panels import ActionRefused, Panel, Panels
 from edge.web.security import CSRF_FIELD, Guard, safe_next
 
 log = structlog.get_logger(__name__)

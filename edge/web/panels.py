@@ -1,12 +1,11 @@
-"""The operator page's panels, as plain data: what a component shows the operator and the
-actions it offers, without knowing anything of HTML or HTTP.
+"""The operator page's panels, as plain data: what a panel shows the operator and the
+actions it offers, apart from any HTML or HTTP.
 
-The web server renders every registered panel the same way (facts, tables with buttons,
-small forms), escaping all text; a panel's actions are POSTs that need the operator token.
-A component that is not configured registers nothing, and its panel does not show.
-
-This module sits beside `edge.component`, below the adapters: a connector registers its panel
-through the component context and never imports the web server.
+Every panel is rendered the same way (facts, tables with buttons and links, small forms) by
+one template that escapes all text; a panel's actions are POSTs that need the operator token.
+The panels come from the store (print jobs, dead letters) and from the sections that
+components put on the daemon's board (`edge.component.Board`): a component that is not
+configured has no section, and its panel does not show.
 """
 
 from __future__ import annotations
