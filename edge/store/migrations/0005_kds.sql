@@ -1,4 +1,4 @@
--- Schema version 3: the kitchen display's own state (CONTRACT section 12). The tickets are
+-- Schema version 5: the kitchen display's own state (CONTRACT section 12). The tickets are
 -- print_jobs; what the screens add is when each cooking ticket reached the kitchen (the
 -- card's timer, which a recall never restarts) and the stations' bumps.
 
