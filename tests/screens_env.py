@@ -1,10 +1,8 @@
-"""The screens' HTTP server on its own, for the tests of its protocol and its security: a real
-SQLite store, real order events applied by the real domain code, a real aiohttp server on a
-free port, in a thread with its own event loop (so a synchronous browser or HTTP client can
-talk to it from the test).
-
-The daemon's own wiring (the change feed telling the hub, the intake making orders ready) is
-tested through the daemon process in test_screens_browser.py.
+"""The daemon's web component on its own, for the tests of the screens' protocol and security:
+the real `WebServer` with a real SQLite store, the change feed, the intake and its applier,
+order events applied by the real domain code, and a real aiohttp server on a free port, all
+in a thread with its own event loop (so a synchronous browser or HTTP client can talk to it
+from the test). No broker and no printer: the whole daemon is in test_screens_browser.py.
 """
 
 from __future__ import annotations
@@ -15,23 +13,18 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import web
-
-from edge.clock import SystemClock, rfc3339_ms
+from edge.clock import SystemClock
+from edge.component import Board, Context
 from edge.config.models import Config
+from edge.feed import Feed
+from edge.ingest.consumer import Ingest
 from edge.ingest.pipeline import Incoming, Outcome, Pipeline
 from edge.orders.apply import Applier, Plan
-from edge.store import Store, kds
-from edge.web.kitchen import StoreCards, StoreKitchen
-from edge.web.live import CardHub
-from edge.web.operator import DeadLettersPanel, JobsPanel, PrintersPanel
-from edge.web.panels import Panels
-from edge.web.screens import Screens, add_screens
-from edge.web.security import Guard, OperatorToken
+from edge.store import Store
+from edge.web.server import WebServer
 from tests.broker import free_port
 
 TOKEN = "kitchen-operator-token-0123456789"
@@ -45,32 +38,57 @@ def write_token(path: Path, token: str = TOKEN, mode: int = 0o600) -> Path:
     return path
 
 
+class _Health:
+    def status_line(self) -> str:
+        return "screens test"
+
+    def broker_connected(self) -> bool:
+        return False
+
+    async def metrics(self) -> tuple[bytes, str]:
+        return b"", "text/plain"
+
+
+def _no_publish(topic: str, body: Any, *, retain: bool = False, on_sent: Any = None) -> None:
+    return None
+
+
 class ScreensServer:
     def __init__(self, tmp: Path, *, stations: Sequence[str] = ("grill", "bar"),
                  token_file: Path | None = None, warn_minutes: float = 8.0,
-                 late_minutes: float = 15.0, tick: float | None = None) -> None:
+                 late_minutes: float = 15.0, tick: float | None = None,
+                 port: int | None = None) -> None:
         self.tmp = tmp
         self.stations = list(stations)
         self.token_file = token_file
-        self.warn_minutes, self.late_minutes = warn_minutes, late_minutes
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.ready_orders: list[str] = []
+        http: dict[str, Any] = {"listen": f"127.0.0.1:{self.port}"}
+        if token_file is not None:
+            http["operator_token_file"] = str(token_file)
         self.cfg = Config.model_validate({
             "site": "test-site", "state_dir": str(tmp),
             "printers": [{"id": f"{s}-printer", "connection": "tcp://127.0.0.1:9"}
                          for s in self.stations],
             "stations": [{"id": s, "printer": f"{s}-printer", "categories": [s]}
                          for s in self.stations],
-            "routing": {"default_station": self.stations[0]}})
+            "routing": {"default_station": self.stations[0]},
+            "http": http, "kds": {"warn_minutes": warn_minutes, "late_minutes": late_minutes}})
+        self.clock = SystemClock()
+        self.feed = Feed()
+        self.store = Store(tmp / "kitchen-edge.db", self.feed)
         self.pipeline = Pipeline(ROOT, Applier(Plan(tuple(self.cfg.stations),
                                                     self.stations[0])))
+        self.ingest = Ingest(self.store, self.pipeline, self.clock, max_batch=64)
+        self.board = Board()
+        self.ctx = Context(cfg=self.cfg, store=self.store, feed=self.feed, clock=self.clock,
+                           publish=_no_publish, intake=self.ingest, health=_Health(),
+                           board=self.board)
+        self._tick = tick
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.store = Store(tmp / "kitchen-edge.db")
-        self.hub = CardHub()
-        self._tick = tick
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.web: WebServer | None = None
 
     def run(self, make: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
         async def wrapped() -> T:
@@ -86,33 +104,49 @@ class ScreensServer:
 
     async def _start(self) -> None:
         await self.store.open()
-        clock = SystemClock()
+        self.web = WebServer(self.ctx, self.cfg.http)  # type: ignore[arg-type]
+        if self._tick is not None:
+            self.web.screens.tick = self._tick
+        await self.web.start()
+        self._tasks = [asyncio.create_task(self.web.run()),
+                       asyncio.create_task(self.ingest.run_applier())]
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            return
+        raise AssertionError("the web server did not listen")
 
-        async def ready(order_id: str) -> None:
-            self.ready_orders.append(order_id)
+    @property
+    def ready_orders(self) -> list[str]:
+        """Orders the screens made ready: their `order.ready`, taken by the intake."""
+        rows = self.run(lambda: self.store.read(lambda c: c.execute(
+            "SELECT order_id FROM events WHERE event_id LIKE 'kds-ready:%' "
+            "ORDER BY rowid").fetchall()))
+        return [r[0] for r in rows]
 
-        panels = Panels()
-        for panel in (PrintersPanel(self.store, self.cfg, self.submit),
-                      JobsPanel(self.store, self.cfg, self.submit),
-                      DeadLettersPanel(self.store)):
-            panels.add(panel)
-        screens = Screens(
-            site="test-site", stations=self.stations, warn_minutes=self.warn_minutes,
-            late_minutes=self.late_minutes, source=StoreCards(self.store, clock), hub=self.hub,
-            kitchen=StoreKitchen(self.store, clock, self.hub, on_ready=ready),
-            guard=Guard(OperatorToken(self.token_file)), tick=self._tick or 15.0,
-            panels=panels)
-        app = web.Application()
-        add_screens(app, screens)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+    @property
+    def hub(self) -> Any:
+        assert self.web is not None
+        return self.web.hub
+
+    def stage(self, order_id: str) -> str | None:
+        rows = self.run(lambda: self.store.read(lambda c: c.execute(
+            "SELECT kitchen_stage FROM orders WHERE order_id=?", (order_id,)).fetchall()))
+        return rows[0][0] if rows else None
 
     def stop(self) -> None:
         async def stop() -> None:
-            self.hub.close()
-            if self._runner is not None:
-                await self._runner.cleanup()
+            assert self.web is not None
+            self.ingest.stop()
+            await self.web.stop()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.web.close()
             await self.store.close()
 
         try:
@@ -129,33 +163,24 @@ class ScreensServer:
 
     # -- the kitchen's side -----------------------------------------------------------
 
-    async def submit(self, topic: str, payloads: Sequence[bytes]) -> list[Outcome]:
-        """Messages taken and applied as the daemon does (the CLI's path: one transaction);
-        printable cooking tickets become cards, as the daemon's reaction to new jobs does,
-        and the hub is told."""
-        now = datetime.now(UTC)
+    def send(self, topic: str, payload: bytes) -> Outcome:
+        """One message taken and applied as `kitchen-edge jobs reprint` does: both steps in
+        one transaction, the changes published on the feed after COMMIT."""
+        now = self.clock.now()
 
-        def write(conn: Any) -> list[Outcome]:
-            result = self.pipeline.apply_batch(
-                conn, [Incoming(topic, p) for p in payloads], now)
-            kds.show_jobs(conn, [k for o in result.outcomes for k in o.new_jobs],
-                          rfc3339_ms(now))
-            return result.outcomes
+        async def go() -> Outcome:
+            result = await self.store.transact(
+                lambda tx: self.pipeline.apply_batch(tx, [Incoming(topic, payload)], now))
+            return result.outcomes[0]
 
-        outcomes = await self.store.transact(write)
-        self.hub.touch({o.order_id for o in outcomes if o.order_id})
-        return outcomes
+        return self.run(go)
 
     def apply(self, event: dict[str, Any]) -> list[str]:
         """Apply one order event; returns the new job keys."""
-        topic = f"{ROOT}/orders/{event['order_id']}/events"
-        [outcome] = self.run(lambda: self.submit(topic, [json.dumps(event).encode()]))
+        outcome = self.send(f"{ROOT}/orders/{event['order_id']}/events",
+                            json.dumps(event).encode())
         assert outcome.result in ("applied", "repeat"), outcome
         return outcome.new_jobs
-
-    def send(self, topic: str, payload: bytes) -> Outcome:
-        [outcome] = self.run(lambda: self.submit(topic, [payload]))
-        return outcome
 
 
 def order(order_id: str, items: list[dict[str, Any]], **data: Any) -> dict[str, Any]:

@@ -125,6 +125,10 @@ def test_snapshot_then_deltas_without_gaps_or_doubles(server: ScreensServer) -> 
                        headers=bearer())
         assert r.status_code == 200
         assert server.ready_orders == ["o-1"]
+        deadline = time.monotonic() + 5
+        while server.stage("o-1") != "ready" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.stage("o-1") == "ready", "the applier made the order ready"
 
         # Recall at the grill: the grill's last bump comes back, timer unchanged.
         r = httpx.post(f"{server.base}/kds/grill/recall", headers=bearer())

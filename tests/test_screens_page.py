@@ -123,9 +123,7 @@ def test_the_page_reconnects_and_catches_up(tmp_path: Path, browser: Any) -> Non
     wait_for(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-live")
              == "false", 5, "the page notices the server is gone")
     # Back on the same port with the same database; an order arrived meanwhile.
-    server = ScreensServer(tmp_path, token_file=token, tick=0.5)
-    server.port, server.base = port, f"http://127.0.0.1:{port}"
-    server.start()
+    server = ScreensServer(tmp_path, token_file=token, tick=0.5, port=port).start()
     try:
         server.apply(order("x-2", [item("l1", "Lahmacun")]))
         wait_for(lambda: card_of(browser, "x-2"), 8, "the card that came while away")
@@ -142,9 +140,19 @@ def test_operator_page_shows_escapes_and_acts(server: ScreensServer, browser: An
     [key] = server.apply(order("op-1", [item("l1", "Adana kebap")]))
     hostile = f"kitchen/test-site/orders/{XSS}/events"
     assert server.send(hostile, b"{}").result == "dead"
+
+    async def section() -> dict[str, Any]:
+        # What a connector's component puts on the board: shown with no template of its own.
+        return {"last_error": f"{XSS} call +90 532 765 43 21",
+                "waiting": [{"order_id": "mk-1", "state": "parked"}]}
+
+    server.board.add("calls-yemek", section)
     driver.get(f"{server.base}/")
-    printers = driver.find_element(By.ID, "printers")
-    assert "grill-printer" in printers.text and "bar-printer" in printers.text
+    assert driver.find_element(By.ID, "unconfirmed").text.count("none") == 1
+    board = driver.find_element(By.ID, "calls-yemek")
+    assert "Calls to yemek" in board.text and "mk-1" in board.text
+    assert f"{XSS} call [removed]" in board.text
+    assert board.find_elements(By.TAG_NAME, "img") == []
     jobs = driver.find_element(By.ID, "jobs")
     assert key in jobs.text and "queued" in jobs.text
     letters = driver.find_element(By.ID, "dead-letters")

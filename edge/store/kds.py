@@ -13,14 +13,8 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-
-def _query(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-    # Rows by column name whatever the connection's own row factory.
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor.execute(sql, params)
+from edge.store.rows import query as _query
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,15 +211,35 @@ _READY_FROM_STATUS = ("created", "sent_to_kitchen", "partially_sent")
 _READY_FROM_STAGE = ("received", "accepted")
 
 
-def ready_to_call(conn: sqlite3.Connection, order_id: str) -> bool:
-    """Every card of the order is bumped, and the order may become ready."""
+def ready_channel(conn: sqlite3.Connection, order_id: str) -> str | None:
+    """The order's channel when every card of it is bumped and it may become ready; else
+    None."""
     if not all_bumped(conn, order_id):
-        return False
+        return None
     row = _query(conn,
-        "SELECT status, COALESCE(kitchen_stage, 'received') AS stage FROM orders "
+        "SELECT channel, status, COALESCE(kitchen_stage, 'received') AS stage FROM orders "
         "WHERE order_id=?", (order_id,)).fetchone()
-    return (row is not None and row["status"] in _READY_FROM_STATUS
-            and row["stage"] in _READY_FROM_STAGE)
+    if row is None or row["status"] not in _READY_FROM_STATUS \
+            or row["stage"] not in _READY_FROM_STAGE:
+        return None
+    return str(row["channel"])
+
+
+def bumped_not_ready(conn: sqlite3.Connection, since: str) -> list[tuple[str, str, str]]:
+    """(order_id, channel, station of the last bump) of the orders bumped at every station
+    since `since` that may become ready and are not ready yet."""
+    rows = _query(conn,
+        "SELECT b.order_id, MAX(b.id) AS last FROM kds_bumps b "
+        "WHERE b.bumped_at >= ? AND b.recalled_at IS NULL GROUP BY b.order_id",
+        (since,)).fetchall()
+    out: list[tuple[str, str, str]] = []
+    for row in rows:
+        channel = ready_channel(conn, row["order_id"])
+        if channel is not None:
+            station = _query(conn, "SELECT station_id FROM kds_bumps WHERE id=?",
+                             (row["last"],)).fetchone()["station_id"]
+            out.append((str(row["order_id"]), channel, str(station)))
+    return out
 
 
 __all__ = [
@@ -234,10 +248,11 @@ __all__ = [
     "TicketRow",
     "all_bumped",
     "bump",
+    "bumped_not_ready",
     "close_order",
     "lines_of",
     "open_tickets",
-    "ready_to_call",
+    "ready_channel",
     "recall_last",
     "show",
     "show_jobs",

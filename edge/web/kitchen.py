@@ -1,8 +1,9 @@
-"""The kitchen display over the store: its cards (a `CardSource`), and bump and recall.
+"""The kitchen display over the store: its cards (a `CardSource`), what makes a ticket a
+card (a transactional reaction to a job becoming printable), and bump and recall.
 
 Bumping a card and recalling one are each one store transaction. When a bump leaves an
-order with no open card at any station, the order is ready: `on_ready` is called (the daemon
-submits an `order.ready` event through the in-process intake, so the timeline and the
+order with no open card at any station, the order is ready: `on_ready` is called (the web
+server submits an `order.ready` event through the daemon's intake, so the timeline and the
 partners' calls follow as for any other ready).
 """
 
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from edge.clock import Clock, rfc3339_ms
-from edge.store import Store, kds
+from edge.feed import JobQueued, OrderStageChanged, OrderStatusChanged
+from edge.store import Store, Tx, kds
 from edge.store.kds import Bumped
 from edge.web.cards import Card, build_card
 from edge.web.live import CardHub
@@ -21,7 +24,40 @@ from edge.web.live import CardHub
 # A card never bumped (a kitchen that works from paper) leaves the screens after this long.
 CARD_WINDOW = timedelta(hours=24)
 
-Ready = Callable[[str], Awaitable[None]]
+# An order that reached one of these has left the kitchen: its cards leave the screens.
+GONE_STAGES = frozenset({"out_for_delivery", "completed"})
+GONE_STATUSES = frozenset({"completed", "refunded", "partially_refunded"})
+
+
+@dataclass(frozen=True)
+class ReadyOrder:
+    order_id: str
+    channel: str
+    station_id: str           # the station whose bump made it ready
+
+
+Ready = Callable[[ReadyOrder], Awaitable[None]]
+
+
+def register_reactions(store: Store, clock: Clock) -> None:
+    """Inside the transaction that makes a cooking ticket printable, it becomes a card (its
+    timer starts there, whatever the printers do); inside the one that sends an order out or
+    completes it, its cards close."""
+
+    def shown(tx: Tx, change: JobQueued) -> None:
+        kds.show_jobs(tx.conn, [change.job_key], rfc3339_ms(clock.now()))
+
+    def stage(tx: Tx, change: OrderStageChanged) -> None:
+        if change.stage in GONE_STAGES:
+            kds.close_order(tx.conn, change.order_id, rfc3339_ms(clock.now()))
+
+    def status(tx: Tx, change: OrderStatusChanged) -> None:
+        if change.status in GONE_STATUSES:
+            kds.close_order(tx.conn, change.order_id, rfc3339_ms(clock.now()))
+
+    store.react(JobQueued, shown)
+    store.react(OrderStageChanged, stage)
+    store.react(OrderStatusChanged, status)
 
 
 def load_cards(conn: sqlite3.Connection, stations: Sequence[str] | None, since: str,
@@ -68,23 +104,24 @@ class StoreKitchen:
     async def bump(self, card_id: str, stations: Sequence[str] | None) -> Bumped | None:
         at = rfc3339_ms(self.clock.now())
 
-        def write(conn: sqlite3.Connection) -> tuple[Bumped | None, bool]:
-            done = kds.bump(conn, card_id, stations, at)
-            return done, done is not None and kds.ready_to_call(conn, done.order_id)
+        def write(tx: Tx) -> tuple[Bumped | None, str | None]:
+            done = kds.bump(tx.conn, card_id, stations, at)
+            return done, None if done is None else kds.ready_channel(tx.conn, done.order_id)
 
-        done, ready = await self.store.transact(write)
+        done, channel = await self.store.transact(write)
         if done is not None:
             self.hub.touch([done.order_id])
-            if ready and self.on_ready is not None:
-                await self.on_ready(done.order_id)
+            if channel is not None and self.on_ready is not None:
+                await self.on_ready(ReadyOrder(done.order_id, channel, done.station_id))
         return done
 
     async def recall(self, stations: Sequence[str] | None) -> Bumped | None:
         at = rfc3339_ms(self.clock.now())
-        done = await self.store.transact(lambda conn: kds.recall_last(conn, stations, at))
+        done = await self.store.transact(lambda tx: kds.recall_last(tx.conn, stations, at))
         if done is not None:
             self.hub.touch([done.order_id])
         return done
 
 
-__all__ = ["CARD_WINDOW", "StoreCards", "StoreKitchen", "load_cards"]
+__all__ = ["CARD_WINDOW", "GONE_STAGES", "GONE_STATUSES", "ReadyOrder", "StoreCards",
+           "StoreKitchen", "load_cards", "register_reactions"]

@@ -1,10 +1,12 @@
-"""The operator page's own panels: printers (with the tickets delivered to them and not
-confirmed), print jobs waiting or in trouble, dead letters, and the upstream outbox.
+"""The operator page's panels: the page's own (tickets delivered and not confirmed, print
+jobs waiting or in trouble, dead letters), read from the store, and the sections components
+put on the daemon's board (printers, the upstream outbox, each partner's calls, and whatever
+a connector adds), with the actions the page offers for them.
 
-Each reads the store in one read transaction per render. Their actions go through the same
-paths as the CLI and the MQTT commands: a reprint is a `reprint` command submitted to the
-daemon's intake (as `{root}/commands/reprint` would bring it), a retry of parked records is
-the outbox's own call.
+Actions go through the same code as the CLI and the MQTT commands: a reprint is the
+`reprint` command given to the daemon's intake (as `{root}/commands/reprint` brings it), a
+retry of parked records is the outbox's (or the calls outbox's) own call, after which the
+sender is woken.
 """
 
 from __future__ import annotations
@@ -12,48 +14,31 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from edge import ops as views
-from edge.clock import Clock
-from edge.config.models import Config
-from edge.store import Store
-from edge.upstream import outbox
+from edge.clock import Clock, rfc3339_ms
+from edge.component import Board, Intake
+from edge.feed import RecordQueued
+from edge.orders import views
+from edge.store import Store, Tx, calls, outbox
+from edge.web.board import BoardPanel
 from edge.web.panels import (
     Action,
     ActionRefused,
     Button,
-    Fact,
     Form,
     Input,
     Link,
     Row,
     Table,
-    Tone,
     View,
 )
 from edge.web.privacy import scrub
 
 OPEN_JOB_STATES = ("unconfirmed", "failed", "sending", "queued", "waiting")
-PRINTER_TONE: dict[str, Tone] = {"online": "good", "offline": "bad", "paper_out": "bad",
-                                 "cover_open": "bad", "error": "bad"}
-
-
-class Outcome(Protocol):
-    @property
-    def result(self) -> str: ...           # accepted | duplicate | dead
-
-    @property
-    def reason(self) -> str | None: ...
-
-
-class Submit(Protocol):
-    """The daemon's durable intake: the message is taken as if it came from the broker."""
-
-    async def __call__(self, topic: str, payloads: Sequence[bytes]) -> Sequence[Outcome]: ...
 
 
 def _cut(text: str | None, limit: int = 160) -> str:
@@ -84,79 +69,54 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-async def submit_reprint(submit: Submit, root: str, job_key: str) -> str:
+async def reprint(intake: Intake, job_key: str) -> str:
+    """The `reprint` command, as `kitchen-edge jobs reprint` and the MQTT topic give it."""
+    job_key = job_key.strip()
     if not job_key:
         raise ActionRefused("job_key is missing", 400)
     command_id = f"web-{secrets.token_hex(6)}"
-    [outcome] = await submit(f"{root}/commands/reprint", [json.dumps(
-        {"command_id": command_id, "job_key": job_key}).encode()])
+    outcome = await intake.command("reprint", json.dumps(
+        {"command_id": command_id, "job_key": job_key}).encode())
     if outcome.result == "dead":
         raise ActionRefused(f"reprint refused: {outcome.reason}")
     return f"reprint of {job_key} queued (command {command_id}); it prints marked REPRINT"
 
 
 @dataclass
-class PrintersPanel:
+class UnconfirmedPanel:
+    """Tickets delivered to a printer and not confirmed: they may be on paper, or not."""
+
     store: Store
-    cfg: Config
-    submit: Submit
-    key: str = "printers"
-    title: str = "Printers"
+    intake: Intake
+    key: str = "unconfirmed"
+    title: str = "Delivered, not confirmed"
 
     @property
     def actions(self) -> Mapping[str, Action]:
-        return {"reprint": lambda f: submit_reprint(self.submit, self.cfg.root,
-                                                    f.get("job_key", ""))}
+        return {"reprint": lambda f: reprint(self.intake, f.get("job_key", ""))}
 
     async def view(self) -> View:
-        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, list[str]],
-                                                    list[dict[str, Any]]]:
-            return (views.printer_states(conn), views.unconfirmed_jobs(conn),
-                    views.jobs_list(conn, state="queued", limit=1000))
-
-        states, unconfirmed, queued = await self.store.read(read)
-        by_id = {s["printer_id"]: s for s in states}
-        printer_of = {s.id: s.printer for s in self.cfg.stations}
-        waiting: dict[str, int] = {}
-        for job in queued:
-            target = printer_of.get(job["station_id"])
-            if target is not None:
-                waiting[target] = waiting.get(target, 0) + 1
-        rows = []
-        for printer in self.cfg.printers:
-            state = by_id.get(printer.id, {})
-            name = str(state.get("state") or "unknown")
-            held = unconfirmed.get(printer.id, [])
-            rows.append(Row(
-                [printer.id, name, _when(state.get("since")),
-                 _cut(state.get("detail")) or "-", str(waiting.get(printer.id, 0)),
-                 str(len(held))],
-                tone=PRINTER_TONE.get(name, "warn")))
-        held_rows = [Row([key, printer], buttons=[Button(
+        held = await self.store.read(views.unconfirmed_jobs)
+        rows = [Row([key, printer], buttons=[Button(
             "Reprint", "reprint", {"job_key": key},
-            confirm=f"Print {key} again, marked REPRINT?")])
-            for printer, keys in sorted(unconfirmed.items()) for key in keys]
-        return View(tables=[
-            Table(None, ["printer", "state", "since", "why", "queued",
-                         "delivered, not confirmed"], rows, empty="no printers configured"),
-            Table("Delivered, not confirmed (may be on paper, may not: a reprint settles it)",
-                  ["job", "printer"], held_rows, empty="none"),
-        ])
+            confirm=f"Print {key} again, marked REPRINT?")], tone="bad")
+            for printer, keys in sorted(held.items()) for key in keys]
+        return View(tables=[Table(None, ["job", "printer"], rows, empty="none")],
+                    note="Each may be on paper, or lost with the printer's buffer: look at "
+                         "the printer, and reprint what did not come out.")
 
 
 @dataclass
 class JobsPanel:
     store: Store
-    cfg: Config
-    submit: Submit
+    intake: Intake
     previews: bool = False
     key: str = "jobs"
     title: str = "Print jobs"
 
     @property
     def actions(self) -> Mapping[str, Action]:
-        return {"reprint": lambda f: submit_reprint(self.submit, self.cfg.root,
-                                                    f.get("job_key", "").strip())}
+        return {"reprint": lambda f: reprint(self.intake, f.get("job_key", ""))}
 
     async def view(self) -> View:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -201,46 +161,55 @@ class DeadLettersPanel:
                     note="The 20 latest; `kitchen-edge dead-letter list` shows more.")
 
 
-@dataclass
-class OutboxPanel:
-    store: Store
-    clock: Clock
-    retry: Callable[[], Awaitable[int]]
-    key: str = "outbox"
-    title: str = "Upstream outbox"
-
-    @property
-    def actions(self) -> Mapping[str, Action]:
-        async def retry(_: Mapping[str, str]) -> str:
-            count = await self.retry()
-            return f"{count} parked record(s) queued again"
-
-        return {"retry-parked": retry}
-
-    async def view(self) -> View:
-        now: datetime = self.clock.now()
-
-        def read(conn: sqlite3.Connection) -> tuple[outbox.OutboxStats, list[dict[str, Any]]]:
-            return outbox.stats(conn, now), outbox.parked_records(conn, 50)
-
-        stats, parked = await self.store.read(read)
-        rows = [Row([str(p["seq"]), p["kind"], p["order_id"] or "-", str(p["attempts"]),
-                     _cut(p["last_error"])], tone="bad") for p in parked]
-        return View(
-            facts=[
-                Fact("backlog", str(stats.backlog), "warn" if stats.backlog else "good"),
-                Fact("held back by a parked record", str(stats.blocked),
-                     "bad" if stats.blocked else None),
-                Fact("oldest unsent", _age(stats.oldest_unsent_age_s)),
-                Fact("last accepted", _when(stats.last_success) if stats.last_success
-                     else "never"),
-                Fact("parked", str(stats.parked), "bad" if stats.parked else "good"),
-            ],
-            tables=[Table("Parked records (the upstream refused them)",
-                          ["seq", "kind", "order", "attempts", "last error"], rows)],
-            forms=[Form("retry-parked", "Retry parked records", [],
-                        confirm="Send every parked record again?")] if parked else [])
+def _title(name: str) -> str:
+    if name.startswith("calls-"):
+        return f"Calls to {name.removeprefix('calls-')}"
+    return name.replace("-", " ").replace("_", " ").capitalize()
 
 
-__all__ = ["DeadLettersPanel", "JobsPanel", "OutboxPanel", "PrintersPanel", "Submit",
-           "submit_reprint"]
+def board_panels(board: Board, store: Store, clock: Clock) -> list[BoardPanel]:
+    """A panel for each board section, with the page's actions for the ones it knows: the
+    parked records of the upstream outbox and of each partner's calls go again."""
+    out: list[BoardPanel] = []
+    for name, section in board.sections().items():
+        panel = BoardPanel(name, _title(name), section)
+        if name == "upstream":
+            panel.actions = {"retry-parked": _retry_upstream(store)}
+            panel.forms = [Form("retry-parked", "Retry parked records", [],
+                                confirm="Send every parked record again?")]
+        elif name.startswith("calls-"):
+            destination = name.removeprefix("calls-")
+            panel.actions = {"retry-parked": _retry_calls(store, clock, destination)}
+            panel.forms = [Form("retry-parked", "Retry parked calls", [],
+                                confirm=f"Send every parked call to {destination} again?")]
+        out.append(panel)
+    return out
+
+
+def _retry_upstream(store: Store) -> Action:
+    async def retry(_: Mapping[str, str]) -> str:
+        def write(tx: Tx) -> int:
+            count = outbox.retry_parked(tx.conn)
+            if count:
+                tx.emit(RecordQueued("upstream", None))
+            return count
+
+        return f"{await store.transact(write)} parked record(s) queued again"
+
+    return retry
+
+
+def _retry_calls(store: Store, clock: Clock, destination: str) -> Action:
+    async def retry(_: Mapping[str, str]) -> str:
+        def write(tx: Tx) -> int:
+            count = calls.retry_parked(tx.conn, destination, rfc3339_ms(clock.now()))
+            if count:
+                tx.emit(RecordQueued(destination, None))
+            return count
+
+        return f"{await store.transact(write)} parked call(s) to {destination} queued again"
+
+    return retry
+
+
+__all__ = ["DeadLettersPanel", "JobsPanel", "UnconfirmedPanel", "board_panels", "reprint"]

@@ -105,26 +105,5 @@ class Panel(Protocol):
         ...
 
 
-class Panels:
-    """The panels of the operator page, in the order they were added."""
-
-    def __init__(self) -> None:
-        self._panels: dict[str, Panel] = {}
-
-    def add(self, panel: Panel) -> None:
-        if panel.key in self._panels:
-            raise ValueError(f"a panel '{panel.key}' is already on the operator page")
-        self._panels[panel.key] = panel
-
-    def remove(self, key: str) -> None:
-        self._panels.pop(key, None)
-
-    def all(self) -> list[Panel]:
-        return list(self._panels.values())
-
-    def get(self, key: str) -> Panel | None:
-        return self._panels.get(key)
-
-
 __all__ = ["Action", "ActionRefused", "Button", "Fact", "Form", "Input", "Link", "Panel",
-           "Panels", "Row", "Table", "Tone", "View"]
+           "Row", "Table", "Tone", "View"]

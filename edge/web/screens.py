@@ -36,7 +36,7 @@ from markupsafe import Markup
 
 from edge.store.kds import Bumped
 from edge.web.live import TICK_SECONDS, CardHub, CardSource, stream_cards
-from edge.web.panels import ActionRefused, Panel, Panels
+from edge.web.panels import ActionRefused, Panel
 from edge.web.security import CSRF_FIELD, Guard, safe_next
 
 log = structlog.get_logger(__name__)
@@ -68,7 +68,7 @@ class Screens:
     hub: CardHub
     kitchen: Kitchen
     guard: Guard
-    panels: Panels = field(default_factory=Panels)
+    panels: Callable[[], Sequence[Panel]] = field(default=lambda: ())
     ticket_image: TicketImage | None = None
     tick: float = TICK_SECONDS
 
@@ -176,10 +176,10 @@ def add_screens(app: web.Application, screens: Screens) -> None:
     # -- operator page --------------------------------------------------------------------
 
     def find(key: str) -> Panel:
-        panel = screens.panels.get(key)
-        if panel is None:
-            raise web.HTTPNotFound(text=f"no panel '{key}' on the operator page\n")
-        return panel
+        for panel in screens.panels():
+            if panel.key == key:
+                return panel
+        raise web.HTTPNotFound(text=f"no panel '{key}' on the operator page\n")
 
     async def render_panel(request: web.Request, panel: Panel) -> Markup:
         session = screens.guard.session(request)
@@ -191,7 +191,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
 
     async def operator(request: web.Request) -> web.Response:
         panels = [{"key": p.key, "html": await render_panel(request, p)}
-                  for p in screens.panels.all()]
+                  for p in screens.panels()]
         return page(request, "operator.html", panels=panels)
 
     async def partial(request: web.Request) -> web.Response:
