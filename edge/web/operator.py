@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from edge.clock import Clock, rfc3339_ms
 from edge.component import Board, Intake
@@ -118,26 +119,31 @@ class JobsPanel:
     def actions(self) -> Mapping[str, Action]:
         return {"reprint": lambda f: reprint(self.intake, f.get("job_key", ""))}
 
-    async def view(self) -> View:
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            out: list[dict[str, Any]] = []
-            for state in OPEN_JOB_STATES:
-                out += views.jobs_list(conn, state=state, limit=50)
-            return out
-
-        jobs = await self.store.read(read)
-        rows = [Row(
-            [j["job_key"], j["station_id"], j["kind"], j["state"], str(j["attempts"]),
+    def _row(self, j: Mapping[str, Any]) -> Row:
+        key = str(j["job_key"])
+        return Row(
+            [key, j["station_id"], j["kind"], j["state"], str(j["attempts"]),
              _when(j["created_at"]), _cut(j.get("reason")) or "-"],
-            buttons=[Button("Reprint", "reprint", {"job_key": j["job_key"]},
-                            confirm=f"Print {j['job_key']} again, marked REPRINT?")],
-            links=[Link("Preview", f"/operator/tickets/{j['job_key']}.png")]
+            buttons=[Button("Reprint", "reprint", {"job_key": key},
+                            confirm=f"Print {key} again, marked REPRINT?")],
+            links=[Link("Preview", f"/operator/tickets/{quote(key, safe='/')}.png")]
             if self.previews else [],
             tone="bad" if j["state"] in ("failed", "unconfirmed") else None)
-            for j in jobs]
+
+    async def view(self) -> View:
+        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]],
+                                                    list[dict[str, Any]]]:
+            open_: list[dict[str, Any]] = []
+            for state in OPEN_JOB_STATES:
+                open_ += views.jobs_list(conn, state=state, limit=50)
+            return open_, views.jobs_list(conn, state="printed", limit=10)
+
+        waiting, printed = await self.store.read(read)
+        columns = ["job", "station", "kind", "state", "attempts", "created (UTC)", "why"]
         return View(
-            tables=[Table(None, ["job", "station", "kind", "state", "attempts",
-                                 "created (UTC)", "why"], rows, empty="every ticket is printed")],
+            tables=[Table("Not printed yet, or in trouble", columns,
+                          [self._row(j) for j in waiting], empty="every ticket is printed"),
+                    Table("Printed lately", columns, [self._row(j) for j in printed])],
             forms=[Form("reprint", "Reprint", [Input("job_key", "Any job key")],
                         confirm="Print this job again, marked REPRINT?")])
 

@@ -219,9 +219,13 @@ def add_screens(app: web.Application, screens: Screens) -> None:
     async def ticket_png(request: web.Request) -> web.Response:
         if screens.ticket_image is None:
             raise web.HTTPNotFound(text="ticket previews are not available here\n")
-        image = await screens.ticket_image(request.match_info["job_key"])
+        path = request.match_info["path"]
+        if not path.endswith(".png"):
+            raise web.HTTPNotFound(text="a ticket preview ends in .png\n")
+        job_key = path.removesuffix(".png")
+        image = await screens.ticket_image(job_key)
         if image is None:
-            raise web.HTTPNotFound(text=f"no job {request.match_info['job_key']}\n")
+            raise web.HTTPNotFound(text=f"no job {job_key}\n")
         return web.Response(body=image, content_type="image/png",
                             headers={"Cache-Control": "no-store"})
 
@@ -259,7 +263,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
         web.post("/logout", logout),
         web.get("/operator/panels/{key}", partial),
         web.post("/operator/{key}/{action}", act),
-        web.get("/operator/tickets/{job_key}.png", ticket_png),
+        web.get("/operator/tickets/{path:.+}", ticket_png),
         web.get("/kds/{station}", kds_page),
         web.get("/kds/{station}/events", kds_events),
         web.post("/kds/{station}/bump", kds_bump),

@@ -41,7 +41,7 @@ from edge.web.kitchen import (
 from edge.web.live import CardHub
 from edge.web.operator import DeadLettersPanel, JobsPanel, UnconfirmedPanel, board_panels
 from edge.web.panels import Panel
-from edge.web.screens import Screens, add_screens
+from edge.web.screens import Screens, TicketImage, add_screens
 from edge.web.security import Guard, OperatorToken
 
 log = structlog.get_logger(__name__)
@@ -111,7 +111,8 @@ class WebServer(BaseComponent):
 
     name = "http"
 
-    def __init__(self, ctx: Context, cfg: HttpConfig) -> None:
+    def __init__(self, ctx: Context, cfg: HttpConfig, *,
+                 ticket_image: TicketImage | None = None) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.health = ctx.health
@@ -121,14 +122,15 @@ class WebServer(BaseComponent):
         self.kitchen = StoreKitchen(ctx.store, ctx.clock, self.hub, on_ready=self._ready)
         self.own_panels: list[Panel] = [
             UnconfirmedPanel(ctx.store, ctx.intake),
-            JobsPanel(ctx.store, ctx.intake),
+            JobsPanel(ctx.store, ctx.intake, previews=ticket_image is not None),
             DeadLettersPanel(ctx.store),
         ]
         self.screens = Screens(
             site=ctx.cfg.site, stations=[s.id for s in ctx.cfg.stations],
             warn_minutes=ctx.cfg.kds.warn_minutes, late_minutes=ctx.cfg.kds.late_minutes,
             source=StoreCards(ctx.store, ctx.clock), hub=self.hub, kitchen=self.kitchen,
-            guard=Guard(OperatorToken(cfg.operator_token_file)), panels=self.panels)
+            guard=Guard(OperatorToken(cfg.operator_token_file)), panels=self.panels,
+            ticket_image=ticket_image)
         self._unsubscribe: list[Callable[[], None]] = []
 
     def panels(self) -> list[Panel]:
