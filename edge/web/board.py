@@ -9,8 +9,10 @@ template and scrubbed of anything shaped like a phone number or an e-mail addres
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from edge.web.panels import Action, Fact, Form, Row, Table, Tone, View
@@ -22,6 +24,18 @@ GOOD = frozenset({"online", "up", "open", "ok", "done", "connected"})
 BAD = frozenset({"offline", "down", "error", "paper_out", "cover_open", "paused", "parked",
                  "failed", "unconfirmed", "disconnected"})
 CELL_LIMIT = 200
+_STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def when(stamp: str | None) -> str:
+    """RFC 3339 as the operator reads it: the time of day (UTC), with the date before it
+    when it is not today's."""
+    if not stamp:
+        return "-"
+    day, _, rest = stamp.partition("T")
+    clock = rest[:8]
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return clock if day == today else f"{day} {clock}"
 
 
 def label(key: str) -> str:
@@ -40,6 +54,8 @@ def text(value: Any) -> str:
         return ", ".join(f"{label(str(k))} {text(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list | tuple):
         return ", ".join(text(v) for v in value) or "-"
+    if isinstance(value, str) and _STAMP.fullmatch(value):
+        return when(value)
     out = scrub(str(value))
     return out if len(out) <= CELL_LIMIT else out[:CELL_LIMIT - 1] + "…"
 
@@ -62,12 +78,15 @@ def _table(name: str, rows: Sequence[Mapping[str, Any]]) -> Table:
         for row in rows], empty="none")
 
 
-def as_view(data: Mapping[str, Any], forms: Sequence[Form] = ()) -> View:
+def as_view(data: Mapping[str, Any], forms: Sequence[Form] = (), *,
+            name: str | None = None) -> View:
+    """`name`: the section's own name; a table under the same name needs no heading."""
     facts: list[Fact] = []
     tables: list[Table] = []
     for key, value in data.items():
         if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            tables.append(_table(key, value))
+            table = _table(key, value)
+            tables.append(Table(None, table.columns, table.rows) if key == name else table)
         elif isinstance(value, list) and not value:
             tables.append(Table(label(key), [], [], empty="none"))
         elif isinstance(value, Mapping) and value and not any(
@@ -90,7 +109,7 @@ class BoardPanel:
     forms: Sequence[Form] = ()
 
     async def view(self) -> View:
-        return as_view(await self.section(), self.forms)
+        return as_view(await self.section(), self.forms, name=self.key)
 
 
-__all__ = ["BoardPanel", "Section", "as_view", "text"]
+__all__ = ["BoardPanel", "Section", "as_view", "text", "when"]

@@ -16,7 +16,6 @@ import secrets
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +24,7 @@ from edge.component import Board, Intake
 from edge.feed import RecordQueued
 from edge.orders import views
 from edge.store import Store, Tx, calls, outbox
-from edge.web.board import BoardPanel
+from edge.web.board import BoardPanel, when
 from edge.web.panels import (
     Action,
     ActionRefused,
@@ -47,17 +46,6 @@ def _cut(text: str | None, limit: int = 160) -> str:
         return ""
     text = scrub(text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _when(stamp: str | None) -> str:
-    """RFC 3339 as the operator reads it: the time of day (UTC), with the date before it
-    when it is not today's."""
-    if not stamp:
-        return "-"
-    day, _, rest = stamp.partition("T")
-    clock = rest[:8]
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
-    return clock if day == today else f"{day} {clock}"
 
 
 def _age(seconds: float | None) -> str:
@@ -123,7 +111,7 @@ class JobsPanel:
         key = str(j["job_key"])
         return Row(
             [key, j["station_id"], j["kind"], j["state"], str(j["attempts"]),
-             _when(j["created_at"]), _cut(j.get("reason")) or "-"],
+             when(j["created_at"]), _cut(j.get("reason")) or "-"],
             buttons=[Button("Reprint", "reprint", {"job_key": key},
                             confirm=f"Print {key} again, marked REPRINT?")],
             links=[Link("Preview", f"/operator/tickets/{quote(key, safe='/')}.png")]
@@ -160,7 +148,7 @@ class DeadLettersPanel:
 
     async def view(self) -> View:
         letters = await self.store.read(lambda c: views.dead_letters(c, 20))
-        rows = [Row([_when(d["received_at"]), _cut(d["topic"], 80), _cut(d["reason"]),
+        rows = [Row([when(d["received_at"]), _cut(d["topic"], 80), _cut(d["reason"]),
                      str(d["seen"]), str(d["payload_size"])]) for d in letters]
         columns = ["received (UTC)", "topic", "reason", "seen", "bytes"]
         return View(tables=[Table(None, columns, rows, empty="no message was refused")],

@@ -12,10 +12,17 @@ REMOVED = "[removed]"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # Seven digits or more, with what people write between them in a phone number.
 _PHONE = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,3}\d){6,}")
+# Digit runs that are not phone numbers: a date (2026-12-01, 2026-12-01T18:02), an IPv4
+# address.
+_NOT_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2})?)?|\d{1,3}(?:\.\d{1,3}){3}")
+
+
+def _phone(match: re.Match[str]) -> str:
+    return match.group(0) if _NOT_PHONE.fullmatch(match.group(0).strip()) else REMOVED
 
 
 def scrub(text: str) -> str:
-    return _PHONE.sub(REMOVED, _EMAIL.sub(REMOVED, text))
+    return _PHONE.sub(_phone, _EMAIL.sub(REMOVED, text))
 
 
 def scrub_opt(text: str | None) -> str | None:

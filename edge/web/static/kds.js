@@ -124,9 +124,13 @@
     const head = el("header", "card-head");
     head.append(el("span", "kind kind-" + card.kind.toLowerCase(), card.kind));
     head.append(el("span", "order", card.display_id));
-    head.append(el("span", "where", card.where));
     head.append(el("span", "timer", ""));
     node.append(head);
+    const sub = el("div", "card-sub");
+    sub.append(el("span", "where", card.where));
+    sub.append(el("span", "channel", showStation ? card.station_id + " · " + card.channel
+      : card.channel));
+    node.append(sub);
 
     if (card.flags.length) {
       const line = el("div", "flags");
@@ -157,7 +161,6 @@
     if (card.note) node.append(el("p", "order-note", card.note));
 
     const foot = el("footer", "card-foot");
-    foot.append(el("span", "channel", showStation ? card.station_id : card.channel));
     const bump = el("button", "bump", "Bump");
     bump.type = "button";
     bump.addEventListener("click", () => bumpCard(card.card_id, node));
