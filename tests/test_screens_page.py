@@ -105,6 +105,11 @@ def test_live_cards_escaping_timer_bump_and_recall(server: ScreensServer,
     assert appeared < 1.0
 
 
+def said(driver: Any, text: str) -> None:
+    wait_for(lambda: text in driver.find_element(By.ID, "message").text, 3,
+             f"the page says {text!r}")
+
+
 def _seconds(card: Any) -> int:
     minutes, seconds = card.find_element(By.CSS_SELECTOR, ".timer").text.split(":")
     return int(minutes) * 60 + int(seconds)
@@ -175,3 +180,44 @@ def test_operator_page_shows_escapes_and_acts(server: ScreensServer, browser: An
     # The reprint is a job of its own, shown at the next refresh of the panel.
     wait_for(lambda: "reprint-web-" in driver.find_element(By.ID, "jobs").text, 5,
              "the reprint job listed")
+
+
+def test_accept_an_order_and_pause_the_store(server: ScreensServer, browser: Any) -> None:
+    driver = browser
+    server.apply(order("mk-7", [item("l1", "Lahmacun")], display_id="M7",
+                       requires_acceptance=True))
+    server.apply(order("mk-8", [item("l1", "Pide")], display_id="M8",
+                       requires_acceptance=True))
+    login(driver, server.base, "/")
+    waiting = driver.find_element(By.ID, "waiting")
+    assert "M7" in waiting.text and "M8" in waiting.text
+    # Waiting orders are no cards yet: nothing is cooked before the restaurant accepts.
+    assert server.run(lambda: server.web.screens.source.snapshot(None)) == []  # type: ignore[union-attr]
+
+    # Accept with a preparation time, through the form.
+    form = waiting.find_element(By.CSS_SELECTOR, "form.panel-form[action$='/accept']")
+    form.find_element(By.XPATH, ".//select[@name='order_id']/option[text()='mk-7']").click()
+    form.find_element(By.NAME, "prep_minutes").send_keys("25")
+    form.find_element(By.TAG_NAME, "button").click()
+    said(driver, "order mk-7 accepted, ready in 25 min")
+    wait_for(lambda: server.stage("mk-7") == "accepted", 5, "the order accepted")
+    cards = wait_for(lambda: server.run(
+        lambda: server.web.screens.source.snapshot(None)), 5, "its card")  # type: ignore[union-attr]
+    assert [c.order_id for c in cards] == ["mk-7"]
+
+    # Reject the other from its row (busy).
+    row = wait_for(lambda: [r for r in driver.find_elements(By.CSS_SELECTOR, "#waiting tr")
+                            if "M8" in r.text], 5, "the row of M8")[0]
+    row.find_element(By.XPATH, ".//button[text()='Reject']").click()
+    driver.switch_to.alert.accept()
+    said(driver, "order mk-8 rejected (busy)")
+    wait_for(lambda: server.stage("mk-8") == "rejected", 5, "the order rejected")
+
+    # Pause the store for 30 minutes; the panel says so at its next refresh.
+    store = driver.find_element(By.ID, "store")
+    pause = store.find_element(By.CSS_SELECTOR, "form[action$='/pause']")
+    pause.find_element(By.NAME, "for_minutes").send_keys("30")
+    pause.find_element(By.TAG_NAME, "button").click()
+    driver.switch_to.alert.accept()
+    said(driver, "the store is paused for 30 min")
+    wait_for(lambda: "paused" in driver.find_element(By.ID, "store").text, 5, "the state")

@@ -39,7 +39,14 @@ from edge.web.kitchen import (
     register_reactions,
 )
 from edge.web.live import CardHub
-from edge.web.operator import DeadLettersPanel, JobsPanel, UnconfirmedPanel, board_panels
+from edge.web.operator import (
+    AcceptancePanel,
+    DeadLettersPanel,
+    JobsPanel,
+    StorePanel,
+    UnconfirmedPanel,
+    board_panels,
+)
 from edge.web.panels import Panel
 from edge.web.screens import Screens, TicketImage, add_screens
 from edge.web.security import Guard, OperatorToken
@@ -121,9 +128,11 @@ class WebServer(BaseComponent):
         register_reactions(ctx.store, ctx.clock)
         self.kitchen = StoreKitchen(ctx.store, ctx.clock, self.hub, on_ready=self._ready)
         self.own_panels: list[Panel] = [
+            AcceptancePanel(ctx.store, ctx.intake, ctx.clock),
             UnconfirmedPanel(ctx.store, ctx.intake),
             JobsPanel(ctx.store, ctx.intake, previews=ticket_image is not None),
             DeadLettersPanel(ctx.store),
+            StorePanel(ctx.store, ctx.intake, ctx.clock),
         ]
         self.screens = Screens(
             site=ctx.cfg.site, stations=[s.id for s in ctx.cfg.stations],
