@@ -62,6 +62,9 @@ def main(out: Path) -> None:
                               display_id="91"))
             pos.order(event("pos-88", "order.items_added", {"batch_id": "b2", "items": [
                 item("l3", "Adana kebap", 1)]}))
+            pos.order(created("yemek-1031", [item("l1", "Adana dürüm", 2)], display_id="1031",
+                              channel="marketplace", fulfillment={"type": "delivery"},
+                              requires_acceptance=True))
             pos.send("kitchen/test-site/orders/x/events", b"{not json")
             driver = start_browser(tmp / "chromium")
             try:
@@ -74,7 +77,7 @@ def main(out: Path) -> None:
                 driver.get(f"{base}/")
                 time.sleep(1.0)
                 height = driver.execute_script("return document.body.scrollHeight")
-                driver.set_window_size(1400, max(900, int(height) + 40))
+                driver.set_window_size(1400, max(900, int(height) + 160))
                 time.sleep(0.5)
                 driver.save_screenshot(str(out / "operator.png"))
             finally:
