@@ -74,3 +74,12 @@ def test_every_problem_with_its_line(tmp_path: Path) -> None:
     assert "kds.warn_minutes: Input should be greater than 0" in out
     code, out = check(tmp_path, BASE + "http:\n  operator_token_file: missing.token\n")
     assert code == 2 and "does not exist" in out
+
+
+def test_a_station_cannot_be_called_all_when_the_screens_run(tmp_path: Path) -> None:
+    text = BASE.replace("id: grill", "id: all").replace("default_station: grill",
+                                                        "default_station: all")
+    code, out = check(tmp_path, text + "http:\n  listen: 127.0.0.1:8765\n")
+    assert code == 2 and "stations[0].id: 'all' is the kitchen display's page" in out
+    code, out = check(tmp_path, text)
+    assert code == 0, out

@@ -291,3 +291,36 @@ def _open_cards(server: ScreensServer) -> int:
         return len(s.until("snapshot")["cards"])
     finally:
         s.close()
+
+
+def test_an_order_that_leaves_the_kitchen_leaves_the_screens(server: ScreensServer) -> None:
+    server.apply(order("g-1", [item("l1", "Köfte")], fulfillment={"type": "delivery"}))
+    server.apply(order("g-2", [item("l1", "Pide")]))
+    s = Stream(f"{server.base}/kds/grill/events")
+    try:
+        assert len(s.until("snapshot")["cards"]) == 2
+        server.apply(event("g-1", "order.ready", {}))   # ready: the card stays to be bumped
+        server.apply(event("g-1", "order.out_for_delivery", {}))
+        name, gone = s.next()
+        assert (name, gone["card_id"]) == ("remove", "g-1/new/grill")
+        # Later: an ADDED batch of the other order is a card of its own.
+        server.apply(event("g-2", "order.items_added", {
+            "batch_id": "b2", "items": [item("l2", "Ayran", category="grill")]}))
+        name, up = s.next()
+        assert (name, up["card"]["kind"], up["card"]["card_id"]) == (
+            "upsert", "ADDED", "g-2/add-b2/grill")
+    finally:
+        s.close()
+    # A reprint is not a new card.
+    server.send("kitchen/test-site/commands/reprint",
+                b'{"command_id": "rp-1", "job_key": "g-2/new/grill"}')
+    assert sorted(c["card_id"] for c in _snapshot(server)) == [
+        "g-2/add-b2/grill", "g-2/new/grill"]
+
+
+def _snapshot(server: ScreensServer) -> list[dict[str, Any]]:
+    s = Stream(f"{server.base}/kds/all/events")
+    try:
+        return list(s.until("snapshot")["cards"])
+    finally:
+        s.close()

@@ -163,6 +163,11 @@ def _cross_checks(data: dict[str, Any], add: Any,
     if isinstance(token, str) and not Path(token).is_file():
         add(("upstream", "token_file"), f"token file {token} does not exist")
     http = data.get("http")
+    if isinstance(http, dict):
+        for i, station in enumerate(stations):
+            if station.get("id") == "all":
+                add(("stations", i, "id"), "'all' is the kitchen display's page of every "
+                    "station (/kds/all): name this station otherwise")
     operator = http.get("operator_token_file") if isinstance(http, dict) else None
     if isinstance(operator, str):
         problem = operator_token_problem(Path(operator))

@@ -152,6 +152,9 @@ _TICKETS = (
     "WHERE t.bumped_at IS NULL AND t.closed_at IS NULL AND t.shown_at >= ?")
 
 
+_ORDER = " ORDER BY t.shown_at, t.rowid"
+
+
 def _ticket(row: sqlite3.Row) -> TicketRow:
     return TicketRow(
         job_key=row["job_key"], order_id=row["order_id"], station_id=row["station_id"],
@@ -170,14 +173,17 @@ def open_tickets(conn: sqlite3.Connection, stations: Sequence[str] | None, *, si
     if stations is not None:
         sql += f" AND t.station_id IN ({','.join('?' * len(stations))})"
         args += list(stations)
-    if order_ids is not None:
-        wanted = sorted(set(order_ids))
-        if not wanted:
-            return []
-        sql += f" AND t.order_id IN ({','.join('?' * len(wanted))})"
-        args += wanted
-    sql += " ORDER BY t.shown_at, t.rowid"
-    return [_ticket(r) for r in _query(conn, sql, args)]
+    if order_ids is None:
+        return [_ticket(r) for r in _query(conn, sql + _ORDER, args)]
+    wanted = sorted(set(order_ids))
+    out: list[TicketRow] = []
+    for start in range(0, len(wanted), 500):     # a burst of orders: bounded statements
+        chunk = wanted[start:start + 500]
+        out += [_ticket(r) for r in _query(
+            conn, sql + f" AND t.order_id IN ({','.join('?' * len(chunk))})" + _ORDER,
+            args + chunk)]
+    out.sort(key=lambda t: t.shown_at)
+    return out
 
 
 def lines_of(conn: sqlite3.Connection, order_ids: Iterable[str]) -> dict[tuple[str, str],

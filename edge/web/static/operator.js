@@ -17,9 +17,8 @@
 
   async function refresh(section) {
     // Not while the operator is typing into one of its forms.
-    if (section.contains(document.activeElement) && document.activeElement.tagName === "INPUT") {
-      return;
-    }
+    const active = document.activeElement;
+    if (section.contains(active) && ["INPUT", "SELECT"].includes(active.tagName)) return;
     try {
       const response = await fetch(section.dataset.partial, { credentials: "same-origin" });
       if (response.ok) section.innerHTML = await response.text();
