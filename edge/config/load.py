@@ -19,6 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from edge.config.menu import Menu
 from edge.config.models import Config
+from edge.config.secrets import operator_token_problem
 
 Loc = Sequence[str | int]
 
@@ -79,6 +80,7 @@ _RELATIVE_PATHS: list[Loc] = [
     ("mqtt", "password_file"),
     ("upstream", "token_file"),
     ("menu",),
+    ("http", "operator_token_file"),
 ]
 
 
@@ -169,6 +171,17 @@ def _cross_checks(data: dict[str, Any], add: Any,
             if isinstance(table_id, str) and table_id in seen_tables:
                 add(("tables", i), f"duplicate table '{table_id}'")
             seen_tables.add(str(table_id))
+    http = data.get("http")
+    if isinstance(http, dict):
+        for i, station in enumerate(stations):
+            if station.get("id") == "all":
+                add(("stations", i, "id"), "'all' is the kitchen display's page of every "
+                    "station (/kds/all): name this station otherwise")
+    operator = http.get("operator_token_file") if isinstance(http, dict) else None
+    if isinstance(operator, str):
+        problem = operator_token_problem(Path(operator))
+        if problem:
+            add(("http", "operator_token_file"), problem)
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():
