@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.broker import Broker
+import httpx
+
+from tests.broker import Broker, free_port
 from tests.daemon import ROOT, Listener, created
+from tests.screens_env import TOKEN, write_token
 from tests.test_openapp_e2e import MENU, dining_room, dish, item
 from tests.test_operator_cli import edge, edge_json
 
@@ -89,6 +92,37 @@ def test_stock_commands_orders_and_a_reload_that_keeps_the_counts(tmp_path: Path
             assert sim.submit("4", [item("adana", 1, 42000)])["accepted"] != []
         finally:
             seen.close()
+
+
+def test_the_operator_page_shows_the_menu_and_86s(tmp_path: Path, broker: Broker) -> None:
+    port = free_port()
+    token = write_token(tmp_path / "operator.token")
+    with dining_room(tmp_path, broker, http={"listen": f"127.0.0.1:{port}",
+                                             "operator_token_file": str(token)}) as (k, sim):
+        base = f"http://127.0.0.1:{port}"
+        page = httpx.get(f"{base}/operator/panels/menu", timeout=5).text
+        assert "Menu and stock" in page and "Künefe" in page and "420.00" in page
+        allowed = {"Authorization": f"Bearer {TOKEN}", "Origin": base,
+                   "Accept": "application/json"}
+        r = httpx.post(f"{base}/operator/menu/86", data={"product_id": "kunefe"},
+                       headers=allowed, timeout=5)
+        assert r.status_code == 200 and r.json()["message"] == "kunefe is 86: out until restocked"
+        assert k.daemon.scalar("SELECT stock FROM menu_stock WHERE product_id='kunefe'") == 0
+        assert sim.submit("4", [item("kunefe", 1, 18000)])["rejected"][0]["reason"] == \
+            "OUT_OF_STOCK"
+        r = httpx.post(f"{base}/operator/menu/stock", data={"product_id": "kunefe",
+                                                            "stock": "5"},
+                       headers=allowed, timeout=5)
+        assert r.status_code == 200 and r.json()["message"] == "kunefe: 5 left"
+        r = httpx.post(f"{base}/operator/menu/86", data={"product_id": "pizza"},
+                       headers=allowed, timeout=5)
+        assert r.status_code == 400 and "'pizza' is not on the menu" in r.text
+        # Without the operator token nothing changes.
+        r = httpx.post(f"{base}/operator/menu/86", data={"product_id": "adana"},
+                       headers={"Origin": base}, timeout=5)
+        assert r.status_code == 401
+        assert k.daemon.scalar("SELECT stock FROM menu_stock WHERE product_id='adana'") == 3
+        assert "5" in httpx.get(f"{base}/operator/panels/menu", timeout=5).text
 
 
 def test_config_check_names_the_menu_files_problems(tmp_path: Path) -> None:

@@ -134,6 +134,10 @@ class WebServer(BaseComponent):
             DeadLettersPanel(ctx.store),
             StorePanel(ctx.store, ctx.intake, ctx.clock),
         ]
+        if ctx.cfg.menu_data is not None:
+            from edge.web.menu_panel import MenuPanel
+
+            self.own_panels.append(MenuPanel(ctx.store, ctx.intake, ctx.cfg.menu_data))
         self.screens = Screens(
             site=ctx.cfg.site, stations=[s.id for s in ctx.cfg.stations],
             warn_minutes=ctx.cfg.kds.warn_minutes, late_minutes=ctx.cfg.kds.late_minutes,
