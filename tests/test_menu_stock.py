@@ -158,3 +158,11 @@ def test_a_reload_keeps_the_running_counts_unless_the_file_changed(floor: Floor)
     assert command(floor, {"command_id": "c1", "product_id": "cay", "stock": 4})[0] == "dead"
     assert reload(MENU) is True               # cay is back with the count it had
     assert floor.stock("cay") == 0 and floor.stock("adana") == 3
+
+
+def test_a_product_id_the_menu_does_not_know_is_kept_and_not_counted(floor: Floor) -> None:
+    floor.open_table("t1", "4", [line("1", "adana 2 (döner)", 1, category="grill"),
+                                 line("2", "pizza", 1)])
+    assert check_line(floor, "t1", "1") == ("grill", "adana 2 (döner)", None, "pos", 0)
+    assert check_line(floor, "t1", "2") == (None, "pizza", None, "pos", 0)
+    assert floor.stock("adana") == 3

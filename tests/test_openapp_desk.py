@@ -256,3 +256,10 @@ def test_sent_messages_and_applied_requests_are_forgotten_after_a_while(floor: F
     # The submission's answer stays: the same submission_id later is still answered the same.
     again = floor.submit("4", "s-old", [item("ayran", 1, 6000)])
     assert again["accepted"][0]["line_id"] == "s-old-1"
+
+
+def test_a_product_id_no_menu_could_have_is_delisted_not_dead_lettered(floor: Floor) -> None:
+    answer = floor.submit("4", "s1", [item("pizza margherita/large", 1, 9000)])
+    assert answer["rejected"] == [{"product_id": "pizza margherita/large", "qty": 1,
+                                   "reason": "DELISTED"}]
+    assert floor.dead() == []

@@ -109,7 +109,8 @@ class SnapshotRequested(Request):
 
 
 class SubmittedItem(_Message):
-    product_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    # An id the menu does not know is DELISTED, not a broken message.
+    product_id: Annotated[str, Field(min_length=1, max_length=128)]
     qty: Annotated[int, Field(ge=1, le=100, strict=True)]
     unit_price: Annotated[int, Field(ge=0, strict=True)]
     modifiers: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
