@@ -70,7 +70,7 @@ def waiter_closes(run: str) -> list[dict[str, Any]]:
         ev(pos, "order.items_delivered", {"line_ids": ["a"]}, "pos"),
         ev(pos, "order.discount_applied", {"discount_id": "regulars", "amount": 5000,
                                            "reason": "regulars"}, "pos"),
-        ev(pos, "order.payment_added", {"payment_id": "bill", "amount_cents": 100000,
+        ev(pos, "order.payment_added", {"payment_id": "bill", "amount_cents": 109000,
                                         "method": "card"}, "pos"),
     ]
 
