@@ -77,6 +77,10 @@ _RELATIVE_PATHS: list[Loc] = [
     ("state_dir",),
     ("mqtt", "password_file"),
     ("upstream", "token_file"),
+    ("aggregator", "token_file"),
+    ("aggregator", "webhook_token_file"),
+    ("aggregator", "tls_cert_file"),
+    ("aggregator", "tls_key_file"),
 ]
 
 
@@ -160,6 +164,13 @@ def _cross_checks(data: dict[str, Any], add: Any,
     token = upstream.get("token_file") if isinstance(upstream, dict) else None
     if isinstance(token, str) and not Path(token).is_file():
         add(("upstream", "token_file"), f"token file {token} does not exist")
+    aggregator = data.get("aggregator")
+    if isinstance(aggregator, dict):
+        for key, what in (("token_file", "token file"), ("webhook_token_file", "token file"),
+                          ("tls_cert_file", "certificate file"), ("tls_key_file", "key file")):
+            named = aggregator.get(key)
+            if isinstance(named, str) and not Path(named).is_file():
+                add(("aggregator", key), f"{what} {named} does not exist")
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():
