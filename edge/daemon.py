@@ -90,13 +90,21 @@ def _web(ctx: Context) -> Component | None:
     return WebServer(ctx, ctx.cfg.http)
 
 
+def _aggregator(ctx: Context) -> Component | None:
+    if ctx.cfg.aggregator is None:
+        return None
+    from edge.connectors.aggregator.component import Aggregator
+
+    return Aggregator(ctx, ctx.cfg.aggregator)
+
+
 def _metrics(ctx: Context) -> Component | None:
     from edge.service.component import Metrics
 
     return Metrics(ctx)
 
 
-FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _metrics]
+FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _aggregator, _metrics]
 
 
 class Daemon:
