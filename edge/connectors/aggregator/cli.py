@@ -96,8 +96,9 @@ def render(found: dict[str, Any], table: Any) -> str:
               ["id", "order_id", "method", "path", "status_code", "last_error"]),
         "",
         "RECENT PLATFORM ORDERS",
-        table(found["recent"], ["platform_id", "order_id", "fulfillment", "answer",
-                                "dasher_status", "cancelled", "received_at"]),
+        table([{**o, "cancelled": "yes" if o["cancelled"] else None} for o in found["recent"]],
+              ["platform_id", "order_id", "fulfillment", "answer", "dasher_status", "cancelled",
+               "received_at"]),
     ]
     return "\n".join(lines)
 
