@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -118,7 +119,7 @@ class Api:
     wait on processes)."""
 
     def __init__(self, base_url: str, token: str = API_TOKEN, *,
-                 verify: bool | str = True) -> None:
+                 verify: bool | ssl.SSLContext = True) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.client = httpx.Client(timeout=10, verify=verify)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from tests.daemon import ROOT, DaemonProc, Listener, event, write_config
 from tests.fake_platform import API_TOKEN, Api, FakePlatformProcess, wait
 from tests.fake_upstream import FakeUpstreamProcess
 from tests.printing_env import Kitchen, has_line, job_key_of, kitchen
-from tests.test_operator_cli import edge, edge_json
+from tests.test_operator_cli import edge, edge_json, edge_many
 from tests.vprinter import VPrinterProc
 
 GRILL = [{"id": "grill", "printer": "hot", "categories": []}]
@@ -80,7 +81,7 @@ def aggregator_config(tmp_path: Path, platform: FakePlatformProcess, port: int,
 @contextmanager
 def platform_kitchen(tmp_path: Path, broker: Broker, *, http: bool = False,
                      upstream: bool = False, printers: tuple[str, ...] = ("hot",),
-                     scheme: str = "http", verify: bool | str = True,
+                     scheme: str = "http", verify: bool | ssl.SSLContext = True,
                      **options: Any) -> Iterator[Rig]:
     platform = FakePlatformProcess(tmp_path / "platform").start()
     up = FakeUpstreamProcess(tmp_path / "upstream").start() if upstream else None
@@ -105,6 +106,33 @@ def platform_kitchen(tmp_path: Path, broker: Broker, *, http: bool = False,
         platform.stop()
         if up is not None:
             up.stop()
+
+
+def answer(rig: Rig, order_id: str, action: str, **fields: Any) -> None:
+    """The operator's answer, published as the CLI does (`{root}/commands/order`); returns
+    once applied."""
+    command_id = f"t-{action}-{order_id}"
+    rig.k.pos.send(f"{ROOT}/commands/order", {"command_id": command_id, "order_id": order_id,
+                                              "action": action, **fields})
+    rig.daemon.wait_until(lambda: rig.daemon.scalar(
+        "SELECT COUNT(*) FROM events WHERE event_id = ? AND applied = 1",
+        (f"cmd:{command_id}",)) == 1, what=f"{action} {order_id}")
+
+
+def store_state(rig: Rig, state: str, **fields: Any) -> None:
+    """The store's state, set as `kitchen-edge store ...` does; returns once recorded."""
+    command_id = f"t-store-{state}"
+    rig.k.pos.send(f"{ROOT}/commands/store", {"command_id": command_id, "state": state,
+                                              **fields})
+    rig.daemon.wait_until(lambda: rig.daemon.scalar(
+        "SELECT COUNT(*) FROM commands WHERE command_id = ?", (command_id,)) == 1,
+        what=f"store {state}")
+
+
+def board(rig: Rig) -> dict[str, Any]:
+    result: dict[str, Any] = httpx.get(f"http://127.0.0.1:{rig.http_port}/status",
+                                       timeout=10).json()
+    return result
 
 
 def post(api: Api, body: dict[str, Any]) -> tuple[httpx.Response, float]:
@@ -135,9 +163,9 @@ def test_the_seed_004_story(tmp_path: Path, broker: Broker) -> None:
             # It waits for the restaurant: listed, nothing printed, nothing told.
             rig.daemon.wait_until(lambda: rig.daemon.scalar(
                 "SELECT COUNT(*) FROM print_jobs WHERE wait_reason='acceptance'") == 1)
-            waiting = edge_json(rig.daemon, "orders", "waiting")
-            assert [(w["order_id"], w["channel"], w["source"]) for w in waiting] == [
-                (order_id, "onetablet", "fake_platform")]
+            waiting = board(rig)["aggregator"]["waiting_for_acceptance"]
+            assert [(w["order_id"], w["display_id"]) for w in waiting] == [
+                (order_id, rig.daemon.scalar("SELECT display_id FROM orders"))]
             time.sleep(0.3)
             assert rig.k.tickets("hot") == [] and rig.platform.hooks("p-story") == []
 
@@ -179,8 +207,9 @@ def test_the_seed_004_story(tmp_path: Path, broker: Broker) -> None:
             assert [s["key"] for s in published["steps"]] == [s["key"] for s in steps]
 
             # Log every status change: the order's own activity log says each one.
-            whats = [a["what"] for a in edge_json(rig.daemon, "orders", "show",
-                                                  order_id)["activities"]]
+            whats = [a["what"] for a in httpx.get(
+                f"http://127.0.0.1:{rig.http_port}/orders/{order_id}/activities",
+                timeout=10).json()["activities"]]
             for what in ("Order created", "Order accepted", "Order ready",
                          "Courier dasher_confirmed", "Courier arriving_at_store",
                          "Courier arrived_at_store", "Order out for delivery",
@@ -191,15 +220,16 @@ def test_the_seed_004_story(tmp_path: Path, broker: Broker) -> None:
             time.sleep(0.3)
             assert rig.platform.kinds("p-story") == ["accepted", "ready"]
             assert rig.platform.state()["violations"] == []
-            status = edge_json(rig.daemon, "aggregator")
+            status, text = edge_many(rig.daemon, ("aggregator", "--json"), ("aggregator",))
             assert status["listening"] is True and status["webhooks"] == {"done": 2}
             assert status["orders"] == {"waiting": 1, "repeats": 0}
             assert status["recent"][0]["dasher_status"] == "dropoff"
-            text = edge(rig.daemon, "aggregator").stdout
-            assert "listening" in text and "RECENT PLATFORM ORDERS" in text
-            board = httpx.get(f"http://127.0.0.1:{rig.http_port}/status", timeout=10).json()
-            assert board["aggregator"]["answers"]["202"] == 1
-            assert board["calls-aggregator"]["calls"] == {"done": 2}
+            assert f"127.0.0.1:{rig.port} (http), listening" in text
+            assert "RECENT PLATFORM ORDERS" in text and "dropoff" in text
+            shown = board(rig)
+            assert shown["aggregator"]["answers"]["202"] == 1
+            assert shown["aggregator"]["order_answer_ms"]["slowest"] < 1000
+            assert shown["calls-aggregator"]["calls"] == {"done": 2}
     finally:
         status_topic.close()
 
@@ -423,7 +453,7 @@ def test_pick_up_waits_for_the_restaurants_yes(tmp_path: Path, broker: Broker) -
         assert api.dasher("p-wait", "dasher_confirmed").status_code == 200
         early = api.dasher("p-wait", "dasher_out_for_delivery")
         assert early.status_code == 409 and "waits for the restaurant" in early.json()["error"]
-        edge(rig.daemon, "orders", "accept", "ot-p-wait")
+        answer(rig, "ot-p-wait", "accept")
         rig.k.wait_tickets("hot", 1)
         assert api.dasher("p-wait", "dasher_out_for_delivery").status_code == 200
         rig.daemon.wait_until(lambda: rig.order_row("ot-p-wait")[1] == "out_for_delivery")
@@ -553,14 +583,14 @@ def test_sigkill_after_the_202_and_before_the_ticket(tmp_path: Path, broker: Bro
 def test_a_paused_store_fails_new_orders_and_a_busy_one_takes_longer(
         tmp_path: Path, broker: Broker) -> None:
     with platform_kitchen(tmp_path, broker, auto_accept=True) as rig:
-        edge(rig.daemon, "store", "pause")
+        store_state(rig, "paused")
         assert rig.api.order(rig.api.new_order("p-closed")).status_code == 202
         [fail] = rig.platform.wait_hooks("p-closed", ["rejected"])
         assert fail["body"] == {"merchant_supplied_id": "ot-p-closed", "order_status": "fail",
                                 "failure_reason": "Store is currently closed"}
         assert rig.order_row("ot-p-closed")[:2] == ("void", "rejected")
 
-        edge(rig.daemon, "store", "busy", "10")
+        store_state(rig, "busy", busy_minutes=10)
         asked = datetime.now(UTC)
         assert rig.api.order(rig.api.new_order("p-busy")).status_code == 202
         [ok] = rig.platform.wait_hooks("p-busy", ["accepted"])
@@ -568,8 +598,8 @@ def test_a_paused_store_fails_new_orders_and_a_busy_one_takes_longer(
         assert abs(prep_time - (asked + timedelta(minutes=30))) < timedelta(minutes=1)
         tickets = rig.k.wait_tickets("hot", 1)
         assert [job_key_of(t) for t in tickets] == ["ot-p-busy/new/grill"]
-        assert edge_json(rig.daemon, "aggregator")["orders"] == {
-            "accepted": 1, "store_closed": 1, "repeats": 0}
+        assert rig.daemon.query("SELECT platform_id, answer FROM platform_orders ORDER BY 1"
+                                ) == [("p-busy", "accepted"), ("p-closed", "store_closed")]
 
 
 def test_calling_orders_off_both_ways(tmp_path: Path, broker: Broker) -> None:
@@ -580,7 +610,7 @@ def test_calling_orders_off_both_ways(tmp_path: Path, broker: Broker) -> None:
         rig.daemon.wait_until(lambda: rig.daemon.scalar("SELECT COUNT(*) FROM orders") == 4)
 
         # The restaurant says no: fail, with the seed's words for its reason.
-        edge(rig.daemon, "orders", "reject", "ot-p-0", "--reason", "out_of_stock")
+        answer(rig, "ot-p-0", "reject", reason_code="out_of_stock")
         [fail] = platform.wait_hooks("p-0", ["rejected"])
         assert fail["body"]["failure_reason"] == "Required item is unavailable"
         # Cancelled before anyone accepted it: the platform had nothing confirmed, so fail.
@@ -591,8 +621,8 @@ def test_calling_orders_off_both_ways(tmp_path: Path, broker: Broker) -> None:
         assert fail["body"]["failure_reason"] == "Too many orders"
 
         # Accepted and printed, then the restaurant cancels: the cancellation webhook.
-        edge(rig.daemon, "orders", "accept", "ot-p-2")
-        edge(rig.daemon, "orders", "accept", "ot-p-3")
+        answer(rig, "ot-p-2", "accept")
+        answer(rig, "ot-p-3", "accept")
         rig.k.wait_tickets("hot", 2)
         rig.k.pos.order(event("ot-p-2", "order.cancelled", {"reason_code": "busy"},
                               channel="onetablet"))
@@ -621,12 +651,14 @@ def test_calling_orders_off_both_ways(tmp_path: Path, broker: Broker) -> None:
 
 def test_the_api_over_tls(tmp_path: Path, broker: Broker) -> None:
     cert, key = tmp_path / "api.crt", tmp_path / "api.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     key.chmod(0o600)
-    with platform_kitchen(tmp_path, broker, scheme="https", verify=str(cert), auto_accept=True,
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with platform_kitchen(tmp_path, broker, scheme="https", verify=trusted, auto_accept=True,
                           tls_cert_file=str(cert), tls_key_file=str(key)) as rig:
         assert rig.daemon.wait_log("aggregator_listening")["scheme"] == "https"
         reply = rig.api.order(rig.api.new_order("p-tls"))
@@ -637,7 +669,6 @@ def test_the_api_over_tls(tmp_path: Path, broker: Broker) -> None:
             httpx.post(f"http://127.0.0.1:{rig.port}/orders", json={}, timeout=5)
         with pytest.raises(httpx.ConnectError):
             httpx.post(f"https://127.0.0.1:{rig.port}/orders", json={}, timeout=5)
-        assert edge_json(rig.daemon, "aggregator")["tls"] is True
 
 
 # -- privacy --------------------------------------------------------------------------------
@@ -698,13 +729,13 @@ def test_no_phone_or_email_in_any_public_view(tmp_path: Path, broker: Broker) ->
                 views[f"activities {order_id}"] = httpx.get(
                     f"http://127.0.0.1:{rig.http_port}/orders/{order_id}/activities",
                     timeout=10).text
-                views[f"orders show {order_id}"] = edge(rig.daemon, "orders", "show",
-                                                        order_id, "--json").stdout
             views["mqtt status"] = json.dumps([b for _, b, _ in status_topic.messages])
             views["upstream records"] = json.dumps(rig.upstream.records())
             views["board"] = httpx.get(f"http://127.0.0.1:{rig.http_port}/status",
                                        timeout=10).text
-            views["aggregator cli"] = edge(rig.daemon, "aggregator", "--json").stdout
+            shown, cli = edge_many(rig.daemon, ("orders", "show", "ot-p-dx", "--json"),
+                                   ("aggregator", "--json"))
+            views["orders show"], views["aggregator cli"] = json.dumps(shown), json.dumps(cli)
             views["webhooks"] = json.dumps(rig.platform.requests())
             views["daemon log"] = json.dumps(rig.daemon.lines)
             views["dead letters"] = json.dumps(rig.daemon.query("SELECT * FROM dead_letters"))

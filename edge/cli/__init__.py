@@ -227,7 +227,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         return 1
     if args.aggregator_command == "retry-parked":
         count = aggregator.retry_parked(_db(args))
-        print(f"{count} parked webhook(s) due again (sent within 10 s)")
+        print(f"{count} parked webhook(s) due again (sent within 2 s)")
         return 0
     found = aggregator.status(cfg.aggregator, _db(args))
     _emit(found, args.json, lambda f: aggregator.render(f, table))

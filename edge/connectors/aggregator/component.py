@@ -55,7 +55,9 @@ class Aggregator(BaseComponent):
         self.sender = CallSender(ctx, Destination(
             DESTINATION, cfg.webhook_url, cfg.webhook_token_file,
             timeout=cfg.webhook_timeout, backoff_max=cfg.webhook_retry_max,
-            poll_interval=10.0))
+            # Idle, it looks again this often: `kitchen-edge aggregator retry-parked` (another
+            # process) cannot wake it.
+            poll_interval=2.0))
         ctx.store.react(OrderStageChanged, Webhooks(cfg, ctx.clock).react)
         self.listening = False
         self.listen_error: str | None = None
