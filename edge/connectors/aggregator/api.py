@@ -123,6 +123,10 @@ class AggregatorApi:
             # Routing's own refusals (404, 405) and aiohttp's (413): JSON like ours.
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
             response = _error(exc.status, _reason(exc), **headers)
+        except Exception:  # a bug of ours: the platform hears it as such, the kitchen goes on
+            log.exception("aggregator_failed", method=request.method, path=request.path)
+            response = _error(500, "internal error; send it again (what was taken is "
+                                   "answered as a repeat)")
         status = response.status
         self.figures.answers[status] += 1
         if status >= 400:
