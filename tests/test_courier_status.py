@@ -118,3 +118,12 @@ def test_no_courier_for_a_pickup_or_a_called_off_order(till: Till) -> None:
         'Cannot transition from "void" to "dasher_confirmed"')
     bad = till.send("o-2", "order.courier_status", {"status": "dropoff"})
     assert bad.result == "dead" and "data.status" in (bad.reason or "")
+
+
+def test_the_kitchen_display_says_who_brings_it_too() -> None:
+    from edge.web.cards import where_of
+
+    assert where_of("delivery", None, "platform_delivery") == "Platform delivery"
+    assert where_of("delivery", None, "fleet_delivery") == "Fleet delivery"
+    assert where_of("delivery", None) == "Delivery"
+    assert where_of("pickup", None) == "Pickup"

@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from edge.config.models import Config
+from edge.config.secrets import operator_token_problem
 
 Loc = Sequence[str | int]
 
@@ -77,6 +78,7 @@ _RELATIVE_PATHS: list[Loc] = [
     ("state_dir",),
     ("mqtt", "password_file"),
     ("upstream", "token_file"),
+    ("http", "operator_token_file"),
     ("aggregator", "token_file"),
     ("aggregator", "webhook_token_file"),
     ("aggregator", "tls_cert_file"),
@@ -171,6 +173,17 @@ def _cross_checks(data: dict[str, Any], add: Any,
             named = aggregator.get(key)
             if isinstance(named, str) and not Path(named).is_file():
                 add(("aggregator", key), f"{what} {named} does not exist")
+    http = data.get("http")
+    if isinstance(http, dict):
+        for i, station in enumerate(stations):
+            if station.get("id") == "all":
+                add(("stations", i, "id"), "'all' is the kitchen display's page of every "
+                    "station (/kds/all): name this station otherwise")
+    operator = http.get("operator_token_file") if isinstance(http, dict) else None
+    if isinstance(operator, str):
+        problem = operator_token_problem(Path(operator))
+        if problem:
+            add(("http", "operator_token_file"), problem)
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():

@@ -220,6 +220,10 @@ def _host_port(value: str) -> str:
 
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8765"
+    # Addition: the operator token (one line, readable by the service user only). Every action
+    # of the screens (bump, recall, reprint, retry, accept, reject, 86, store) needs it;
+    # viewing does not. Without it the screens are read-only.
+    operator_token_file: Path | None = None
 
     _listen = field_validator("listen")(_host_port)
 
@@ -278,6 +282,21 @@ class AggregatorConfig(_Strict):
         return self.tls_cert_file is not None
 
 
+class KdsConfig(_Strict):
+    """Addition: the kitchen display. A card's timer turns amber after `warn_minutes` and
+    red after `late_minutes` (fractions allowed)."""
+
+    warn_minutes: float = Field(default=8.0, gt=0, le=24 * 60)
+    late_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _order(self) -> KdsConfig:
+        if self.late_minutes < self.warn_minutes:
+            raise ValueError(f"late_minutes ({self.late_minutes:g}) is less than warn_minutes "
+                             f"({self.warn_minutes:g})")
+        return self
+
+
 class DiscoveryConfig(_Strict):
     interfaces: list[str] | None = None
     enabled: bool = True
@@ -302,6 +321,7 @@ class Config(_Strict):
     printing: PrintingConfig = PrintingConfig()
     upstream: UpstreamConfig | None = None
     http: HttpConfig | None = None
+    kds: KdsConfig = KdsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # CONTRACT section 8: the IANA zone channel times without an offset are read in.

@@ -1,4 +1,4 @@
--- Schema version 5: seed 004, the aggregator order API (CONTRACT section 10).
+-- Schema version 6: seed 004, the aggregator order API (CONTRACT section 10).
 -- On the order: who brings a delivery (`fulfillment.service`: platform_delivery |
 -- fleet_delivery), and the courier's last status before pick-up (`order.courier_status`).
 ALTER TABLE orders ADD COLUMN service TEXT;
