@@ -52,6 +52,7 @@ from edge.connectors.aggregator.schema import (
 log = structlog.get_logger(__name__)
 
 BODY_DEADLINE = 10.0          # seconds a client may take to send its body
+SLOW_ANSWER_MS = 1000.0
 _PLATFORM_ID = re.compile(PLATFORM_ID_PATTERN)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,7 +85,7 @@ def bearer(header: str | None) -> str | None:
 
 @dataclass
 class Figures:
-    """What the operator sees of the API (the board, the CLI through the log)."""
+    """What the operator's board shows of the API since the daemon started."""
 
     answers: Counter[int] = field(default_factory=Counter)
     last_refusal: dict[str, Any] | None = None
@@ -115,7 +116,7 @@ class AggregatorApi:
 
     @web.middleware
     async def _answers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every answer as JSON, counted, and the refusals logged (never a body)."""
+        """Every answer as JSON, and counted for the operator's board."""
         started = time.monotonic()
         try:
             response = await handler(request)
@@ -138,6 +139,9 @@ class AggregatorApi:
             ms = (time.monotonic() - started) * 1000
             self.figures.last_ms = round(ms, 1)
             self.figures.slowest_ms = round(max(self.figures.slowest_ms, ms), 1)
+            if ms > SLOW_ANSWER_MS:
+                # CONTRACT section 10 promises an answer within 1 s of the order being durable.
+                log.warning("aggregator_slow_answer", ms=round(ms), status=status)
         return response
 
     @web.middleware
