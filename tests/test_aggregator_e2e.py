@@ -702,7 +702,7 @@ def test_no_phone_or_email_in_any_public_view(tmp_path: Path, broker: Broker) ->
                                         email=CONSUMER_EMAIL, phone=CONSUMER_PHONE)
                 item = body["categories"][0]["items"][0]
                 item["special_instructions"] = "Ring +1 555 010 9999 or call.me@example.org"
-                item["extras"].append({"name": f"note {CONSUMER_PHONE}"})
+                item["extras"] = [*item["extras"], {"name": f"note {CONSUMER_PHONE}"}]
                 body["delivery_short_code"] = "XY" + platform_id[-2:].upper()
                 assert api.order(body).status_code == 202
             tickets = rig.k.wait_tickets("hot", 3)
