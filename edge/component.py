@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge.clock import Clock
 from edge.config.models import Config
 from edge.feed import Feed
-from edge.store import Store
+from edge.store import Store, Tx
 
 
 class Publish(Protocol):
@@ -54,11 +54,26 @@ class IntakeOutcome(Protocol):
     def reason(self) -> str | None: ...   # why it was dead-lettered
 
 
+class IntakeClosed(RuntimeError):
+    """The daemon is stopping: a submitted order was not stored (`Intake.submit`,
+    `submit_with`, `command`), so the partner must not be told it was."""
+
+
+# Take these payloads in, inside the transaction `Intake.submit_with` runs.
+Accept = Callable[[Sequence[bytes]], Sequence[IntakeOutcome]]
+T = TypeVar("T")
+
+
 class Intake(Protocol):
     """The durable intake for in-process order sources (connectors, screens): see
-    `edge.ingest.consumer.Ingest.submit` and `Ingest.command`."""
+    `edge.ingest.consumer.Ingest.submit`, `Ingest.submit_with` and `Ingest.command`."""
 
     async def submit(self, source: str, payloads: Sequence[bytes]) -> Sequence[IntakeOutcome]:
+        ...
+
+    async def submit_with(self, source: str, fn: Callable[[Tx, Accept], T]) -> T:
+        """`fn(tx, accept)` in one durable transaction: the connector's own rows beside the
+        events it takes in with `accept(payloads)`."""
         ...
 
     async def command(self, name: str, payload: bytes) -> IntakeOutcome:
@@ -147,6 +162,7 @@ class BaseComponent:
 Factory = Callable[[Context], "Component | None"]
 
 __all__ = [
+    "Accept",
     "BaseComponent",
     "Board",
     "Component",
@@ -154,6 +170,7 @@ __all__ = [
     "Factory",
     "Health",
     "Intake",
+    "IntakeClosed",
     "IntakeOutcome",
     "Publish",
     "Section",

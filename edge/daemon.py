@@ -93,6 +93,14 @@ def _web(ctx: Context) -> Component | None:
                      ticket_image=TicketPreview(ctx.store, ctx.cfg, ctx.clock).png)
 
 
+def _aggregator(ctx: Context) -> Component | None:
+    if ctx.cfg.aggregator is None:
+        return None
+    from edge.connectors.aggregator.component import Aggregator
+
+    return Aggregator(ctx, ctx.cfg.aggregator)
+
+
 def _openapp(ctx: Context) -> Component | None:
     # OpenApp's topics are always there (CONTRACT section 11): its answers go out from here.
     from edge.connectors.openapp.component import OpenApp
@@ -106,7 +114,7 @@ def _metrics(ctx: Context) -> Component | None:
     return Metrics(ctx)
 
 
-FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _openapp, _metrics]
+FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _aggregator, _openapp, _metrics]
 
 
 class Daemon:

@@ -81,6 +81,10 @@ _RELATIVE_PATHS: list[Loc] = [
     ("upstream", "token_file"),
     ("menu",),
     ("http", "operator_token_file"),
+    ("aggregator", "token_file"),
+    ("aggregator", "webhook_token_file"),
+    ("aggregator", "tls_cert_file"),
+    ("aggregator", "tls_key_file"),
 ]
 
 
@@ -171,6 +175,13 @@ def _cross_checks(data: dict[str, Any], add: Any,
             if isinstance(table_id, str) and table_id in seen_tables:
                 add(("tables", i), f"duplicate table '{table_id}'")
             seen_tables.add(str(table_id))
+    aggregator = data.get("aggregator")
+    if isinstance(aggregator, dict):
+        for key, what in (("token_file", "token file"), ("webhook_token_file", "token file"),
+                          ("tls_cert_file", "certificate file"), ("tls_key_file", "key file")):
+            named = aggregator.get(key)
+            if isinstance(named, str) and not Path(named).is_file():
+                add(("aggregator", key), f"{what} {named} does not exist")
     http = data.get("http")
     if isinstance(http, dict):
         for i, station in enumerate(stations):

@@ -15,28 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import structlog
 
 from edge import crashpoints
 from edge.clock import Clock
+from edge.component import IntakeClosed
 from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
 from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
 from edge.orders.commands import COMMANDS
-from edge.store import Store
+from edge.store import Store, Tx
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+# What `Ingest.submit_with` hands its function: take these payloads in, in this transaction.
+Accept = Callable[[Sequence[bytes]], list[Outcome]]
 
 APPLY_MAX_LAG = 1.0
 # Events applied per transaction: a short hold on the single writer, so the intake and the
 # spooler's claims get their turn during a backlog.
 APPLY_CHUNK = 64
-
-
-class IntakeClosed(RuntimeError):
-    """The daemon is stopping: a submitted order was not stored."""
 
 
 class Ingest:
@@ -65,19 +67,41 @@ class Ingest:
         `accepted` (durable, applied shortly), `duplicate`, or `dead` with the reason. Only
         then may the connector acknowledge its partner. Raises `IntakeClosed` once the
         daemon is stopping: nothing was stored, the partner must not be told otherwise."""
+        if not payloads:
+            return []
+        return await self.submit_with(source, lambda tx, accept: accept(payloads))
+
+    async def submit_with(self, source: str, fn: Callable[[Tx, Accept], T]) -> T:
+        """`submit` for a connector that keeps a record of its own beside the events:
+        `fn(tx, accept)` runs in one durable transaction of the writer, where
+        `accept(payloads)` takes payloads in as `submit` does (their outcomes) and `fn` may
+        read and write the connector's rows (through their table owner) in the same
+        transaction, deciding from what is already there what to take in. Whatever it
+        writes commits exactly with the events; if it raises, neither does. Returns fn's
+        result once COMMIT is on disk. It runs on the database thread: only the `Tx`."""
         if self.stopping:
             raise IntakeClosed("the kitchen is shutting down; nothing was stored")
         topic = connector_topic(self.pipeline.root, source)
-        incoming = [Incoming(topic, p) for p in payloads]
-        if not incoming:
-            return []
         now = self.clock.now()
-        result = await self.store.transact(
-            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
-        self.committed += len(incoming)
-        self._pending.set()
-        self._log(result)
-        return result.outcomes
+        results: list[BatchResult] = []
+
+        def unit(tx: Tx) -> T:
+            def accept(payloads: Sequence[bytes]) -> list[Outcome]:
+                result = self.pipeline.accept_batch(
+                    tx, [Incoming(topic, p) for p in payloads], now)
+                results.append(result)
+                return result.outcomes
+
+            return fn(tx, accept)
+
+        value = await self.store.transact(unit)
+        taken = sum(len(r.outcomes) for r in results)
+        if taken:
+            self.committed += taken
+            self._pending.set()
+        for result in results:
+            self._log(result)
+        return value
 
     async def command(self, name: str, payload: bytes) -> Outcome:
         """An operator command from inside the daemon (the screens' reprint button): the same
