@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from edge.clock import Clock
 from edge.config.models import Config
 from edge.feed import Feed
-from edge.store import Store
+from edge.store import Store, Tx
 
 
 class Publish(Protocol):
@@ -39,6 +39,10 @@ class Publish(Protocol):
 
     def __call__(self, topic: str, body: dict[str, Any] | bytes, *, retain: bool = False,
                  on_sent: Callable[[], Awaitable[None]] | None = None) -> None: ...
+
+
+class IntakeClosed(RuntimeError):
+    """The daemon is stopping: a submitted order was not stored."""
 
 
 class IntakeOutcome(Protocol):
@@ -54,11 +58,18 @@ class IntakeOutcome(Protocol):
     def reason(self) -> str | None: ...   # why it was dead-lettered
 
 
+Also = Callable[[Tx, Sequence[IntakeOutcome]], None]
+
+
 class Intake(Protocol):
     """The durable intake for in-process order sources (connectors, screens): see
     `edge.ingest.consumer.Ingest.submit` and `Ingest.command`."""
 
-    async def submit(self, source: str, payloads: Sequence[bytes]) -> Sequence[IntakeOutcome]:
+    async def submit(self, source: str, payloads: Sequence[bytes], *,
+                     also: Also | None = None) -> Sequence[IntakeOutcome]:
+        """`also(tx, outcomes)`, when given, runs in the same durable transaction once the
+        payloads are taken in: what the connector keeps about the order (and its partner's
+        acknowledgement call) commits exactly with its events."""
         ...
 
     async def command(self, name: str, payload: bytes) -> IntakeOutcome:
@@ -147,6 +158,7 @@ class BaseComponent:
 Factory = Callable[[Context], "Component | None"]
 
 __all__ = [
+    "Also",
     "BaseComponent",
     "Board",
     "Component",
@@ -154,6 +166,7 @@ __all__ = [
     "Factory",
     "Health",
     "Intake",
+    "IntakeClosed",
     "IntakeOutcome",
     "Publish",
     "Section",

@@ -13,7 +13,7 @@ import signal
 
 _ARMED = os.environ.get("KITCHEN_EDGE_CRASHPOINT", "")
 
-POINTS = ("after_send", "after_commit_before_ack")
+POINTS = ("after_send", "after_commit_before_ack", "marketplace_after_import")
 
 
 def reached(name: str) -> None:

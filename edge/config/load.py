@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,18 @@ _RELATIVE_PATHS: list[Loc] = [
 ]
 
 
+# Paths inside each entry of a list: (list key, key in the entry).
+_RELATIVE_LIST_PATHS: list[tuple[str, str]] = [
+    ("marketplaces", "token_file"),
+]
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for name, field in _RELATIVE_LIST_PATHS:
+        for entry in _items(data, name):
+            if isinstance(entry.get(field), str):
+                path = Path(entry[field]).expanduser()
+                entry[field] = str(path if path.is_absolute() else base / path)
     for loc in _RELATIVE_PATHS:
         parent: Any = data
         for part in loc[:-1]:
@@ -160,6 +172,7 @@ def _cross_checks(data: dict[str, Any], add: Any,
     token = upstream.get("token_file") if isinstance(upstream, dict) else None
     if isinstance(token, str) and not Path(token).is_file():
         add(("upstream", "token_file"), f"token file {token} does not exist")
+    _marketplace_checks(data, add)
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():
@@ -167,6 +180,29 @@ def _cross_checks(data: dict[str, Any], add: Any,
                 f"password file {mqtt['password_file']} does not exist")
         if mqtt.get("username") is None:
             add(("mqtt", "username"), "password_file is set but username is not")
+
+
+def _marketplace_checks(data: dict[str, Any], add: Any) -> None:
+    """Each marketplace once, and its token a secret: a file only the service may read."""
+    seen: set[str] = set()
+    for i, market in enumerate(_items(data, "marketplaces")):
+        ident = market.get("id")
+        if isinstance(ident, str):
+            if ident in seen:
+                add(("marketplaces", i, "id"), f"duplicate id '{ident}'")
+            seen.add(ident)
+        token = market.get("token_file")
+        if not isinstance(token, str):
+            continue
+        try:
+            mode = Path(token).stat().st_mode
+        except OSError:
+            add(("marketplaces", i, "token_file"), f"token file {token} does not exist")
+            continue
+        if mode & stat.S_IROTH:
+            add(("marketplaces", i, "token_file"),
+                f"token file {token} is readable by every user; make it readable by the "
+                "service only (chmod 640, group kitchen-edge)")
 
 
 def parse_config(text: str, path: Path, *,

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from edge import crashpoints
 from edge.clock import Clock
+from edge.component import IntakeClosed
 from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
 from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
 from edge.orders.commands import COMMANDS
-from edge.store import Store
+from edge.store import Store, Tx
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +34,6 @@ APPLY_MAX_LAG = 1.0
 # Events applied per transaction: a short hold on the single writer, so the intake and the
 # spooler's claims get their turn during a backlog.
 APPLY_CHUNK = 64
-
-
-class IntakeClosed(RuntimeError):
-    """The daemon is stopping: a submitted order was not stored."""
 
 
 class Ingest:
@@ -58,22 +55,34 @@ class Ingest:
         self._pending = asyncio.Event()
         self._backlog = 0          # messages waiting in the client's queue at the last look
 
-    async def submit(self, source: str, payloads: Sequence[bytes]) -> list[Outcome]:
+    async def submit(self, source: str, payloads: Sequence[bytes], *,
+                     also: Callable[[Tx, Sequence[Outcome]], None] | None = None
+                     ) -> list[Outcome]:
         """The intake of in-process order sources (connectors): the same durable accept path
         as broker messages (validate, dedupe by event_id, dead-letter the invalid, one
         durable transaction), returning once COMMIT is on disk, one outcome per payload:
         `accepted` (durable, applied shortly), `duplicate`, or `dead` with the reason. Only
         then may the connector acknowledge its partner. Raises `IntakeClosed` once the
-        daemon is stopping: nothing was stored, the partner must not be told otherwise."""
+        daemon is stopping: nothing was stored, the partner must not be told otherwise.
+
+        `also(tx, outcomes)` runs in the same transaction after the payloads are taken in
+        (even when there are none): the connector's own record of the order commits with
+        its events, or neither does."""
         if self.stopping:
             raise IntakeClosed("the kitchen is shutting down; nothing was stored")
         topic = connector_topic(self.pipeline.root, source)
         incoming = [Incoming(topic, p) for p in payloads]
-        if not incoming:
+        if not incoming and also is None:
             return []
         now = self.clock.now()
-        result = await self.store.transact(
-            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+
+        def unit(tx: Tx) -> BatchResult:
+            taken = self.pipeline.accept_batch(tx, incoming, now)
+            if also is not None:
+                also(tx, taken.outcomes)
+            return taken
+
+        result = await self.store.transact(unit)
         self.committed += len(incoming)
         self._pending.set()
         self._log(result)
