@@ -108,6 +108,33 @@ async def test_a_stored_connector_event_is_applied_after_a_restart(
     assert [(o.result, o.order_id) for o in result.outcomes] == [("applied", "yemek-7")]
 
 
+async def test_what_a_connector_keeps_commits_with_its_events_or_neither_does(
+        kitchen: tuple[Ingest, Feed, Path]) -> None:
+    ingest, _, _ = kitchen
+    seen: list[list[str]] = []
+
+    def keep(tx: Any, outcomes: Any) -> None:
+        seen.append([o.result for o in outcomes])
+        tx.conn.execute("INSERT INTO kv (key, value) VALUES ('kept', 'yemek-11')")
+
+    await ingest.submit("yemek", [order("yemek-11")], also=keep)
+    assert seen == [["accepted"]]
+
+    def refuse(tx: Any, outcomes: Any) -> None:
+        raise RuntimeError("the connector's own record could not be written")
+
+    with pytest.raises(RuntimeError):
+        await ingest.submit("yemek", [order("yemek-12")], also=refuse)
+    # Nothing to take in, something to keep: it still runs, in its own transaction.
+    await ingest.submit("yemek", [], also=lambda tx, outcomes: seen.append(
+        [o.result for o in outcomes]))
+    assert seen == [["accepted"], []]
+    stored = await ingest.store.read(lambda c: (
+        [r[0] for r in c.execute("SELECT event_id FROM events")],
+        [r[0] for r in c.execute("SELECT value FROM kv WHERE key='kept'")]))
+    assert stored == (["mkt-yemek-11"], ["yemek-11"])
+
+
 async def test_a_stopping_kitchen_refuses_and_stores_nothing(
         kitchen: tuple[Ingest, Feed, Path]) -> None:
     ingest, _, _ = kitchen

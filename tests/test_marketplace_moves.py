@@ -45,9 +45,12 @@ class Rig:
         return await self.daemon.store.read(lambda c: c.execute(sql, args).fetchone())
 
     async def until(self, check: Callable[[], Any], what: str, within: float = 15.0) -> None:
-        async with asyncio.timeout(within):
-            while not await check():
-                await asyncio.sleep(0.05)
+        """Poll the database (a committed fact has no event to wait on)."""
+        for _ in range(int(within / 0.05)):
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{what}: not within {within}s")
 
     async def order_status(self, order_id: str) -> tuple[str, str] | None:
         row = await self.row("SELECT status, kitchen_stage FROM orders WHERE order_id=?",
