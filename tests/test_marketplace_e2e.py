@@ -180,7 +180,7 @@ def test_auto_accepted_orders_print_once_acknowledged_before_accepted_courier_ru
         assert "yemek  ok since" in text and "waiting for acceptance 0" in text
 
 
-def test_orders_wait_for_the_restaurant_one_attention_ticket_and_reasons_go_back_mapped(
+def test_orders_wait_for_the_restaurant_one_attention_ticket_and_reasons_go_back(
         tmp_path: Path, broker: Broker) -> None:
     http_port = free_port()
     with market_kitchen(tmp_path, broker, market={
@@ -223,8 +223,15 @@ def test_orders_wait_for_the_restaurant_one_attention_ticket_and_reasons_go_back
         assert [(x["order_id"], x["reason_code"]) for x in unmapped] == [(kid(c), "no_driver")]
         new = k.wait_tickets("hot", 4)[3]
         assert job_key_of(new) == f"{kid(a)}/new/grill"
+        # Accepted, printed, then the kitchen cancels it: the marketplace hears the reason.
+        k.pos.order(event(kid(a), "order.cancelled", {"reason_code": "busy"},
+                          channel="marketplace"))
+        wait(lambda: settled(fake, a["payment_key"], 6), "a cancelled")
+        assert puts(fake, a["payment_key"])[3:] == [("cancel", {"reason_id": 3}),
+                                                    ("success", None)]
+        assert job_key_of(k.wait_tickets("hot", 5)[4]) == f"{kid(a)}/cancel/grill"
         time.sleep(1.0)
-        assert len(k.tickets("hot")) == 4        # one ATTENTION each, one NEW, no more
+        assert len(k.tickets("hot")) == 5      # one ATTENTION each, NEW, CANCELLED, no more
         assert order_row(k, kid(b)) == ("void", "rejected")
         assert edge_json(k.daemon, "marketplaces")[0]["waiting"] == []
         metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
