@@ -86,9 +86,11 @@ def _usb(ctx: Context) -> Component | None:
 def _web(ctx: Context) -> Component | None:
     if ctx.cfg.http is None:
         return None
+    from edge.printing.preview import TicketPreview
     from edge.web import WebServer
 
-    return WebServer(ctx, ctx.cfg.http)
+    return WebServer(ctx, ctx.cfg.http,
+                     ticket_image=TicketPreview(ctx.store, ctx.cfg, ctx.clock).png)
 
 
 def _metrics(ctx: Context) -> Component | None:

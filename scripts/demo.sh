@@ -34,7 +34,7 @@ BAR=$(start_printer bar)
 
 start_market() {  # name -> the control port; its API port in $OUT/market-NAME.port
   printf 'demo-%s-token\n' "$1" >"$OUT/market-$1.token"
-  chmod 600 "$OUT/market-$1.token"   # a secret: config check refuses a world-readable one
+  chmod 600 "$OUT/market-$1.token"   # a secret: config check refuses one others can read
   $PY -m edge.connectors.marketplace.fake --port 0 --control-port 0 \
     --token-file "$OUT/market-$1.token" >"$OUT/market-$1.log" 2>&1 & pids+=($!)
   for _ in $(seq 100); do grep -q '"control_port"' "$OUT/market-$1.log" 2>/dev/null && break; sleep 0.1; done

@@ -137,12 +137,12 @@ MARKETS = """marketplaces:
 """
 
 
-def test_marketplaces_each_once_with_a_secret_token_relative_to_the_file(
+def test_marketplaces_each_once_with_a_private_token_relative_to_the_file(
         tmp_path: Path) -> None:
     (tmp_path / "yemek.token").write_text("s3cret\n")
-    (tmp_path / "yemek.token").chmod(0o640)
+    (tmp_path / "yemek.token").chmod(0o600)
     (tmp_path / "open.token").write_text("s3cret\n")
-    (tmp_path / "open.token").chmod(0o644)
+    (tmp_path / "open.token").chmod(0o640)
     code, out = check(tmp_path, GOOD + MARKETS)
     assert code == 2
     assert "station.yaml:32 marketplaces[1].token_file: token file /nowhere/getir.token " \
@@ -150,7 +150,7 @@ def test_marketplaces_each_once_with_a_secret_token_relative_to_the_file(
     assert "station.yaml:33 marketplaces[2].id: duplicate id 'yemek'" in out
     assert "station.yaml:34 marketplaces[2].url: 'ftp://x': must be an http:// or https://" in out
     assert f"station.yaml:35 marketplaces[2].token_file: token file {tmp_path.resolve()}/" \
-           "open.token is readable by every user" in out
+           "open.token is readable by others (mode 0640): chmod 600 it" in out
     assert "station.yaml:36 marketplaces[2].poll_seconds: Input should be greater than 0" in out
     good = GOOD + MARKETS[:MARKETS.index("  - id: getir")]
     code, out = check(tmp_path, good)

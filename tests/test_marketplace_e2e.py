@@ -34,7 +34,7 @@ def market_kitchen(tmp_path: Path, broker: Broker, *, market: dict[str, Any] | N
                    daemon_env: dict[str, str] | None = None, **config: Any
                    ) -> Iterator[tuple[Kitchen, FakeMarketplaceProcess]]:
     fake = FakeMarketplaceProcess(tmp_path / "market").start()
-    os.chmod(fake.token_file, 0o600)      # a secret: config check refuses it world-readable
+    os.chmod(fake.token_file, 0o600)      # a secret: config check refuses it readable by others
     try:
         settings = {"id": "yemek", "url": fake.url, "token_file": str(fake.token_file),
                     "poll_seconds": 0.3, "backoff_max": 1.5, "timeout": 2,

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import io
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from edge.config.models import Config
+from edge.config.secrets import operator_token_problem, private_file_problem
 
 Loc = Sequence[str | int]
 
@@ -78,6 +78,7 @@ _RELATIVE_PATHS: list[Loc] = [
     ("state_dir",),
     ("mqtt", "password_file"),
     ("upstream", "token_file"),
+    ("http", "operator_token_file"),
 ]
 
 
@@ -173,6 +174,17 @@ def _cross_checks(data: dict[str, Any], add: Any,
     if isinstance(token, str) and not Path(token).is_file():
         add(("upstream", "token_file"), f"token file {token} does not exist")
     _marketplace_checks(data, add)
+    http = data.get("http")
+    if isinstance(http, dict):
+        for i, station in enumerate(stations):
+            if station.get("id") == "all":
+                add(("stations", i, "id"), "'all' is the kitchen display's page of every "
+                    "station (/kds/all): name this station otherwise")
+    operator = http.get("operator_token_file") if isinstance(http, dict) else None
+    if isinstance(operator, str):
+        problem = operator_token_problem(Path(operator))
+        if problem:
+            add(("http", "operator_token_file"), problem)
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():
@@ -183,7 +195,7 @@ def _cross_checks(data: dict[str, Any], add: Any,
 
 
 def _marketplace_checks(data: dict[str, Any], add: Any) -> None:
-    """Each marketplace once, and its token a secret: a file only the service may read."""
+    """Each marketplace once, and its token a secret: a file only the service user may read."""
     seen: set[str] = set()
     for i, market in enumerate(_items(data, "marketplaces")):
         ident = market.get("id")
@@ -192,17 +204,10 @@ def _marketplace_checks(data: dict[str, Any], add: Any) -> None:
                 add(("marketplaces", i, "id"), f"duplicate id '{ident}'")
             seen.add(ident)
         token = market.get("token_file")
-        if not isinstance(token, str):
-            continue
-        try:
-            mode = Path(token).stat().st_mode
-        except OSError:
-            add(("marketplaces", i, "token_file"), f"token file {token} does not exist")
-            continue
-        if mode & stat.S_IROTH:
-            add(("marketplaces", i, "token_file"),
-                f"token file {token} is readable by every user; make it readable by the "
-                "service only (chmod 640, group kitchen-edge)")
+        if isinstance(token, str):
+            problem = private_file_problem(Path(token))
+            if problem:
+                add(("marketplaces", i, "token_file"), problem)
 
 
 def parse_config(text: str, path: Path, *,

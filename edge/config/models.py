@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 
@@ -213,6 +213,10 @@ class UpstreamConfig(_Strict):
 
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8765"
+    # Addition: the operator token (one line, readable by the service user only). Every action
+    # of the screens (bump, recall, reprint, retry, accept, reject, 86, store) needs it;
+    # viewing does not. Without it the screens are read-only.
+    operator_token_file: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -229,6 +233,21 @@ class HttpConfig(_Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class KdsConfig(_Strict):
+    """Addition: the kitchen display. A card's timer turns amber after `warn_minutes` and
+    red after `late_minutes` (fractions allowed)."""
+
+    warn_minutes: float = Field(default=8.0, gt=0, le=24 * 60)
+    late_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+
+    @model_validator(mode="after")
+    def _order(self) -> KdsConfig:
+        if self.late_minutes < self.warn_minutes:
+            raise ValueError(f"late_minutes ({self.late_minutes:g}) is less than warn_minutes "
+                             f"({self.warn_minutes:g})")
+        return self
 
 
 class DiscoveryConfig(_Strict):
@@ -286,6 +305,7 @@ class Config(_Strict):
     printing: PrintingConfig = PrintingConfig()
     upstream: UpstreamConfig | None = None
     http: HttpConfig | None = None
+    kds: KdsConfig = KdsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # CONTRACT section 8: the IANA zone channel times without an offset are read in.

@@ -12,7 +12,8 @@ void that lands a moment later sees the job as possibly on paper and prints a VO
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -57,18 +58,14 @@ def _service(fulfillment: str | None, table: str | None, courier: str | None) ->
     return (fulfillment or "").upper()
 
 
-def claim(tx: Tx, stations: Sequence[str], printer_id: str, backup_from: dict[str, str],
-          now: datetime, late_after: float, copies_for: Sequence[str] = ()) -> Claimed | None:
-    """Take the oldest job this printer may take (`edge.store.jobs.next_queued`), mark it
-    sending, build its ticket."""
-    key = jobs.next_queued(tx.conn, printer_id, stations, copies_for)
-    if key is None:
+def ticket_of(conn: sqlite3.Connection, job_key: str, now: datetime, late_after: float,
+              backup_from: Mapping[str, str]) -> tuple[jobs.ToPrint, Ticket] | None:
+    """What the job's ticket says if it printed at `now` (`backup_from`: station -> the
+    printer it is printing for). Only reads: the spooler's claim, and the screens' preview."""
+    job = jobs.to_print(conn, job_key)
+    if job is None:
         return None
-    job = jobs.to_print(tx.conn, key)
-    assert job is not None
-    came_from = backup_from.get(job.station_id)
-    jobs.mark_sending(tx.conn, key, printer_id, came_from, rfc3339_ms(now))
-    lines = orders.lines(tx.conn, job.order_id, job.line_ids)
+    lines = orders.lines(conn, job.order_id, job.line_ids)
     items = tuple(
         TicketItem(qty=r.qty, name=r.name, modifiers=r.modifiers, note=r.note,
                    allergens=r.allergens, course=r.course)
@@ -78,24 +75,38 @@ def claim(tx: Tx, stations: Sequence[str], printer_id: str, backup_from: dict[st
     created = parse_rfc3339(job.created_at)
     reference = parse_rfc3339(job.not_before) if job.not_before and \
         job.not_before > job.created_at else created
-    ticket = Ticket(
+    return job, Ticket(
         kind=cast(TicketKind, job.kind),   # written by the kitchen: one of the kinds
         station=job.station_id,
         order_label=job.display_id or job.order_id,
         service=_service(job.fulfillment, job.table_label, job.courier),
         channel=job.channel,
         created_at=created,
-        job_key=key,
+        job_key=job_key,
         items=items,
         order_note=job.order_note if job.kind in ("NEW",) else None,
         reason=job.note,
         due_at=parse_rfc3339(job.due_at) if job.due_at else None,
         printed_at=now,
         reprint=job.reprint_of is not None,
-        backup_from=came_from,
+        backup_from=backup_from.get(job.station_id),
         may_be_duplicate=job.may_be_duplicate,
         late=late_after > 0 and now - reference > timedelta(seconds=late_after),
     )
+
+
+def claim(tx: Tx, stations: Sequence[str], printer_id: str, backup_from: dict[str, str],
+          now: datetime, late_after: float, copies_for: Sequence[str] = ()) -> Claimed | None:
+    """Take the oldest job this printer may take (`edge.store.jobs.next_queued`), mark it
+    sending, build its ticket."""
+    key = jobs.next_queued(tx.conn, printer_id, stations, copies_for)
+    if key is None:
+        return None
+    found = ticket_of(tx.conn, key, now, late_after, backup_from)
+    assert found is not None
+    job, ticket = found
+    came_from, created = ticket.backup_from, ticket.created_at
+    jobs.mark_sending(tx.conn, key, printer_id, came_from, rfc3339_ms(now))
     # queued -> sending is a print_job record, but no timeline step: both count as "handed
     # to a printer", so the timeline is not rebuilt on this hot path.
     sync_records(tx, job.order_id, now, timeline=False)

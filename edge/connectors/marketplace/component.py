@@ -18,7 +18,9 @@ This connector is the sender's `Gate` for one rule the outbox cannot know: an
 acknowledgement names no status, the marketplace acknowledges whatever the order has *now*,
 so one must never go out unless the connector has seen and imported the order's current
 status. It goes only within FRESH seconds of a complete poll that listed the order at the
-status imported (else a poll is asked for first); an order no longer listed needs none.
+status imported, and each retry only after a poll newer than the attempt before (else a
+poll is asked for first); an order no longer listed needs none. What is left is the time
+between that poll's answer and the acknowledgement's arrival, milliseconds.
 When the answer says the status it acknowledged and that is not the one imported (it moved
 in between), that status is imported from the answer.
 """
@@ -69,8 +71,8 @@ from edge.store.calls import Call
 
 log = structlog.get_logger(__name__)
 
-# How recent the poll an acknowledgement relies on must be (seconds since its answer).
-FRESH: Final = 3.0
+# How recent the poll an acknowledgement rests on must be (seconds since its answer).
+FRESH: Final = 1.0
 # Cancel reasons are read at start, and again at most this often until they are.
 REASONS_RETRY: Final = 60.0
 STOP_GRACE: Final = 5.0
@@ -104,6 +106,8 @@ class MarketplaceConnector:
         self.listing: dict[str, int | None] = {}
         self.polled_at: float | None = None
         self.polling = False
+        # Acknowledgements sent and not yet answered with a 2xx: call id -> when.
+        self._acks_tried: dict[int, float] = {}
         self.state = "starting"
         self.last_error: str | None = None
         self.imported = 0
@@ -339,17 +343,23 @@ class MarketplaceConnector:
             return SEND
         if self.polling:
             return WAIT
-        if self.polled_at is None or \
-                self.ctx.clock.monotonic() - self.polled_at > FRESH:
+        now = self.ctx.clock.monotonic()
+        tried = self._acks_tried.get(call.id)
+        if self.polled_at is None or now - self.polled_at > FRESH or \
+                (tried is not None and self.polled_at <= tried):
+            # Each attempt rests on a poll of its own: a retry on the poll the last attempt
+            # rested on would acknowledge whatever happened since, unseen.
             self.poll_soon()
             return WAIT
         key = where[1]
         if key not in self.listing:
+            self._acks_tried.pop(call.id, None)
             return Verdict("drop", "the marketplace no longer lists the order: it is "
                                    "acknowledged already")
         row = await self.ctx.store.read(lambda c: kept.get(c, self.id, key))
         if row is not None and row.status != self.listing[key]:
             return WAIT     # its new status is being imported
+        self._acks_tried[call.id] = self.ctx.clock.monotonic()
         return SEND
 
     async def answered(self, call: Call, status: int, body: bytes) -> None:
@@ -357,6 +367,7 @@ class MarketplaceConnector:
         if where is None or where[0] != "success":
             return
         key = where[1]
+        self._acks_tried.pop(call.id, None)
         said = _answered_status(body)
         row = await self.ctx.store.read(lambda c: kept.get(c, self.id, key))
         if row is None:
