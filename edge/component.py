@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge.clock import Clock
 from edge.config.models import Config
@@ -41,10 +41,6 @@ class Publish(Protocol):
                  on_sent: Callable[[], Awaitable[None]] | None = None) -> None: ...
 
 
-class IntakeClosed(RuntimeError):
-    """The daemon is stopping: a submitted order was not stored."""
-
-
 class IntakeOutcome(Protocol):
     """What became of one submitted payload."""
 
@@ -58,18 +54,26 @@ class IntakeOutcome(Protocol):
     def reason(self) -> str | None: ...   # why it was dead-lettered
 
 
-Also = Callable[[Tx, Sequence[IntakeOutcome]], None]
+class IntakeClosed(RuntimeError):
+    """The daemon is stopping: a submitted order was not stored (`Intake.submit`,
+    `submit_with`, `command`), so the partner must not be told it was."""
+
+
+# Take these payloads in, inside the transaction `Intake.submit_with` runs.
+Accept = Callable[[Sequence[bytes]], Sequence[IntakeOutcome]]
+T = TypeVar("T")
 
 
 class Intake(Protocol):
     """The durable intake for in-process order sources (connectors, screens): see
-    `edge.ingest.consumer.Ingest.submit` and `Ingest.command`."""
+    `edge.ingest.consumer.Ingest.submit`, `Ingest.submit_with` and `Ingest.command`."""
 
-    async def submit(self, source: str, payloads: Sequence[bytes], *,
-                     also: Also | None = None) -> Sequence[IntakeOutcome]:
-        """`also(tx, outcomes)`, when given, runs in the same durable transaction once the
-        payloads are taken in: what the connector keeps about the order (and its partner's
-        acknowledgement call) commits exactly with its events."""
+    async def submit(self, source: str, payloads: Sequence[bytes]) -> Sequence[IntakeOutcome]:
+        ...
+
+    async def submit_with(self, source: str, fn: Callable[[Tx, Accept], T]) -> T:
+        """`fn(tx, accept)` in one durable transaction: the connector's own rows beside the
+        events it takes in with `accept(payloads)`."""
         ...
 
     async def command(self, name: str, payload: bytes) -> IntakeOutcome:
@@ -158,7 +162,7 @@ class BaseComponent:
 Factory = Callable[[Context], "Component | None"]
 
 __all__ = [
-    "Also",
+    "Accept",
     "BaseComponent",
     "Board",
     "Component",

@@ -93,6 +93,14 @@ def _web(ctx: Context) -> Component | None:
                      ticket_image=TicketPreview(ctx.store, ctx.cfg, ctx.clock).png)
 
 
+def _aggregator(ctx: Context) -> Component | None:
+    if ctx.cfg.aggregator is None:
+        return None
+    from edge.connectors.aggregator.component import Aggregator
+
+    return Aggregator(ctx, ctx.cfg.aggregator)
+
+
 def _metrics(ctx: Context) -> Component | None:
     from edge.service.component import Metrics
 
@@ -107,7 +115,7 @@ def _marketplaces(ctx: Context) -> Component | None:
     return Marketplaces(ctx)
 
 
-FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _metrics, _marketplaces]
+FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _aggregator, _metrics, _marketplaces]
 
 
 class Daemon:

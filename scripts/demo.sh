@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on one machine: the daemon against the local Mosquitto (127.0.0.1:1883, started
-# here if nothing listens there), two virtual printers, sample orders; SQLite, no cloud.
-# Ends by listing the tickets' PNG files.
+# here if nothing listens there), two virtual printers, sample orders; SQLite, no cloud. A fake
+# delivery platform sends one order through the aggregator API (seed 004) and plays its
+# courier; the kitchen's webhooks go back to it. Ends by listing the tickets' PNG files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -55,7 +56,17 @@ req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method
 print(urllib.request.urlopen(req, timeout=10).read().decode())
 PYEOF
 }
-HTTP_PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTP_PORT=$(free_port)
+AGG_PORT=$(free_port)
+
+# The delivery platform's webhook receiver (seed 004), and the tokens both sides use.
+( umask 077; echo "demo-platform-$RUN" >"$OUT/platform.token"; echo "demo-aggregator-$RUN" >"$OUT/aggregator.token" )
+$PY -m edge.connectors.aggregator.fake_platform serve --token-file "$OUT/platform.token" \
+  --base-path /hooks >"$OUT/platform.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do grep -q '"control_port"' "$OUT/platform.log" 2>/dev/null && break; sleep 0.1; done
+PLATFORM_URL=$(head -1 "$OUT/platform.log" | $PY -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+PLATFORM_CONTROL=$(head -1 "$OUT/platform.log" | $PY -c 'import json,sys; print(json.load(sys.stdin)["control_port"])')
 
 cat >"$OUT/station.yaml" <<YAML
 site: $SITE
@@ -99,6 +110,13 @@ marketplaces:
     token_file: market-getir.token
     poll_seconds: 2
     prep_minutes: 20
+aggregator:
+  listen: 127.0.0.1:$AGG_PORT
+  token_file: aggregator.token
+  webhook_url: $PLATFORM_URL
+  webhook_token_file: platform.token
+  auto_accept: true
+  prep_minutes: 20
 YAML
 .venv/bin/kitchen-edge config check "$OUT/station.yaml"
 .venv/bin/kitchen-edge run --config "$OUT/station.yaml" >"$OUT/daemon.log" 2>&1 & DAEMON=$!; pids+=($DAEMON)
@@ -107,6 +125,22 @@ grep -q daemon_ready "$OUT/daemon.log" || { echo "daemon did not start:"; cat "$
 echo "demo: daemon ready (log: $OUT/daemon.log, http://127.0.0.1:$HTTP_PORT)"
 
 $PY scripts/demo_orders.py --port 1883 --site $SITE --run "$RUN"
+
+# A delivery platform's order (seed 004): POSTed to the aggregator API, accepted at once,
+# ready at the pass, then the platform's courier from assignment to drop-off.
+PLATFORM_ORDER=demo-$RUN
+PLATFORM=(-m edge.connectors.aggregator.fake_platform)
+echo "== a delivery platform sends order $PLATFORM_ORDER (POST /orders)"
+$PY "${PLATFORM[@]}" order --api "http://127.0.0.1:$AGG_PORT" --token-file "$OUT/aggregator.token" \
+  --id "$PLATFORM_ORDER" --fulfillment dx_delivery
+sleep 2
+mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 -t "kitchen/$SITE/orders/ot-$PLATFORM_ORDER/events" -m "{
+  \"event_id\": \"pass-ot-$PLATFORM_ORDER-ready\", \"type\": \"order.ready\",
+  \"order_id\": \"ot-$PLATFORM_ORDER\", \"occurred_at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",
+  \"source\": {\"channel\": \"onetablet\", \"device\": \"pass\"}, \"data\": {}}"
+echo "== its courier (POST /orders/$PLATFORM_ORDER/delivery-status, five times)"
+$PY "${PLATFORM[@]}" dasher --api "http://127.0.0.1:$AGG_PORT" --token-file "$OUT/aggregator.token" \
+  --id "$PLATFORM_ORDER"
 sleep 2
 echo
 echo "== timeline of qr-7001-$RUN (GET /orders/qr-7001-$RUN/timeline)"
@@ -140,6 +174,21 @@ for r in json.load(sys.stdin)["data"]:
 done
 echo
 .venv/bin/kitchen-edge marketplaces --config "$OUT/station.yaml"
+echo
+echo "== timeline of ot-$PLATFORM_ORDER (the platform's order) and the webhooks the platform got"
+$PY - "$HTTP_PORT" "ot-$PLATFORM_ORDER" "$PLATFORM_CONTROL" <<'PYEOF'
+import json, sys, urllib.request
+port, order, control = sys.argv[1], sys.argv[2], sys.argv[3]
+body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/orders/{order}/timeline"))
+for step in body["steps"]:
+    print(f"  {step['sequence']:2}. {step['label']:26} evidence {step['evidence']}")
+print("  last status:", body["last_status"])
+hooks = json.load(urllib.request.urlopen(f"http://127.0.0.1:{control}/requests"))["requests"]
+for hook in hooks:
+    print(f"  webhook {hook['method']} {hook['path']} -> {hook['status']}: {json.dumps(hook['body'])}")
+PYEOF
+echo
+.venv/bin/kitchen-edge aggregator --config "$OUT/station.yaml"
 echo
 echo "== jobs"
 .venv/bin/kitchen-edge jobs list --config "$OUT/station.yaml" --limit 20

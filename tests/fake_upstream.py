@@ -65,6 +65,11 @@ class FakeUpstreamProcess:
         result: dict[str, Any] = self._call("POST", "/fault", {"mode": mode, **options})
         return result
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every record the upstream accepted, as the daemon sent it."""
+        result: list[dict[str, Any]] = self._call("GET", "/records")["records"]
+        return result
+
     def state(self, *, ids: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/state?ids=1" if ids else "/state")
         return result

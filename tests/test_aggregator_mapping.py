@@ -409,7 +409,9 @@ def test_accept_and_reject_events() -> None:
     assert accepted["event_id"] == "ot-9:accepted" and accepted["data"] == {"prep_minutes": 20}
     assert ingest(accepted).data.prep_minutes == 20
     rejected = mapping.rejected("9", AT)
-    assert rejected["data"] == {"reason": "Store is currently closed"}
+    assert rejected["data"] == {"reason": "Store is currently closed",
+                                "reason_code": "store_closed"}
+    assert ingest(rejected).data.reason_code == "store_closed"
     assert ingest(rejected).type == "order.rejected"
 
 
@@ -517,7 +519,13 @@ def test_webhook_edge_values_still_validate() -> None:
     OrderRejected.model_validate_json(json.dumps(rejected.body))
     OrderRejected.model_validate_json(json.dumps(mapping.rejected_webhook("o-1", "x" * 600).body))
     cancel = mapping.cancellation_webhook("o-1", "weird", None)
-    assert cancel.body == {"cancel_reason": "OTHER", "cancel_details": ""}
+    assert cancel.body == {"cancel_reason": "OTHER",
+                           "cancel_details": "Cancelled by the restaurant"}
+    # A code and no words: the seed's description of the reason.
+    assert mapping.cancellation_webhook("o-1", "out_of_stock", "out_of_stock").body == {
+        "cancel_reason": "ITEM_OUT_OF_STOCK", "cancel_details": "Required item is unavailable"}
+    assert mapping.reason_words("busy", "  too   many orders ") == "too many orders"
+    assert mapping.reason_words(None, None) == "Cancelled by the restaurant"
     OrderCancellation.model_validate_json(json.dumps(cancel.body))
     long = mapping.cancellation_webhook("o-1", "busy", "x" * 5000)
     OrderCancellation.model_validate_json(json.dumps(long.body))

@@ -161,3 +161,56 @@ def test_marketplaces_each_once_with_a_private_token_relative_to_the_file(
     assert (market.poll_seconds, market.auto_accept, market.prep_minutes,
             market.lead_minutes) == (15, True, 25, 30)
     assert market.cancel_reasons == {"out_of_stock": 1, "busy": 3}
+
+
+AGGREGATOR = """\
+aggregator:
+  listen: 0.0.0.0:8766
+  token_file: aggregator.token
+  webhook_url: https://platform.example.com/hooks/
+  webhook_token_file: secrets/platform.token
+  auto_accept: true
+  prep_minutes: 25
+"""
+
+
+def test_the_aggregator_section(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    for name in ("aggregator.token", "secrets/platform.token"):
+        (tmp_path / name).write_text("t\n")
+    path = tmp_path / "station.yaml"
+    path.write_text(GOOD + AGGREGATOR)
+    agg = load_config(path).aggregator
+    assert agg is not None
+    assert agg.token_file == tmp_path.resolve() / "aggregator.token"
+    assert agg.webhook_token_file == tmp_path.resolve() / "secrets/platform.token"
+    assert (agg.host, agg.port, agg.tls, agg.auto_accept, agg.prep_minutes) == (
+        "0.0.0.0", 8766, False, True, 25)
+    assert agg.webhook_url == "https://platform.example.com/hooks"
+    assert load_config(tmp_path / "station.yaml").aggregator is not None
+
+    broken = (AGGREGATOR.replace("0.0.0.0:8766", "localhost")
+              .replace("https://platform", "ftp://platform")
+              .replace("  prep_minutes: 25\n", "  prep_minutes: 25\n  tls_cert_file: api.crt\n"
+                                                "  auto_accep: true\n"))
+    path.write_text(GOOD + broken)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = [str(p) for p in err.value.problems]
+    assert "station.yaml:23 aggregator.listen: 'localhost': expected HOST:PORT" in problems
+    assert any(p.startswith("station.yaml:25 aggregator.webhook_url: 'ftp://") for p in problems)
+    assert "station.yaml:30 aggregator.auto_accep: unknown key" in problems
+    assert any(p.startswith("station.yaml:29 aggregator.tls_cert_file: certificate file ")
+               and p.endswith("api.crt does not exist") for p in problems)
+
+    (tmp_path / "api.crt").write_text("x")
+    path.write_text(GOOD + AGGREGATOR + "  tls_cert_file: api.crt\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [p.message for p in err.value.problems] == [
+        "tls_cert_file and tls_key_file go together: set both or neither"]
+    path.write_text(GOOD + AGGREGATOR.replace("token_file: aggregator.token",
+                                              "token_file: gone.token"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [p.path for p in err.value.problems] == ["aggregator.token_file"]

@@ -488,6 +488,10 @@ def test_built_orders_map_to_events_ingest_takes(fulfillment: Any) -> None:
 
 
 def test_the_builder() -> None:
+    first = build_order("p-1")
+    first["categories"][0]["items"][0]["extras"].append({"name": "changed"})
+    assert build_order("p-2")["categories"][0]["items"][0]["extras"] == [
+        {"name": "Cheddar"}, {"name": "Bacon"}]
     body = build_order("p-1", fulfillment="pickup", with_type=False)
     assert "fulfillment_type" not in body and body["is_pickup"] is True
     with pytest.raises(ValueError, match="mx_fleet_delivery"):

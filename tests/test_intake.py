@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 
 from edge.clock import SystemClock
+from edge.component import Accept
 from edge.config.models import StationConfig
 from edge.feed import DeadLettered, EventAccepted, EventApplied, Feed, JobQueued
 from edge.ingest.consumer import Ingest, IntakeClosed
 from edge.ingest.pipeline import Pipeline
 from edge.orders.apply import Applier, Plan
-from edge.store import Store
+from edge.store import Store, Tx, kv
 
 ROOT = "kitchen/s"
 STATIONS = (StationConfig(id="grill", printer="hot", categories=["grill"]),)
@@ -108,33 +109,6 @@ async def test_a_stored_connector_event_is_applied_after_a_restart(
     assert [(o.result, o.order_id) for o in result.outcomes] == [("applied", "yemek-7")]
 
 
-async def test_what_a_connector_keeps_commits_with_its_events_or_neither_does(
-        kitchen: tuple[Ingest, Feed, Path]) -> None:
-    ingest, _, _ = kitchen
-    seen: list[list[str]] = []
-
-    def keep(tx: Any, outcomes: Any) -> None:
-        seen.append([o.result for o in outcomes])
-        tx.conn.execute("INSERT INTO kv (key, value) VALUES ('kept', 'yemek-11')")
-
-    await ingest.submit("yemek", [order("yemek-11")], also=keep)
-    assert seen == [["accepted"]]
-
-    def refuse(tx: Any, outcomes: Any) -> None:
-        raise RuntimeError("the connector's own record could not be written")
-
-    with pytest.raises(RuntimeError):
-        await ingest.submit("yemek", [order("yemek-12")], also=refuse)
-    # Nothing to take in, something to keep: it still runs, in its own transaction.
-    await ingest.submit("yemek", [], also=lambda tx, outcomes: seen.append(
-        [o.result for o in outcomes]))
-    assert seen == [["accepted"], []]
-    stored = await ingest.store.read(lambda c: (
-        [r[0] for r in c.execute("SELECT event_id FROM events")],
-        [r[0] for r in c.execute("SELECT value FROM kv WHERE key='kept'")]))
-    assert stored == (["mkt-yemek-11"], ["yemek-11"])
-
-
 async def test_a_stopping_kitchen_refuses_and_stores_nothing(
         kitchen: tuple[Ingest, Feed, Path]) -> None:
     ingest, _, _ = kitchen
@@ -143,6 +117,45 @@ async def test_a_stopping_kitchen_refuses_and_stores_nothing(
         await ingest.submit("yemek", [order("yemek-9")])
     assert await ingest.store.read(
         lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone()[0]) == 0
+
+
+async def test_submit_with_commits_the_connectors_record_with_the_events_or_neither(
+        kitchen: tuple[Ingest, Feed, Path]) -> None:
+    """A connector's check-and-record: what it writes beside the events commits with them,
+    it decides from what is already there, and a failure leaves neither."""
+    ingest, _, db = kitchen
+
+    def take(payload: bytes, fail: bool = False) -> Any:
+        def unit(tx: Tx, accept: Accept) -> str:
+            if kv.get(tx.conn, "partner:1031") is not None:
+                return "repeat"
+            outcomes = accept([payload])
+            kv.put(tx.conn, "partner:1031", outcomes[0].event_id or "")
+            if fail:
+                raise RuntimeError("the connector changed its mind")
+            return outcomes[0].result
+        return unit
+
+    with pytest.raises(RuntimeError):
+        await ingest.submit_with("yemek", take(order("yemek-1031"), fail=True))
+
+    def stored() -> tuple[list[Any], list[Any]]:
+        other = sqlite3.connect(db)
+        try:
+            return (other.execute("SELECT event_id FROM events").fetchall(),
+                    other.execute("SELECT value FROM kv WHERE key='partner:1031'").fetchall())
+        finally:
+            other.close()
+
+    assert stored() == ([], [])
+    assert ingest.committed == 0
+    assert await ingest.submit_with("yemek", take(order("yemek-1031"))) == "accepted"
+    assert stored() == ([("mkt-yemek-1031",)], [("mkt-yemek-1031",)])
+    assert await ingest.submit_with("yemek", take(order("yemek-1031", "other-id"))) == "repeat"
+    assert stored()[0] == [("mkt-yemek-1031",)]
+    ingest.stop()
+    with pytest.raises(IntakeClosed):
+        await ingest.submit_with("yemek", take(order("yemek-2")))
 
 
 async def test_a_source_name_cannot_pose_as_a_topic(kitchen: tuple[Ingest, Feed, Path]) -> None:

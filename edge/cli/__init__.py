@@ -230,6 +230,24 @@ def cmd_marketplaces(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    from edge.connectors.aggregator import cli as aggregator
+    from edge.daemon import load_station as load_config
+
+    cfg = load_config(Path(args.config))
+    if cfg.aggregator is None:
+        print("no aggregator section in the config: the aggregator API is off",
+              file=sys.stderr)
+        return 1
+    if args.aggregator_command == "retry-parked":
+        count = aggregator.retry_parked(_db(args))
+        print(f"{count} parked webhook(s) due again (sent within 2 s)")
+        return 0
+    found = aggregator.status(cfg.aggregator, _db(args))
+    _emit(found, args.json, lambda f: aggregator.render(f, table))
+    return 0
+
+
 def cmd_virtual_printer(args: argparse.Namespace) -> int:
     from edge.virtual_printer.cli import run
 
@@ -309,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl = with_config(dead.add_parser("list", help="recent rejected messages"))
     dl.add_argument("--limit", type=int, default=50)
     dl.set_defaults(fn=cmd_dead_letters)
+
+    agg = with_config(sub.add_parser(
+        "aggregator", help="the aggregator order API (seed 004): status, parked webhooks"))
+    agg.add_argument("aggregator_command", nargs="?", default="status",
+                     choices=["status", "retry-parked"])
+    agg.set_defaults(fn=cmd_aggregator)
 
     vp = sub.add_parser("virtual-printer", help="a virtual ESC/POS printer for tests and demos")
     try:

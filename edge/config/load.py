@@ -79,6 +79,10 @@ _RELATIVE_PATHS: list[Loc] = [
     ("mqtt", "password_file"),
     ("upstream", "token_file"),
     ("http", "operator_token_file"),
+    ("aggregator", "token_file"),
+    ("aggregator", "webhook_token_file"),
+    ("aggregator", "tls_cert_file"),
+    ("aggregator", "tls_key_file"),
 ]
 
 
@@ -174,6 +178,13 @@ def _cross_checks(data: dict[str, Any], add: Any,
     if isinstance(token, str) and not Path(token).is_file():
         add(("upstream", "token_file"), f"token file {token} does not exist")
     _marketplace_checks(data, add)
+    aggregator = data.get("aggregator")
+    if isinstance(aggregator, dict):
+        for key, what in (("token_file", "token file"), ("webhook_token_file", "token file"),
+                          ("tls_cert_file", "certificate file"), ("tls_key_file", "key file")):
+            named = aggregator.get(key)
+            if isinstance(named, str) and not Path(named).is_file():
+                add(("aggregator", key), f"{what} {named} does not exist")
     http = data.get("http")
     if isinstance(http, dict):
         for i, station in enumerate(stations):

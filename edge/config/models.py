@@ -211,6 +211,13 @@ class UpstreamConfig(_Strict):
         return value.rstrip("/")
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"'{value}': expected HOST:PORT")
+    return value
+
+
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8765"
     # Addition: the operator token (one line, readable by the service user only). Every action
@@ -218,13 +225,7 @@ class HttpConfig(_Strict):
     # viewing does not. Without it the screens are read-only.
     operator_token_file: Path | None = None
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"'{value}': expected HOST:PORT")
-        return value
+    _listen = field_validator("listen")(_host_port)
 
     @property
     def host(self) -> str:
@@ -233,6 +234,52 @@ class HttpConfig(_Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class AggregatorConfig(_Strict):
+    """CONTRACT section 10: the order API a delivery platform calls (seed 004), and where
+    the kitchen's webhooks go. Additions: TLS, and the webhooks' timeout and retry cap."""
+
+    listen: str = "0.0.0.0:8766"
+    token_file: Path                     # the platform sends Authorization: Bearer {token}
+    webhook_url: str
+    webhook_token_file: Path | None = None   # we send Authorization: Bearer {token}
+    auto_accept: bool = False
+    prep_minutes: int = Field(default=20, ge=0, le=24 * 60)
+    # Addition: serve the API over HTTPS with this certificate (PEM, chain first) and key.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Additions: a webhook attempt's time limit, and the cap of the backoff between tries.
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_max: float = Field(default=300.0, gt=0)
+
+    _listen = field_validator("listen")(_host_port)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}': must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _pair(self) -> AggregatorConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 class KdsConfig(_Strict):
@@ -312,6 +359,7 @@ class Config(_Strict):
     timezone: str = "UTC"
     acceptance: AcceptanceConfig = AcceptanceConfig()
     marketplaces: list[MarketplaceConfig] = Field(default_factory=list)
+    aggregator: AggregatorConfig | None = None
 
     @field_validator("timezone")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -29,6 +30,10 @@ from edge.orders.commands import COMMANDS
 from edge.store import Store, Tx
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+# What `Ingest.submit_with` hands its function: take these payloads in, in this transaction.
+Accept = Callable[[Sequence[bytes]], list[Outcome]]
 
 APPLY_MAX_LAG = 1.0
 # Events applied per transaction: a short hold on the single writer, so the intake and the
@@ -55,38 +60,48 @@ class Ingest:
         self._pending = asyncio.Event()
         self._backlog = 0          # messages waiting in the client's queue at the last look
 
-    async def submit(self, source: str, payloads: Sequence[bytes], *,
-                     also: Callable[[Tx, Sequence[Outcome]], None] | None = None
-                     ) -> list[Outcome]:
+    async def submit(self, source: str, payloads: Sequence[bytes]) -> list[Outcome]:
         """The intake of in-process order sources (connectors): the same durable accept path
         as broker messages (validate, dedupe by event_id, dead-letter the invalid, one
         durable transaction), returning once COMMIT is on disk, one outcome per payload:
         `accepted` (durable, applied shortly), `duplicate`, or `dead` with the reason. Only
         then may the connector acknowledge its partner. Raises `IntakeClosed` once the
-        daemon is stopping: nothing was stored, the partner must not be told otherwise.
+        daemon is stopping: nothing was stored, the partner must not be told otherwise."""
+        if not payloads:
+            return []
+        return await self.submit_with(source, lambda tx, accept: accept(payloads))
 
-        `also(tx, outcomes)` runs in the same transaction after the payloads are taken in
-        (even when there are none): the connector's own record of the order commits with
-        its events, or neither does."""
+    async def submit_with(self, source: str, fn: Callable[[Tx, Accept], T]) -> T:
+        """`submit` for a connector that keeps a record of its own beside the events:
+        `fn(tx, accept)` runs in one durable transaction of the writer, where
+        `accept(payloads)` takes payloads in as `submit` does (their outcomes) and `fn` may
+        read and write the connector's rows (through their table owner) in the same
+        transaction, deciding from what is already there what to take in. Whatever it
+        writes commits exactly with the events; if it raises, neither does. Returns fn's
+        result once COMMIT is on disk. It runs on the database thread: only the `Tx`."""
         if self.stopping:
             raise IntakeClosed("the kitchen is shutting down; nothing was stored")
         topic = connector_topic(self.pipeline.root, source)
-        incoming = [Incoming(topic, p) for p in payloads]
-        if not incoming and also is None:
-            return []
         now = self.clock.now()
+        results: list[BatchResult] = []
 
-        def unit(tx: Tx) -> BatchResult:
-            taken = self.pipeline.accept_batch(tx, incoming, now)
-            if also is not None:
-                also(tx, taken.outcomes)
-            return taken
+        def unit(tx: Tx) -> T:
+            def accept(payloads: Sequence[bytes]) -> list[Outcome]:
+                result = self.pipeline.accept_batch(
+                    tx, [Incoming(topic, p) for p in payloads], now)
+                results.append(result)
+                return result.outcomes
 
-        result = await self.store.transact(unit)
-        self.committed += len(incoming)
-        self._pending.set()
-        self._log(result)
-        return result.outcomes
+            return fn(tx, accept)
+
+        value = await self.store.transact(unit)
+        taken = sum(len(r.outcomes) for r in results)
+        if taken:
+            self.committed += taken
+            self._pending.set()
+        for result in results:
+            self._log(result)
+        return value
 
     async def command(self, name: str, payload: bytes) -> Outcome:
         """An operator command from inside the daemon (the screens' reprint button): the same

@@ -21,8 +21,10 @@ from edge.config.models import StationConfig
 from edge.feed import OrderStageChanged, OrderStatusChanged
 from edge.orders import acceptance, kitchen, status
 from edge.orders.events import (
+    COURIER_FLOW,
     Accepted,
     Cancelled,
+    CourierStatus,
     CourseFired,
     D,
     Empty,
@@ -214,7 +216,7 @@ class Applier:
             stage=status.Stage.RECEIVED,
             scheduled_for=rfc3339_ms(data.scheduled_for) if data.scheduled_for else None,
             fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id,
-            requires_acceptance=data.requires_acceptance)
+            requires_acceptance=data.requires_acceptance, service=data.fulfillment.service)
         tx.emit(OrderStatusChanged(event.order_id, status.Status.CREATED, None))
         self._lines(tx, event.order_id, "initial", data.items)
         add_activity(tx, event, "Order created", now, {"items": len(data.items)})
@@ -412,6 +414,27 @@ class Applier:
             self._set(tx, order.order_id, now, status="completed")
         return result
 
+    def _courier_status(self, tx: Tx, event: Event[CourierStatus], order: OrderRow,
+                        now: datetime) -> Applied:
+        """The courier's progress before pick-up (seed 004): a timeline step, no ticket, no
+        move of the order's status or stage. The courier only goes forward."""
+        new = event.data.status
+        result = Applied(order.order_id, Effect.APPLIED)
+        if order.courier_status == new:
+            return _repeat(tx, event, result, f"Courier {new}", now)
+        if order.fulfillment != "delivery":
+            raise _refuse(order.stage, new, f"a {order.fulfillment} order has no courier")
+        if order.status in ("cancelled", "void"):
+            raise _refuse(order.status, new)
+        current = order.courier_status
+        if order.stage in ("out_for_delivery", "completed"):
+            raise _refuse(order.stage, new, "the courier has already picked the order up")
+        if current in COURIER_FLOW and COURIER_FLOW.index(current) > COURIER_FLOW.index(new):
+            raise _refuse(current, new, "the courier does not go back")
+        self._set(tx, order.order_id, now, courier_status=new)
+        add_activity(tx, event, f"Courier {new}", now, {"courier_status": new})
+        return result
+
     def _course_fired(self, tx: Tx, event: Event[CourseFired], order: OrderRow,
                       now: datetime) -> Applied:
         data = event.data
@@ -559,6 +582,7 @@ EVENTS: Mapping[EventType, On[Any]] = {
     EventType.PAYMENT_ADDED: On(PaymentAdded, Applier._payment_added),
     EventType.REFUNDED: On(Refunded, Applier._refunded),
     EventType.ITEMS_COMPLIMENTED: On(ItemsComplimented, Applier._items_complimented),
+    EventType.COURIER_STATUS: On(CourierStatus, Applier._courier_status),
 }
 
 

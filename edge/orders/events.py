@@ -15,7 +15,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ORDER_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -64,6 +71,8 @@ class EventType(StrEnum):
     PAYMENT_ADDED = "order.payment_added"
     REFUNDED = "order.refunded"
     ITEMS_COMPLIMENTED = "order.items_complimented"
+    # Addition (seed 004): the courier's progress before pick-up.
+    COURIER_STATUS = "order.courier_status"
 
 
 class _Model(BaseModel):
@@ -94,10 +103,24 @@ class Source(_Model):
     device: str | None = None
 
 
+Service = Literal["platform_delivery", "fleet_delivery"]
+
+
 class Fulfillment(_Model):
     type: Literal["dine_in", "pickup", "delivery"]
     table: str | None = None
     courier: Literal["restaurant", "platform"] | None = None
+    # Addition (seed 004): who brings a delivery a platform's courier carries: the delivery
+    # platform's own couriers, or the fleet of the platform the order came from. Tickets
+    # say PLATFORM DELIVERY / FLEET DELIVERY, the timeline's first step carries it.
+    service: Service | None = None
+
+    @field_validator("service")
+    @classmethod
+    def _delivered(cls, value: Service | None, info: ValidationInfo) -> Service | None:
+        if value is not None and info.data.get("type") not in (None, "delivery"):
+            raise ValueError(f"'{value}' is only for a delivery")
+        return value
 
 
 class Customer(_Model):
@@ -176,6 +199,16 @@ class RejectedByRestaurant(EventData):
     reason: NonEmpty
     # Addition: why, as a code a channel can map (the marketplace's reason ids, seed 001).
     reason_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+# The seed 004 courier statuses before pick-up, in their order; after them come
+# `order.out_for_delivery` (dasher_out_for_delivery) and `order.completed` (dropoff).
+COURIER_FLOW: tuple[str, ...] = ("dasher_confirmed", "arriving_at_store", "arrived_at_store")
+CourierStep = Literal["dasher_confirmed", "arriving_at_store", "arrived_at_store"]
+
+
+class CourierStatus(EventData):
+    status: CourierStep
 
 
 class CourseFired(EventData):

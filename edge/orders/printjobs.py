@@ -48,9 +48,16 @@ class Claimed:
     created_at: datetime
 
 
-def _service(fulfillment: str | None, table: str | None, courier: str | None) -> str:
+# Who brings a delivery when the order says (seed 004's dx_delivery, mx_fleet_delivery).
+_SERVICES = {"platform_delivery": "PLATFORM DELIVERY", "fleet_delivery": "FLEET DELIVERY"}
+
+
+def _service(fulfillment: str | None, table: str | None, courier: str | None,
+             service: str | None = None) -> str:
     if fulfillment == "dine_in":
         return f"TABLE {table}" if table else "DINE IN"
+    if fulfillment == "delivery" and service in _SERVICES:
+        return _SERVICES[service]
     if fulfillment == "delivery":
         return f"DELIVERY ({courier} courier)" if courier else "DELIVERY"
     if fulfillment == "pickup":
@@ -79,7 +86,7 @@ def ticket_of(conn: sqlite3.Connection, job_key: str, now: datetime, late_after:
         kind=cast(TicketKind, job.kind),   # written by the kitchen: one of the kinds
         station=job.station_id,
         order_label=job.display_id or job.order_id,
-        service=_service(job.fulfillment, job.table_label, job.courier),
+        service=_service(job.fulfillment, job.table_label, job.courier, job.service),
         channel=job.channel,
         created_at=created,
         job_key=job_key,

@@ -20,13 +20,17 @@ this fixed order:
 
 Then one step per lifecycle event applied to the order, in the order they were applied:
 `order.accepted` -> `order_confirmed` (with `prep_minutes`), `order.ready`,
-`order.out_for_delivery`, `order.completed`, `order.cancelled`, `order.rejected`; evidence
-the event id. Sequence numbers count the steps present.
+`order.out_for_delivery`, `order.completed`, `order.cancelled`, `order.rejected`, and the
+courier's statuses before pick-up (`order.courier_status`, seed 004): `courier_assigned`,
+`courier_arriving`, `courier_arrived`; evidence the event id. Sequence numbers count the
+steps present. A delivery with a `service` (who brings it, seed 004) says so on the first
+step.
 
-Nothing from the customer ever goes in: the only payload fields read are `prep_minutes` and
-`reason_code`. As a guard, the finished document is scanned and any field holding an e-mail
-address, something shaped like a phone number, or a contact value found in the order's
-events is removed (a step that loses its evidence that way fails `evidence_linked`).
+Nothing from the customer ever goes in: the only payload fields read are `prep_minutes`,
+`reason_code` and a courier `status` (one of three words). As a guard, the finished
+document is scanned and any field holding an e-mail address, something shaped like a phone
+number, or a contact value found in the order's events is removed (a step that loses its
+evidence that way fails `evidence_linked`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ LABELS = {
     "order_completed": "Order completed",
     "order_cancelled": "Order cancelled",
     "order_rejected": "Order rejected",
+    "courier_assigned": "Courier assigned",
+    "courier_arriving": "Courier on the way",
+    "courier_arrived": "Courier at the restaurant",
 }
 
 LIFECYCLE = {
@@ -61,6 +68,14 @@ LIFECYCLE = {
     "order.completed": "order_completed",
     "order.cancelled": "order_cancelled",
     "order.rejected": "order_rejected",
+}
+
+COURIER = "order.courier_status"
+# order.courier_status's `status` -> its step.
+COURIER_STEPS = {
+    "dasher_confirmed": "courier_assigned",
+    "arriving_at_store": "courier_arriving",
+    "arrived_at_store": "courier_arrived",
 }
 
 _HANDED_TO_PRINTER = ("queued", "sending", "unconfirmed", "printed", "failed")
@@ -90,7 +105,8 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
         }
         steps.append(step)
 
-    add("order_accepted", intake.occurred_at if intake else created_at, intake_id)
+    service = {"service": order.service} if order.service else {}
+    add("order_accepted", intake.occurred_at if intake else created_at, intake_id, **service)
 
     kitchen_jobs = jobs.for_timeline(conn, order_id)
     ingest = f"ingest_{intake_id}"
@@ -108,8 +124,14 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
         add("confirmation_outboxed", confirmation.created_at, confirmation.record_id)
 
     seen: set[str] = set()
-    for applied in events.applied_of_types(conn, order_id, LIFECYCLE):
-        key = LIFECYCLE[applied.type]
+    for applied in events.applied_of_types(conn, order_id, [*LIFECYCLE, COURIER]):
+        if applied.type == COURIER:
+            found = COURIER_STEPS.get(str(_payload_data(applied.payload).get("status")))
+            if found is None:
+                continue
+            key = found
+        else:
+            key = LIFECYCLE[applied.type]
         if key in seen:
             continue
         seen.add(key)

@@ -292,14 +292,16 @@ class ToPrint:
     courier: str | None
     channel: str
     order_note: str | None
+    service: str | None = None
 
 
 def to_print(conn: sqlite3.Connection, job_key: str) -> ToPrint | None:
     r = query(conn,
               "SELECT j.order_id, j.station_id, j.kind, j.line_ids, j.reprint_of, "
               "j.may_be_duplicate, j.created_at, j.not_before, j.due_at, j.note, o.display_id, "
-              "o.fulfillment, o.table_label, o.courier, o.channel, o.note AS order_note "
-              "FROM print_jobs j JOIN orders o ON o.order_id = j.order_id WHERE j.job_key=?",
+              "o.fulfillment, o.table_label, o.courier, o.channel, o.note AS order_note, "
+              "o.service FROM print_jobs j JOIN orders o ON o.order_id = j.order_id "
+              "WHERE j.job_key=?",
               (job_key,)).fetchone()
     if r is None:
         return None
@@ -307,7 +309,7 @@ def to_print(conn: sqlite3.Connection, job_key: str) -> ToPrint | None:
                    list(json.loads(r["line_ids"])), r["reprint_of"], bool(r["may_be_duplicate"]),
                    r["created_at"], r["not_before"], r["due_at"], r["note"], r["display_id"],
                    r["fulfillment"], r["table_label"], r["courier"], r["channel"],
-                   r["order_note"])
+                   r["order_note"], r["service"])
 
 
 def mark_sending(conn: sqlite3.Connection, job_key: str, printer_id: str,

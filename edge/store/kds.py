@@ -36,6 +36,7 @@ class TicketRow:
     status: str
     stage: str
     recalled: bool
+    service: str | None = None      # who brings a platform's delivery (seed 004)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,8 @@ def close_order(conn: sqlite3.Connection, order_id: str, at: str) -> list[str]:
 _TICKETS = (
     "SELECT t.job_key, t.order_id, t.station_id, t.shown_at, t.line_ids, j.kind, "
     "j.state AS job_state, o.display_id, o.channel, o.fulfillment, o.table_label, "
-    "o.note AS order_note, o.status, COALESCE(o.kitchen_stage, 'received') AS stage, "
+    "o.note AS order_note, o.service, o.status, "
+    "COALESCE(o.kitchen_stage, 'received') AS stage, "
     "EXISTS (SELECT 1 FROM kds_bumps b WHERE b.job_key = t.job_key "
     "        AND b.recalled_at IS NOT NULL) AS recalled "
     "FROM kds_tickets t JOIN print_jobs j ON j.job_key = t.job_key "
@@ -162,7 +164,7 @@ def _ticket(row: sqlite3.Row) -> TicketRow:
         kind=row["kind"], job_state=row["job_state"], display_id=row["display_id"],
         channel=row["channel"], fulfillment=row["fulfillment"],
         table_label=row["table_label"], order_note=row["order_note"], status=row["status"],
-        stage=row["stage"], recalled=bool(row["recalled"]))
+        stage=row["stage"], recalled=bool(row["recalled"]), service=row["service"])
 
 
 def open_tickets(conn: sqlite3.Connection, stations: Sequence[str] | None, *, since: str,

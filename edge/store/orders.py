@@ -40,6 +40,8 @@ class OrderRow:
     intake_event_id: str
     requires_acceptance: int = 0
     attention_at: str | None = None
+    service: str | None = None           # platform_delivery | fleet_delivery (seed 004)
+    courier_status: str | None = None    # the courier's last status before pick-up
 
     @property
     def awaits_acceptance(self) -> bool:
@@ -55,7 +57,8 @@ class OrderRow:
 _ORDER_COLUMNS = tuple(f.name for f in fields(OrderRow))
 # What `update` may set; the names are spliced into SQL, so only these.
 _SETTABLE = frozenset({"status", "held_from", "kitchen_stage", "prep_minutes", "paid_cents",
-                       "refunded_cents", "hold_count", "fired_course", "attention_at"})
+                       "refunded_cents", "hold_count", "fired_course", "attention_at",
+                       "courier_status"})
 
 
 class NewLine(Protocol):
@@ -106,15 +109,16 @@ def add(conn: sqlite3.Connection, *, order_id: str, channel: str, device: str | 
         display_id: str | None, fulfillment: str, table_label: str | None,
         courier: str | None, note: str | None, status: str, stage: str,
         scheduled_for: str | None, fired_course: int | None, at: str,
-        intake_event_id: str, requires_acceptance: bool = False) -> None:
+        intake_event_id: str, requires_acceptance: bool = False,
+        service: str | None = None) -> None:
     query(conn,
         "INSERT INTO orders (order_id, channel, device, display_id, fulfillment, table_label,"
         " courier, note, status, kitchen_stage, scheduled_for, fired_course, created_at,"
-        " updated_at, intake_event_id, requires_acceptance)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " updated_at, intake_event_id, requires_acceptance, service)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (order_id, channel, device, display_id, fulfillment, table_label, courier, note,
          status, stage, scheduled_for, fired_course, at, at, intake_event_id,
-         1 if requires_acceptance else 0))
+         1 if requires_acceptance else 0, service))
 
 
 def awaiting_acceptance(conn: sqlite3.Connection) -> list[OrderRow]:
@@ -141,9 +145,10 @@ def set_timeline_digest(conn: sqlite3.Connection, order_id: str, digest: str) ->
 def summary(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
     """The operator's view of the order row."""
     row = query(conn,
-        "SELECT order_id, channel, display_id, fulfillment, table_label, status, held_from, "
-        "kitchen_stage, prep_minutes, scheduled_for, paid_cents, refunded_cents, created_at, "
-        "updated_at FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        "SELECT order_id, channel, display_id, fulfillment, service, table_label, status, "
+        "held_from, kitchen_stage, courier_status, prep_minutes, scheduled_for, paid_cents, "
+        "refunded_cents, created_at, updated_at FROM orders WHERE order_id = ?",
+        (order_id,)).fetchone()
     return None if row is None else dict(row)
 
 

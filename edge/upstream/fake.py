@@ -14,7 +14,7 @@ everything it received in memory. Faults:
   (each read is quick, the answer never completes: only an overall deadline catches it).
 
 `python -m edge.upstream.fake --port N --token-file F` runs it for the demo; a second,
-always-up control port takes `POST /fault {"mode": ...}` and `GET /state`.
+always-up control port takes `POST /fault {"mode": ...}`, `GET /state` and `GET /records`.
 """
 
 from __future__ import annotations
@@ -280,9 +280,14 @@ async def _control_app(fake: FakeUpstream) -> web.Application:
             body["accepted_ids"] = list(fake.accepted)
         return web.json_response(body)
 
+    async def records(request: web.Request) -> web.Response:
+        """Every record accepted, as sent: what the upstream knows (privacy checks)."""
+        return web.json_response({"records": list(fake.accepted.values())})
+
     app = web.Application()
     app.router.add_post("/fault", fault)
     app.router.add_get("/state", state)
+    app.router.add_get("/records", records)
     return app
 
 

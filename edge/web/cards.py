@@ -22,6 +22,8 @@ from edge.web.privacy import scrub, scrub_opt
 CALLED_OFF_STATUSES = frozenset({"cancelled", "void"})
 CALLED_OFF_STAGES = frozenset({"cancelled", "rejected"})
 WHERE = {"dine_in": "Dine in", "pickup": "Pickup", "delivery": "Delivery"}
+# A platform's delivery says who brings it, as its ticket does (seed 004).
+SERVICES = {"platform_delivery": "Platform delivery", "fleet_delivery": "Fleet delivery"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,11 @@ class Card:
         return asdict(self)
 
 
-def where_of(fulfillment: str | None, table: str | None) -> str:
+def where_of(fulfillment: str | None, table: str | None, service: str | None = None) -> str:
     if table:
         return f"Table {table}"
+    if fulfillment == "delivery" and service in SERVICES:
+        return SERVICES[service]
     return WHERE.get(fulfillment or "", (fulfillment or "").replace("_", " ").capitalize())
 
 
@@ -79,7 +83,7 @@ def build_card(row: TicketRow, lines: Mapping[tuple[str, str], TicketLine]) -> C
     return Card(
         card_id=row.job_key, order_id=row.order_id, station_id=row.station_id, kind=row.kind,
         display_id=row.display_id or row.order_id,
-        where=where_of(row.fulfillment, row.table_label), channel=row.channel,
+        where=where_of(row.fulfillment, row.table_label, row.service), channel=row.channel,
         note=scrub_opt(row.order_note), items=tuple(items), started_at=row.shown_at,
         flags=tuple(flags))
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import hashlib
 import json
 import re
@@ -413,8 +414,8 @@ def build_order(
     platform_id = platform_id or str(uuid.uuid4())
     moment = now or datetime.now(UTC)
     if categories is None:
-        categories = [{"name": name, "items": [dict(item) for item in items]}
-                      for name, items in _MENU]
+        # Deep: a caller changing its order's extras must not change the next order's.
+        categories = [{"name": name, "items": copy.deepcopy(items)} for name, items in _MENU]
     subtotal = sum(
         item["quantity"] * item["price"]
         for category in categories for item in category.get("items", [])

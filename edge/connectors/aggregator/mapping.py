@@ -5,7 +5,7 @@ kitchen order `ot-{id}`, channel `onetablet`. Event ids are derived from the pla
 id and what happened, so the platform sending the same thing again yields the same event id
 and the kitchen applies it once.
 
-Fulfillment (proposed addition `fulfillment.service`, docs/contract-additions.md):
+Fulfillment (the addition `fulfillment.service`, docs/contract-additions.md):
 
 | seed `fulfillment_type` | `type` | `courier` | `service` | ticket line |
 |---|---|---|---|---|
@@ -42,6 +42,7 @@ from edge.connectors.aggregator.schema import (
 CHANNEL = "onetablet"
 ORDER_PREFIX = "ot-"
 STORE_CLOSED_REASON = "Store is currently closed"   # CONTRACT section 8: a paused store
+STORE_CLOSED_CODE = "store_closed"
 PLATFORM_CANCEL_CODE = "platform"   # reason_code of a cancel the platform asked for
 REMOVED = "[removed]"
 
@@ -56,6 +57,13 @@ _CANCEL_REASONS: dict[str, CancelReason] = {
     "out_of_stock": "ITEM_OUT_OF_STOCK",
     "store_closed": "STORE_CLOSED",
     "busy": "KITCHEN_BUSY",
+}
+# The seed's description of each, said when the kitchen gave a code and no words.
+_REASON_WORDS: dict[CancelReason, str] = {
+    "ITEM_OUT_OF_STOCK": "Required item is unavailable",
+    "STORE_CLOSED": "Store is no longer accepting orders",
+    "KITCHEN_BUSY": "Kitchen capacity exceeded",
+    "OTHER": "Cancelled by the restaurant",
 }
 
 # Starting only where a run of address characters starts keeps a long run without an @
@@ -96,13 +104,15 @@ def _event(platform_id: str, change: str, kind: str, at: datetime,
     }
 
 
-def order_created(order: PlatformOrder, received_at: datetime) -> dict[str, Any]:
+def order_created(order: PlatformOrder, received_at: datetime, *,
+                  requires_acceptance: bool = False) -> dict[str, Any]:
     """The `order.created` event for a POSTed order, stamped with when the kitchen got it.
 
     `display_id` is the delivery short code; lines are numbered in the order's own order
     (`1`, `2`, ...), each item id goes in as `product_id` (the menu then gives its category
     and station) and its price as `unit_price`. `source.device` names the platform
-    (`store.provider_type`).
+    (`store.provider_type`). `requires_acceptance`: its tickets wait for the restaurant's
+    yes (`aggregator.auto_accept` false).
     """
     guard = _Guard(order.consumer.email, order.consumer.phone)
     data: dict[str, Any] = {
@@ -113,6 +123,8 @@ def order_created(order: PlatformOrder, received_at: datetime) -> dict[str, Any]
     name = shown_name(order.consumer.first_name, order.consumer.last_name)
     if name:
         data["customer"] = {"name": guard.clean(name)}
+    if requires_acceptance:
+        data["requires_acceptance"] = True
     return _event(order.id, "created", "order.created", received_at, data,
                   device=guard.clean(order.store.provider_type)[:64])
 
@@ -148,10 +160,13 @@ def accepted(platform_id: str, occurred_at: datetime, prep_minutes: int) -> dict
                   {"prep_minutes": prep_minutes})
 
 
-def rejected(platform_id: str, occurred_at: datetime,
-             reason: str = STORE_CLOSED_REASON) -> dict[str, Any]:
+def rejected(platform_id: str, occurred_at: datetime, reason: str = STORE_CLOSED_REASON,
+             reason_code: str | None = STORE_CLOSED_CODE) -> dict[str, Any]:
     """`order.rejected` for an order the kitchen refuses on arrival (a paused store)."""
-    return _event(platform_id, "rejected", "order.rejected", occurred_at, {"reason": reason})
+    data: dict[str, Any] = {"reason": reason}
+    if reason_code is not None:
+        data["reason_code"] = reason_code
+    return _event(platform_id, "rejected", "order.rejected", occurred_at, data)
 
 
 def platform_cancelled(platform_id: str, cancel: PlatformCancel,
@@ -170,7 +185,7 @@ def dasher_event(platform_id: str, status: DasherStatus,
     """The kitchen event for a courier status; nothing about the courier goes in.
 
     `dasher_out_for_delivery` is `order.out_for_delivery`, `dropoff` is `order.completed`;
-    the three before are `order.courier_status` `{"status": ...}` (a proposed addition,
+    the three before are `order.courier_status` `{"status": ...}` (an addition,
     docs/contract-additions.md: each a timeline step, no ticket).
     """
     change = f"courier:{status.value}"
@@ -241,12 +256,21 @@ def ready_webhook(platform_id: str) -> Webhook:
                    {"merchant_supplied_id": kitchen_order_id(platform_id)})
 
 
+def reason_words(reason_code: str | None, reason: str | None) -> str:
+    """What the kitchen said, in words: its own, else the seed's for its code."""
+    words = " ".join((reason or "").split())
+    if words and words != reason_code:
+        return words
+    return _REASON_WORDS[cancel_reason(reason_code or "")]
+
+
 def cancellation_webhook(platform_id: str, reason_code: str, details: str | None) -> Webhook:
     """The restaurant cancelled. Not for a cancel the platform asked for (reason_code
-    `platform`): the caller sends nothing then."""
+    `platform`): the caller sends nothing then. Without words, the seed's description of
+    the reason goes as `cancel_details`."""
     return Webhook("PATCH", f"/orders/{platform_id}/cancellation", {
         "cancel_reason": cancel_reason(reason_code),
-        "cancel_details": (details or "")[:1000],
+        "cancel_details": reason_words(reason_code, details)[:1000],
     })
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -40,7 +40,7 @@ import structlog
 from edge import crashpoints
 from edge.backoff import Backoff
 from edge.clock import rfc3339_ms
-from edge.component import BaseComponent, Context, IntakeClosed
+from edge.component import Accept, BaseComponent, Context, IntakeClosed, IntakeOutcome
 from edge.config.models import MarketplaceConfig
 from edge.connectors.calls import SEND, WAIT, CallSender, Destination, Verdict
 from edge.connectors.marketplace import views
@@ -65,7 +65,7 @@ from edge.connectors.marketplace.schema import (
     parse_order,
 )
 from edge.feed import OrderStageChanged
-from edge.store import calls
+from edge.store import Tx, calls
 from edge.store import marketplace as kept
 from edge.store.calls import Call
 
@@ -280,9 +280,13 @@ class MarketplaceConnector:
         what = Keep(order.payment_key, order.id, kitchen_id, order.status_id,
                     order.courier_type, raw, problem, acknowledge, imports=True)
         payloads = [json.dumps(e, ensure_ascii=False).encode() for e in events]
-        outcomes = await self.ctx.intake.submit(
-            self.source, payloads,
-            also=lambda tx, taken: keep(tx, self.settings, what, taken, now))
+
+        def import_and_keep(tx: Tx, accept: Accept) -> Sequence[IntakeOutcome]:
+            taken = accept(payloads) if payloads else []
+            keep(tx, self.settings, what, taken, now)
+            return taken
+
+        outcomes = await self.ctx.intake.submit_with(self.source, import_and_keep)
         crashpoints.reached("marketplace_after_import")
         new = [(e["type"], o.result) for e, o in zip(events, outcomes, strict=True)]
         if any(result != "duplicate" for _, result in new) or (row and row.status !=

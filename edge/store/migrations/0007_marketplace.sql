@@ -1,4 +1,4 @@
--- Schema version 6: the marketplace connector (seed 001, CONTRACT section 9).
+-- Schema version 7: the marketplace connector (seed 001, CONTRACT section 9).
 
 -- Every order a marketplace listed, as it was last listed: what the kitchen imported from
 -- it, and what could not be imported (the field at fault), for the operator.

@@ -1,0 +1,168 @@
+"""The fake delivery platform of seed 004 as a separate process
+(`python -m edge.connectors.aggregator.fake_platform serve`), receiving the kitchen's
+webhooks, with faults set through its control port; and `Api`, the platform's calls to the
+kitchen's aggregator API, for tests that run the daemon in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edge.connectors.aggregator.fake_platform import build_order
+
+REPO = Path(__file__).resolve().parent.parent
+API_TOKEN = "aggregator-test-token"
+WEBHOOK_TOKEN = "platform-test-token"
+
+
+@dataclass
+class FakePlatformProcess:
+    workdir: Path
+    token: str = WEBHOOK_TOKEN
+    port: int = 0
+    control_port: int = 0
+    url: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def token_file(self) -> Path:
+        return self.workdir / "platform.token"
+
+    def start(self) -> FakePlatformProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token_file.write_text(self.token + "\n")
+        self.token_file.chmod(0o600)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.connectors.aggregator.fake_platform", "serve",
+             "--port", str(self.port), "--token-file", str(self.token_file),
+             "--base-path", "/hooks"],
+            stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()    # one JSON line once listening
+        if not line:
+            self.stop()
+            raise RuntimeError("fake platform exited before it was listening")
+        info = json.loads(line)
+        self.port, self.control_port, self.url = info["port"], info["control_port"], info["url"]
+        return self
+
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = httpx.request(method, f"http://127.0.0.1:{self.control_port}{path}",
+                                 json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def set_fault(self, mode: str, **options: Any) -> dict[str, Any]:
+        """none, down, slow, 429, 500, blackhole, reject (see the fake's docstring)."""
+        result: dict[str, Any] = self.control("POST", "/fault", {"mode": mode, **options})
+        return result
+
+    def requests(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.control("GET", "/requests")["requests"]
+        return result
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("GET", "/state")
+        return result
+
+    def hooks(self, order_id: str | None = None, *, status: int | None = 200
+              ) -> list[dict[str, Any]]:
+        """The webhooks taken (answered `status`; None: any), for one platform order."""
+        return [r for r in self.requests()
+                if (order_id is None or r["order_id"] == order_id)
+                and (status is None or r["status"] == status)]
+
+    def kinds(self, order_id: str) -> list[str]:
+        return [r["kind"] for r in self.hooks(order_id)]
+
+    def wait_hooks(self, order_id: str, kinds: list[str], timeout: float = 20.0) -> list[Any]:
+        """Until the webhooks taken for `order_id` are `kinds` (in this order)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            taken = self.hooks(order_id)
+            if [h["kind"] for h in taken] == kinds:
+                return taken
+            if len(taken) > len(kinds):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"webhooks for {order_id}: {self.kinds(order_id)}, not {kinds}; "
+                             f"all: {self.requests()[-8:]}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+class Api:
+    """The platform's side: calls to the kitchen's aggregator API (sync, for tests that
+    wait on processes)."""
+
+    def __init__(self, base_url: str, token: str = API_TOKEN, *,
+                 verify: bool | ssl.SSLContext = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.client = httpx.Client(timeout=10, verify=verify)
+
+    def call(self, method: str, path: str, body: Any = None, *, content: bytes | None = None,
+             token: str | None = None, headers: dict[str, str] | None = None
+             ) -> httpx.Response:
+        sent = dict(headers or {})
+        token = self.token if token is None else token
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        if content is None and body is not None:
+            content = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        return self.client.request(method, self.base_url + path, content=content,
+                                   headers=sent)
+
+    def order(self, body: dict[str, Any]) -> httpx.Response:
+        return self.call("POST", "/orders", body)
+
+    def new_order(self, platform_id: str, **options: Any) -> dict[str, Any]:
+        return build_order(platform_id, **options)
+
+    def dasher(self, platform_id: str, status: str, **body: Any) -> httpx.Response:
+        sent = {"client_order_id": f"ot-{platform_id}", "dasher_status": status,
+                "dasher": {"first_name": "Mike", "last_name": "Courier",
+                           "phone_number": "+15559876543"}, **body}
+        return self.call("POST", f"/orders/{platform_id}/delivery-status", sent)
+
+    def cancel(self, platform_id: str, reason: str = "Customer requested cancellation",
+               **body: Any) -> httpx.Response:
+        sent = {"store": {"merchant_supplied_id": "store-123"},
+                "client_order_id": f"ot-{platform_id}", "reason": reason, **body}
+        return self.call("POST", f"/orders/{platform_id}/cancel", sent)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def wait(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not reached in {timeout}s")
