@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sqlite3
 from collections.abc import Callable
@@ -114,7 +115,16 @@ def _metrics(ctx: Context) -> Component | None:
     return Metrics(ctx)
 
 
-FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _aggregator, _openapp, _metrics]
+def _marketplaces(ctx: Context) -> Component | None:
+    if not ctx.cfg.marketplaces:
+        return None
+    from edge.connectors.marketplace.component import Marketplaces
+
+    return Marketplaces(ctx)
+
+
+FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _aggregator, _openapp, _metrics,
+                                    _marketplaces]
 
 
 class Daemon:
@@ -298,6 +308,18 @@ class Daemon:
         metrics.orders_awaiting_acceptance.set(len(waiting))
         metrics.oldest_awaiting_acceptance_seconds.set(
             max((w.waited_s for w in waiting), default=0))
+        if self.cfg.marketplaces:
+            from edge.connectors.marketplace.views import overview
+
+            for market in self.cfg.marketplaces:
+                view = await self.store.read(functools.partial(overview, market=market,
+                                                               now=now))
+                metrics.marketplace_up.labels(market.id).set(1 if view["state"] == "ok" else 0)
+                metrics.marketplace_awaiting_acceptance.labels(market.id).set(
+                    len(view["waiting"]))
+                metrics.marketplace_oldest_awaiting_acceptance_seconds.labels(market.id).set(
+                    view["oldest_wait_s"])
+                metrics.marketplace_calls_parked.labels(market.id).set(view["calls"]["parked"])
         stats = await self.store.read(lambda c: outbox.stats(c, now))
         metrics.outbox_backlog.set(stats.backlog)
         metrics.outbox_oldest_unsent_age_seconds.set(stats.oldest_unsent_age_s or 0)

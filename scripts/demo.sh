@@ -33,6 +33,30 @@ start_printer() {  # name -> prints the JSON line with its port
 }
 HOT=$(start_printer hot)
 BAR=$(start_printer bar)
+
+start_market() {  # name -> the control port; its API port in $OUT/market-NAME.port
+  printf 'demo-%s-token\n' "$1" >"$OUT/market-$1.token"
+  chmod 600 "$OUT/market-$1.token"   # a secret: config check refuses one others can read
+  $PY -m edge.connectors.marketplace.fake --port 0 --control-port 0 \
+    --token-file "$OUT/market-$1.token" >"$OUT/market-$1.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do grep -q '"control_port"' "$OUT/market-$1.log" 2>/dev/null && break; sleep 0.1; done
+  head -1 "$OUT/market-$1.log" | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["port"])' >"$OUT/market-$1.port"
+  head -1 "$OUT/market-$1.log" | $PY -c 'import json,sys; print(json.load(sys.stdin)["control_port"])'
+}
+# Two fake seed 001 marketplaces: one whose orders the kitchen accepts at once, one whose
+# orders wait for the restaurant's answer.
+YEMEK_CTL=$(start_market yemek)
+GETIR_CTL=$(start_market getir)
+market() {  # control port, method, path[, JSON body] -> the control API's answer
+  $PY - "$@" <<'PYEOF'
+import json, sys, urllib.request
+port, method, path = sys.argv[1:4]
+data = sys.argv[4].encode() if len(sys.argv) > 4 else None
+req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                             headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+PYEOF
+}
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HTTP_PORT=$(free_port)
 AGG_PORT=$(free_port)
@@ -72,6 +96,21 @@ routing:
   default_station: grill
 http:
   listen: 127.0.0.1:$HTTP_PORT
+timezone: Europe/Istanbul
+marketplaces:
+  - id: yemek
+    url: http://127.0.0.1:$(cat "$OUT/market-yemek.port")
+    token_file: market-yemek.token
+    poll_seconds: 2
+    auto_accept: true
+    prep_minutes: 25
+    currency: TRY
+    cancel_reasons: {out_of_stock: 1, busy: 3}
+  - id: getir
+    url: http://127.0.0.1:$(cat "$OUT/market-getir.port")
+    token_file: market-getir.token
+    poll_seconds: 2
+    prep_minutes: 20
 aggregator:
   listen: 127.0.0.1:$AGG_PORT
   token_file: aggregator.token
@@ -160,6 +199,28 @@ for step in body["steps"]:
     print(f"  {step['sequence']}. {step['label']:26} evidence {step['evidence']}")
 print("  last status:", body["last_status"])
 PYEOF
+echo
+echo "== marketplaces: one order accepted at once, one waiting for the restaurant"
+YEMEK_ORDER=$(market "$YEMEK_CTL" POST /orders/build '{"courier_type": "restaurant", "payment_method": "CASH"}')
+GETIR_ORDER=$(market "$GETIR_CTL" POST /orders/build '{"courier_type": "platform", "payment_method": "CREDIT_CARD"}')
+GETIR_ID=getir-$(echo "$GETIR_ORDER" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 100); do
+  .venv/bin/kitchen-edge orders waiting --config "$OUT/station.yaml" --json | grep "$GETIR_ID" >/dev/null && break; sleep 0.2
+done
+.venv/bin/kitchen-edge marketplaces --config "$OUT/station.yaml"
+echo
+echo "demo: kitchen-edge orders accept $GETIR_ID --prep 30"
+.venv/bin/kitchen-edge orders accept "$GETIR_ID" --prep 30 --config "$OUT/station.yaml"
+sleep 5   # the accept goes back, the marketplace lists the order at its new status, acknowledged
+for ctl in "$YEMEK_CTL" "$GETIR_CTL"; do
+  market "$ctl" GET /requests | $PY -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]:
+    if r["method"] == "PUT":
+        print("  marketplace got", r["method"], r["path"].rsplit("/", 1)[0], r["body"] or "", "->", r["status"])'
+done
+echo
+.venv/bin/kitchen-edge marketplaces --config "$OUT/station.yaml"
 echo
 echo "== timeline of ot-$PLATFORM_ORDER (the platform's order) and the webhooks the platform got"
 $PY - "$HTTP_PORT" "ot-$PLATFORM_ORDER" "$PLATFORM_CONTROL" <<'PYEOF'

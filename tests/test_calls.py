@@ -26,10 +26,18 @@ from aiohttp import web
 from edge.clock import SystemClock
 from edge.component import Board, Context
 from edge.config.models import Config
-from edge.connectors.calls import CallSender, Destination, retry_after_seconds
+from edge.connectors.calls import (
+    SEND,
+    WAIT,
+    CallSender,
+    Destination,
+    Verdict,
+    retry_after_seconds,
+)
 from edge.feed import Feed, RecordQueued
 from edge.orders.records import queue_call
 from edge.store import Store, calls
+from edge.store.calls import Call
 from tests.broker import free_port
 
 
@@ -102,7 +110,8 @@ class Rig:
                            poll_interval=kw.pop("poll_interval", 30.0))
         # A fresh board, as a restarted daemon has.
         self.ctx = dataclasses.replace(self.ctx, board=Board())
-        self.sender = CallSender(self.ctx, dest, rng=random.Random(3))
+        self.sender = CallSender(self.ctx, dest, rng=random.Random(3),
+                                 gate=kw.pop("gate", None))
         self.task = asyncio.create_task(self._run(self.sender))
         return self.sender
 
@@ -276,3 +285,48 @@ async def _eq(value: Awaitable[Any], expected: Any) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@dataclass
+class ScriptedGate:
+    """A partner's own rule: paths it holds back, paths it drops, and every 2xx it is told."""
+
+    hold: set[str] = field(default_factory=set)
+    drop: set[str] = field(default_factory=set)
+    asked: list[str] = field(default_factory=list)
+    answers: list[tuple[str, int, bytes]] = field(default_factory=list)
+
+    async def before(self, call: Call) -> Verdict:
+        self.asked.append(call.path)
+        if call.path in self.drop:
+            return Verdict("drop", "the partner has it already")
+        return WAIT if call.path in self.hold else SEND
+
+    async def answered(self, call: Call, status: int, body: bytes) -> None:
+        self.answers.append((call.path, status, body))
+
+
+async def test_a_gate_holds_back_an_order_drops_what_is_moot_and_hears_each_answer(
+        rig: Rig) -> None:
+    gate = ScriptedGate(hold={"/o1/first"}, drop={"/o2/first"})
+    sender = rig.start(gate=gate)
+    await rig.queue(("o1", "PUT", "/o1/first"), ("o1", "PUT", "/o1/second"),
+                    ("o2", "PUT", "/o2/first"), ("o2", "PUT", "/o2/second"))
+    await until(lambda: _eq(rig.states(), {"/o1/first": "pending", "/o1/second": "pending",
+                                           "/o2/first": "done", "/o2/second": "done"}))
+    # Held: neither it nor its order's later call went; dropped: never sent, done.
+    assert rig.partner.paths() == ["/api/o2/second"]
+    dropped = await rig.store.read(lambda c: next(x for x in calls.listing(c)
+                                                  if x.path == "/o2/first"))
+    assert dropped.status_code is None and dropped.last_error == "the partner has it already"
+    assert [(p, st) for p, st, _ in gate.answers] == [("/o2/second", 200)]
+    assert b'"status": 200' in gate.answers[0][2]
+    # Asked again without a kick (not in a busy loop), and sent once the rule allows it.
+    asked = gate.asked.count("/o1/first")
+    await asyncio.sleep(1.5)
+    assert 1 <= gate.asked.count("/o1/first") - asked <= 3
+    gate.hold.clear()
+    sender.kick()
+    await until(lambda: _eq(rig.states(), {"/o1/first": "done", "/o1/second": "done",
+                                           "/o2/first": "done", "/o2/second": "done"}))
+    assert rig.partner.paths() == ["/api/o2/second", "/api/o1/first", "/api/o1/second"]

@@ -128,6 +128,50 @@ def test_example_menu_is_valid() -> None:
     assert adana is not None and adana.price == 42000
 
 
+MARKETS = """marketplaces:
+  - id: yemek
+    url: https://partner.example.com/api/
+    token_file: yemek.token
+    auto_accept: true
+    prep_minutes: 25
+    lead_minutes: 30
+    cancel_reasons: {out_of_stock: 1, busy: 3}
+  - id: getir
+    url: https://getir.example.com/api
+    token_file: /nowhere/getir.token
+  - id: yemek
+    url: ftp://x
+    token_file: open.token
+    poll_seconds: 0
+"""
+
+
+def test_marketplaces_each_once_with_a_private_token_relative_to_the_file(
+        tmp_path: Path) -> None:
+    (tmp_path / "yemek.token").write_text("s3cret\n")
+    (tmp_path / "yemek.token").chmod(0o600)
+    (tmp_path / "open.token").write_text("s3cret\n")
+    (tmp_path / "open.token").chmod(0o640)
+    code, out = check(tmp_path, GOOD + MARKETS)
+    assert code == 2
+    assert "station.yaml:32 marketplaces[1].token_file: token file /nowhere/getir.token " \
+           "does not exist" in out
+    assert "station.yaml:33 marketplaces[2].id: duplicate id 'yemek'" in out
+    assert "station.yaml:34 marketplaces[2].url: 'ftp://x': must be an http:// or https://" in out
+    assert f"station.yaml:35 marketplaces[2].token_file: token file {tmp_path.resolve()}/" \
+           "open.token is readable by others (mode 0640): chmod 600 it" in out
+    assert "station.yaml:36 marketplaces[2].poll_seconds: Input should be greater than 0" in out
+    good = GOOD + MARKETS[:MARKETS.index("  - id: getir")]
+    code, out = check(tmp_path, good)
+    assert code == 0, out
+    market = load_config(tmp_path / "station.yaml").marketplaces[0]
+    assert market.token_file == tmp_path.resolve() / "yemek.token"
+    assert market.url == "https://partner.example.com/api"
+    assert (market.poll_seconds, market.auto_accept, market.prep_minutes,
+            market.lead_minutes) == (15, True, 25, 30)
+    assert market.cancel_reasons == {"out_of_stock": 1, "busy": 3}
+
+
 AGGREGATOR = """\
 aggregator:
   listen: 0.0.0.0:8766

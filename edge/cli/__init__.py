@@ -216,6 +216,20 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_marketplaces(args: argparse.Namespace) -> int:
+    from edge.connectors.marketplace.cli import run
+    from edge.daemon import load_station as load_config
+
+    cfg = load_config(Path(args.config))
+    try:
+        data, text = run(args, cfg, _db(args))
+    except KeyError:
+        print(f"no marketplace {args.marketplace} in {args.config}", file=sys.stderr)
+        return 1
+    _emit(data, args.json, lambda _: text)
+    return 0
+
+
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from edge.connectors.aggregator import cli as aggregator
     from edge.daemon import load_station as load_config
@@ -298,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     ost.set_defaults(fn=cmd_outbox_status)
     orp = with_config(outbox.add_parser("retry-parked", help="send parked records again"))
     orp.set_defaults(fn=cmd_outbox_retry)
+
+    mk = with_config(sub.add_parser(
+        "marketplaces", help="marketplaces: how they answer, orders waiting, refused calls"))
+    mk.add_argument("--marketplace", metavar="ID", help="only this one")
+    mk.set_defaults(fn=cmd_marketplaces, mk_command=None)
+    mk_steps = mk.add_subparsers(dest="mk_command")
+    mkr = with_config(mk_steps.add_parser(
+        "retry-parked", help="send the calls a marketplace refused again"))
+    mkr.add_argument("--marketplace", metavar="ID", help="only this one")
+    mkr.set_defaults(fn=cmd_marketplaces)
 
     dead = sub.add_parser("dead-letter", help="rejected messages").add_subparsers(
         dest="dead_command", required=True)

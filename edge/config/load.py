@@ -19,7 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from edge.config.menu import Menu
 from edge.config.models import Config
-from edge.config.secrets import operator_token_problem
+from edge.config.secrets import operator_token_problem, private_file_problem
 
 Loc = Sequence[str | int]
 
@@ -88,7 +88,18 @@ _RELATIVE_PATHS: list[Loc] = [
 ]
 
 
+# Paths inside each entry of a list: (list key, key in the entry).
+_RELATIVE_LIST_PATHS: list[tuple[str, str]] = [
+    ("marketplaces", "token_file"),
+]
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for name, field in _RELATIVE_LIST_PATHS:
+        for entry in _items(data, name):
+            if isinstance(entry.get(field), str):
+                path = Path(entry[field]).expanduser()
+                entry[field] = str(path if path.is_absolute() else base / path)
     for loc in _RELATIVE_PATHS:
         parent: Any = data
         for part in loc[:-1]:
@@ -175,6 +186,7 @@ def _cross_checks(data: dict[str, Any], add: Any,
             if isinstance(table_id, str) and table_id in seen_tables:
                 add(("tables", i), f"duplicate table '{table_id}'")
             seen_tables.add(str(table_id))
+    _marketplace_checks(data, add)
     aggregator = data.get("aggregator")
     if isinstance(aggregator, dict):
         for key, what in (("token_file", "token file"), ("webhook_token_file", "token file"),
@@ -200,6 +212,22 @@ def _cross_checks(data: dict[str, Any], add: Any,
                 f"password file {mqtt['password_file']} does not exist")
         if mqtt.get("username") is None:
             add(("mqtt", "username"), "password_file is set but username is not")
+
+
+def _marketplace_checks(data: dict[str, Any], add: Any) -> None:
+    """Each marketplace once, and its token a secret: a file only the service user may read."""
+    seen: set[str] = set()
+    for i, market in enumerate(_items(data, "marketplaces")):
+        ident = market.get("id")
+        if isinstance(ident, str):
+            if ident in seen:
+                add(("marketplaces", i, "id"), f"duplicate id '{ident}'")
+            seen.add(ident)
+        token = market.get("token_file")
+        if isinstance(token, str):
+            problem = private_file_problem(Path(token))
+            if problem:
+                add(("marketplaces", i, "token_file"), problem)
 
 
 def _read_yaml(text: str, name: str) -> CommentedMap:

@@ -320,6 +320,37 @@ class AcceptanceConfig(_Strict):
     attention_after: float = Field(default=120.0, ge=0)
 
 
+class MarketplaceConfig(_Strict):
+    """CONTRACT section 9: one seed 001 delivery marketplace the kitchen polls for orders."""
+
+    id: Slug                          # kitchen order id = "{id}-{marketplace order id}"
+    url: str                          # base of the seed 001 API
+    token_file: Path                  # sent as Authorization: Bearer {token}; a secret
+    poll_seconds: float = Field(default=15, gt=0, le=3600)
+    auto_accept: bool = False
+    # Preparing time for auto_accept, and when order.accepted has none (minutes).
+    prep_minutes: int = Field(default=20, ge=1, le=240)
+    # A scheduled order starts printing this long before its time; absent: each station's
+    # own lead_minutes.
+    lead_minutes: int | None = Field(default=None, ge=0, le=24 * 60)
+    # The kitchen's reason codes to the marketplace's cancel reason ids; unmapped: 8 (Other).
+    cancel_reasons: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+                         Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=dict)
+    # Additions: the currency shown on a cash ticket's amount; HTTP time-out (seconds); the
+    # longest wait between polls while the marketplace does not answer.
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    backoff_max: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{value}': must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
 class Config(_Strict):
     site: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
     state_dir: Path
@@ -336,6 +367,7 @@ class Config(_Strict):
     # CONTRACT section 8: the IANA zone channel times without an offset are read in.
     timezone: str = "UTC"
     acceptance: AcceptanceConfig = AcceptanceConfig()
+    marketplaces: list[MarketplaceConfig] = Field(default_factory=list)
     aggregator: AggregatorConfig | None = None
     # CONTRACT section 8: the POS's table ids (absent: any table id), and the menu file.
     tables: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None

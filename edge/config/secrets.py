@@ -40,6 +40,26 @@ def read_private_token(path: Path) -> str:
     return token
 
 
+def private_file_problem(path: Path) -> str | None:
+    """What is wrong with a partner's secret file (a marketplace's token), if anything: it
+    must exist, be readable by its owner only and not be empty. Its shape is the partner's."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return f"token file {path} does not exist"
+    except OSError as exc:
+        return f"token file {path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return f"token file {path} is not a regular file"
+    if mode & 0o077:
+        return (f"token file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+                "chmod 600 it, owned by the service user")
+    if not text.strip():
+        return f"token file {path} is empty"
+    return None
+
+
 def operator_token_problem(path: Path) -> str | None:
     try:
         read_private_token(path)
@@ -48,4 +68,5 @@ def operator_token_problem(path: Path) -> str | None:
     return None
 
 
-__all__ = ["MIN_TOKEN_LENGTH", "SecretProblem", "operator_token_problem", "read_private_token"]
+__all__ = ["MIN_TOKEN_LENGTH", "SecretProblem", "operator_token_problem", "private_file_problem",
+           "read_private_token"]

@@ -10,6 +10,11 @@ next call falls due or at `poll_interval` (calls written by tools that cannot wa
 
 Printing never waits for it: it runs as its own component, and reads and marks calls in
 short transactions of its own.
+
+A partner with rules of its own about when a call may go (a marketplace's acknowledgement
+must not go out before its connector has seen the order's current status) passes a `Gate`:
+asked before each call (send it, keep it and its order back for now, or settle it unsent
+because the partner no longer needs it), and told each 2xx answer.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import httpx
 import structlog
@@ -37,6 +42,28 @@ from edge.store.calls import Call
 log = structlog.get_logger(__name__)
 
 _RETRYABLE = frozenset({408, 429})
+# While a gate keeps calls back, how often they are asked about again without a kick.
+HELD_RECHECK = 1.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A gate's answer about one call: `send` it, `wait` (it and its order stay back until
+    the sender is kicked or HELD_RECHECK passes), or `drop` it (done unsent, `reason` kept)."""
+
+    action: Literal["send", "wait", "drop"]
+    reason: str | None = None
+
+
+SEND = Verdict("send")
+WAIT = Verdict("wait")
+
+
+class Gate(Protocol):
+    async def before(self, call: Call) -> Verdict: ...
+
+    async def answered(self, call: Call, status: int, body: bytes) -> None:
+        """The partner answered a call with a 2xx (already marked done)."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +102,10 @@ def retry_after_seconds(value: str | None, now_ts: float) -> float | None:
 class CallSender(BaseComponent):
     def __init__(self, ctx: Context, destination: Destination, *,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, gate: Gate | None = None) -> None:
         self.ctx = ctx
         self.destination = destination
+        self._gate = gate
         self.name = f"calls-{destination.name}"
         self._transport = transport
         self._backoff = Backoff(destination.backoff_base, destination.backoff_max,
@@ -149,13 +177,25 @@ class CallSender(BaseComponent):
             # Calls are written by applied events, which commit without an fsync. Nothing may
             # reach a partner that a power cut could take back: one durable write first.
             await self.ctx.store.transact(lambda tx: kv.put(tx.conn, "calls_durable_point", now))
+        moved = False
         for call in batch:
+            if self._gate is not None:
+                verdict = await self._gate.before(call)
+                if verdict.action == "wait":
+                    continue
+                if verdict.action == "drop":
+                    await self._drop(call, verdict.reason or "not needed any more")
+                    moved = True
+                    continue
             delay = await self._send(client, call)
+            moved = True
             if delay is not None:
                 # The partner is not answering well: nothing else goes until it has rested.
                 return delay
-        if batch:
+        if moved:
             return 0.0          # more may have become due behind the heads just sent
+        if batch:
+            return min(HELD_RECHECK, self.destination.poll_interval)   # all kept back
         upcoming = await self.ctx.store.read(lambda c: calls.next_at(c, name))
         if upcoming is None:
             return self.destination.poll_interval
@@ -191,6 +231,13 @@ class CallSender(BaseComponent):
                 self.sent += 1
                 log.info("partner_call_done", method=call.method, path=call.path,
                          status=status)
+                if self._gate is not None:
+                    try:
+                        await self._gate.answered(call, status, response.content)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # the call is done; its follow-up is the gate's own
+                        log.exception("partner_call_answer_failed", path=call.path)
                 return None
             error = f"HTTP {status}: {response.text[:200]}"
             if status in _RETRYABLE or status >= 500:
@@ -202,6 +249,14 @@ class CallSender(BaseComponent):
             log.error("partner_call_parked", method=call.method, path=call.path,
                       status=status, error=error)
             return None
+
+    async def _drop(self, call: Call, reason: str) -> None:
+        at = rfc3339_ms(self.ctx.clock.now())
+        with structlog.contextvars.bound_contextvars(order_id=call.order_id, call_id=call.id,
+                                                     destination=call.destination):
+            await self.ctx.store.transact(
+                lambda tx: calls.settle_unsent(tx.conn, call.id, reason, at), durable=False)
+            log.info("partner_call_dropped", method=call.method, path=call.path, reason=reason)
 
     async def _retry(self, call: Call, error: str, status: int | None,
                      retry_after: float | None) -> float:
@@ -225,4 +280,5 @@ class CallSender(BaseComponent):
             return None
 
 
-__all__ = ["CallSender", "Destination", "retry_after_seconds"]
+__all__ = ["SEND", "WAIT", "CallSender", "Destination", "Gate", "Verdict",
+           "retry_after_seconds"]

@@ -132,8 +132,10 @@ class Applier:
 
     def _food_jobs(self, tx: Tx, event: Event[Any], result: Applied,
                    order: OrderRow, items: Sequence[Item], kind: str, change: str,
-                   now: datetime, scheduled_for: datetime | None = None) -> None:
-        """Route items to stations; later courses and held or scheduled orders wait."""
+                   now: datetime, scheduled_for: datetime | None = None,
+                   lead: timedelta | None = None) -> None:
+        """Route items to stations; later courses and held or scheduled orders wait. A
+        scheduled order's tickets print `lead` before its time (else each station's lead)."""
         first_course = order.fired_course
         by_line = {i.line_id: i for i in items}
         for station_id, line_ids in route(items, self.plan.stations,
@@ -151,7 +153,8 @@ class Applier:
                 else:
                     ref, job_kind = change, kind
                 if scheduled_for is not None:
-                    not_before = scheduled_for - self.plan.lead(station_id)
+                    not_before = scheduled_for - (lead if lead is not None
+                                                  else self.plan.lead(station_id))
                     if wait is None and not_before > now:
                         wait = "scheduled"
                 # Nothing cooks before the restaurant said yes; acceptance then lets each
@@ -234,7 +237,8 @@ class Applier:
         created = _load(tx, event.order_id)
         assert created is not None
         self._food_jobs(tx, event, result, created, items, "NEW", "new", now,
-                        data.scheduled_for)
+                        data.scheduled_for, None if data.lead_minutes is None
+                        else timedelta(minutes=data.lead_minutes))
         return result
 
     def _items_added(self, tx: Tx, event: Event[ItemsAdded], order: OrderRow,

@@ -166,6 +166,9 @@ class OrderCreated(EventData):
     # 004, without auto-accept). Its tickets wait for `order.accepted`; `order.rejected`
     # calls it off before anything printed.
     requires_acceptance: Annotated[bool, Field(strict=True)] = False
+    # Addition: for a scheduled order, how long before `scheduled_for` its tickets print,
+    # for every station (a marketplace's `lead_minutes`); absent: each station's own.
+    lead_minutes: Annotated[int, Field(ge=0, le=24 * 60, strict=True)] | None = None
 
     _lines = field_validator("items")(_unique_lines)
 

@@ -80,6 +80,31 @@ oldest_awaiting_acceptance_seconds = Gauge(
     "How long the oldest order waiting for acceptance has waited (0 when none).",
     registry=REGISTRY,
 )
+marketplace_up = Gauge(
+    "marketplace_up",
+    "1 when the marketplace's last poll was answered with its orders, else 0.",
+    ["marketplace"],
+    registry=REGISTRY,
+)
+marketplace_awaiting_acceptance = Gauge(
+    "marketplace_orders_awaiting_acceptance",
+    "Orders of this marketplace nobody accepted or rejected yet (it cancels them if nobody "
+    "does).",
+    ["marketplace"],
+    registry=REGISTRY,
+)
+marketplace_oldest_awaiting_acceptance_seconds = Gauge(
+    "marketplace_oldest_awaiting_acceptance_seconds",
+    "How long this marketplace's oldest order waiting for acceptance has waited (0: none).",
+    ["marketplace"],
+    registry=REGISTRY,
+)
+marketplace_calls_parked = Gauge(
+    "marketplace_calls_parked",
+    "Calls to this marketplace it refused (4xx), kept for the operator.",
+    ["marketplace"],
+    registry=REGISTRY,
+)
 wan_up = Gauge(
     "wan_up",
     "1 when the last upstream request got an HTTP answer, else 0.",

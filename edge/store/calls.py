@@ -108,6 +108,28 @@ def retry_parked(conn: sqlite3.Connection, destination: str | None, at: str) -> 
     return int(query(conn, sql, args).rowcount)
 
 
+def settle_unsent(conn: sqlite3.Connection, call_id: int, note: str, at: str) -> None:
+    """Done without being sent: the partner no longer needs it (its connector decides, e.g.
+    a marketplace that already has the order where the call would move it). `note` says why;
+    the order's next call becomes due."""
+    query(conn, "UPDATE calls SET state='done', done_at=?, last_error=?, status_code=NULL "
+                "WHERE id=? AND state IN ('pending', 'parked')", (at, note[:500], call_id))
+
+
+def of_order(conn: sqlite3.Connection, destination: str, order_id: str) -> list[Call]:
+    """Every call of one order to one partner, oldest first."""
+    return [_call(r) for r in query(
+        conn, f"SELECT {_COLUMNS} FROM calls WHERE destination=? AND order_id=? ORDER BY id",
+        (destination, order_id))]
+
+
+def open_to(conn: sqlite3.Connection, destination: str, path: str) -> list[Call]:
+    """The calls to one path of a partner not done yet (pending or parked), oldest first."""
+    return [_call(r) for r in query(
+        conn, f"SELECT {_COLUMNS} FROM calls WHERE destination=? AND path=? AND state!='done' "
+              "ORDER BY id", (destination, path))]
+
+
 def get(conn: sqlite3.Connection, call_id: int) -> Call | None:
     row = query(conn, f"SELECT {_COLUMNS} FROM calls WHERE id=?", (call_id,)).fetchone()
     return None if row is None else _call(row)
@@ -134,5 +156,5 @@ def counts(conn: sqlite3.Connection, destination: str) -> dict[str, int]:
         (destination,))}
 
 
-__all__ = ["Call", "add", "counts", "due", "get", "listing", "mark_done", "next_at", "park",
-           "retry_later", "retry_parked"]
+__all__ = ["Call", "add", "counts", "due", "get", "listing", "mark_done", "next_at",
+           "of_order", "open_to", "park", "retry_later", "retry_parked", "settle_unsent"]

@@ -22,7 +22,9 @@ Section = Callable[[], Awaitable[Mapping[str, Any]]]
 
 GOOD = frozenset({"online", "up", "open", "ok", "done", "connected"})
 BAD = frozenset({"offline", "down", "error", "paper_out", "cover_open", "paused", "parked",
-                 "failed", "unconfirmed", "disconnected"})
+                 "failed", "unconfirmed", "disconnected",
+                 # a marketplace that does not answer (edge.connectors.marketplace)
+                 "timeout", "unauthorized", "rate_limited", "bad_answer"})
 CELL_LIMIT = 200
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
 

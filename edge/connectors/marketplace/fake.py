@@ -15,7 +15,8 @@ Bearer {token}` (401 otherwise, `{"error": ...}`):
 - `PUT /orders/cancel/{payment_key}` `{"reason_id": 1..8}`: 1, 2 or 16 -> 6.
 - `GET /orders/cancel-reasons` -> `{"data": [{"id": 1, "reason": "Ürün tükendi"}, ...]}`.
 
-Answers: 200 `{"success": true, "data": {"payment_key", "status_id"}}`. Repeating a call for
+Answers: 200 `{"success": true, "data": {"payment_key", "status_id"}}` (`success` answers
+a bare `{"success": true}` with `success_names_status=False`). Repeating a call for
 the status the order already has (accept an accepted order, cancel a cancelled one, success
 again) is 200 and changes nothing: a client retrying after a lost answer must not be punished
 for it. A body that is not what the call needs is 400; a call that does not fit the order's
@@ -26,8 +27,9 @@ unknown payment_key (the integer id included, seed's troubleshooting) is 404; an
 
 The marketplace's own moves (in-process methods; the demo's control port): add an order
 (`add_order` a full seed-shaped body, or `new_order` which builds a realistic one), move it to
-any status (`set_status`: a customer cancels, a platform courier delivers), add a malformed
-order (`add_raw_order`), cancel orders still at status 1 after N seconds (`set_auto_cancel`).
+any status (`set_status`: a customer cancels, a platform courier delivers), change its other
+fields (`edit_order`), add a malformed order (`add_raw_order`), cancel orders still at
+status 1 after N seconds (`set_auto_cancel`).
 
 Faults (`set_fault`), from the next request on:
 
@@ -221,6 +223,9 @@ class FakeMarketplace:
     port: int = 0
     host: str = "127.0.0.1"
     requests: list[RequestLog] = field(default_factory=list)
+    # The seed does not say what `success` answers; False: a bare {"success": true}, which
+    # does not tell the client which status it acknowledged.
+    success_names_status: bool = True
 
     def __post_init__(self) -> None:
         self._fault = _Fault()
@@ -365,6 +370,17 @@ class FakeMarketplace:
             raise KeyError(payment_key)
         if order.status != status_id:
             self._move(order, status_id, "marketplace", reason_id=reason_id)
+
+    def edit_order(self, payment_key: str, changes: dict[str, Any]) -> None:
+        """The marketplace changes fields of an order as it lists it (its status only through
+        `set_status`): a later listing may break the schema an earlier one kept."""
+        order = self._orders.get(payment_key)
+        if order is None or order.raw:
+            raise KeyError(payment_key)
+        if "status_id" in changes or "payment_key" in changes:
+            raise ValueError("status_id and payment_key change through set_status only")
+        order.body.update(copy.deepcopy(changes))
+        self._changed()
 
     def set_auto_cancel(self, seconds: float | None, *,
                         reason_id: int = OTHER_REASON_ID) -> None:
@@ -533,6 +549,8 @@ class FakeMarketplace:
         if action == "success":
             order.acked = order.status
             self._changed()
+            if not self.success_names_status:
+                return {"success": True}
             return {"success": True, "data": {"payment_key": key, "status_id": order.status}}
         move = _MOVES[action]
         preparing_time = reason_id = None

@@ -1,4 +1,4 @@
--- Schema version 7: the menu's running stock, the table check of seed 002 (prices, who
+-- Schema version 8: the menu's running stock, the table check of seed 002 (prices, who
 -- added a line, delivered lines, discounts), the tables OpenApp follows, and OpenApp's
 -- messages in and out (CONTRACT sections 8 and 11).
 
