@@ -16,3 +16,16 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+# Test files that share the machine's one multicast DNS port (UDP 5353, a zeroconf module
+# constant): run in one worker when the suite runs in parallel (pytest-xdist --dist loadgroup),
+# so one file's advertisements never land in another's browser.
+_ONE_WORKER = {"test_mdns.py": "mdns", "test_discovery_e2e.py": "mdns"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _ONE_WORKER.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -99,7 +99,7 @@ def test_operator_commands_over_the_live_database(tmp_path: Path, broker: Broker
         assert result["result"] == "command" and result["reprint_job_key"]
         reprint = k.wait_tickets("hot", 2, timeout=10)[1]
         took = time.monotonic() - asked
-        assert took < 6, f"the daemon took {took:.1f}s to print the reprint"
+        assert took < 15, f"the daemon took {took:.1f}s to print the reprint"
         lines = [x.strip() for x in reprint["text"] if x.strip()]
         assert lines[:2] == ["NEW", "REPRINT"] and has_line(reprint, "2x Adana kebap")
         assert job_key_of(reprint) == result["reprint_job_key"]
