@@ -203,6 +203,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     r = asyncio.run(main_async(args.records, args.orders))
     print(f"backlog: {r['records']} records of {r['orders']} orders "
@@ -216,6 +217,8 @@ def main() -> int:
           f"{r['reconnect_s']:.2f}s to notice the upstream was back; "
           f"{r['requests']} requests; {r['left_unaccepted']} left unaccepted")
     print(json.dumps(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
     return 0
 
 
