@@ -314,15 +314,31 @@ class DaemonRun:
         else:
             log.close()
         if self.profile_to is not None:
-            spy = Path(sys.executable).with_name("py-spy")
-            self._spy = subprocess.Popen(
-                [str(spy), "record", "--pid", str(self.proc.pid), "--rate", "250",
-                 "--format", "raw", *self.profile_args, "--output", str(self.profile_to),
-                 "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.profile_start(self.profile_to)
         if wait_ready:
             self.wait_log("daemon_ready", timeout=timeout)
         return self
+
+    def profile_start(self, to: Path) -> None:
+        """Attach py-spy now (raw collapsed stacks to `to`, 250 samples a second)."""
+        assert self.proc is not None and self._spy is None
+        spy = Path(sys.executable).with_name("py-spy")
+        self._spy = subprocess.Popen(
+            [str(spy), "record", "--pid", str(self.proc.pid), "--rate", "250",
+             "--format", "raw", *self.profile_args, "--output", str(to), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def profile_stop(self) -> None:
+        """Detach py-spy; it writes its file on SIGINT, or by itself when the daemon ends."""
+        spy, self._spy = self._spy, None
+        if spy is None:
+            return
+        if spy.poll() is None and self.proc is not None:
+            os.kill(spy.pid, signal.SIGINT)
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_pid(spy, sig=signal.SIGKILL)
 
     def log_lines(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -357,13 +373,8 @@ class DaemonRun:
         reader, self._log_thread = self._log_thread, None
         if reader is not None:
             reader.join(timeout=10)
-        spy, self._spy = self._spy, None
-        if spy is not None:
-            # py-spy ends by itself when its target does, writing the profile on the way.
-            try:
-                spy.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stop_pid(spy, sig=signal.SIGINT)
+        # py-spy ends by itself when its target does, writing the profile on the way.
+        self.profile_stop()
         return code
 
 

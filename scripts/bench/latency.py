@@ -269,10 +269,8 @@ def main_runs(args: argparse.Namespace) -> int:
                                    state_dir=workdir / "edge" / "state",
                                    log_level=args.log_level)
                 naive_stations = {"grill": (naive_printers["grill"].port, ["grill", "mains"])}
-            daemon = DaemonRun(cfg, workdir / "edge" / "daemon.log")
-            if args.py_spy:
-                daemon.profile_to = workdir / "edge" / "py-spy.txt"
-                daemon.profile_args = tuple(args.py_spy_args.split())
+            daemon = DaemonRun(cfg, workdir / "edge" / "daemon.log",
+                               profile_args=tuple(args.py_spy_args.split()))
             daemon.start()
             stack.append(daemon)
             naive_proc = NaiveProc(broker.port, NAIVE_SITE, naive_stations)
@@ -292,8 +290,16 @@ def main_runs(args: argparse.Namespace) -> int:
                         count = int(rate * secs)
                         for consumer in (naive, edge):
                             tag = f"{consumer.who[0]}{int(rate)}r{round_no}"
-                            r = phase(client, consumer, tag, rate, count, kitchen,
-                                      upstream if consumer is edge else None)
+                            spy_to = workdir / "edge" / f"py-spy-{tag}.txt"
+                            if args.py_spy and consumer is edge:
+                                daemon.profile_start(spy_to)
+                            try:
+                                r = phase(client, consumer, tag, rate, count, kitchen,
+                                          upstream if consumer is edge else None)
+                            finally:
+                                if args.py_spy and consumer is edge:
+                                    daemon.profile_stop()
+                                    print(f"py-spy: {spy_to}", flush=True)
                             r.update(who=consumer.who, round=round_no)
                             results.append(r)
                             ms = r["ms"]
@@ -387,8 +393,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--py-spy", action="store_true",
-                        help="record the daemon with py-spy (raw stacks in "
-                             "WORKDIR/edge/py-spy.txt); slows it down")
+                        help="record the daemon with py-spy during each of its measured "
+                             "phases (raw stacks in WORKDIR/edge/py-spy-TAG.txt); slows it "
+                             "down")
     parser.add_argument("--py-spy-args", default="--gil",
                         help="py-spy record sampling options (default '--gil'; "
                              "'--idle --threads' for wall time per thread)")
