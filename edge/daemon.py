@@ -100,6 +100,11 @@ class Daemon:
         if timeline is not None:
             self._publish_timeline(claimed.order_id, timeline)
 
+    def _timeline_changed(self, order_id: str, timeline: dict[str, Any]) -> None:
+        if self.sender is not None:
+            self.sender.kick()
+        self._publish_timeline(order_id, timeline)
+
     def _publish_timeline(self, order_id: str, timeline: dict[str, Any]) -> None:
         """The timeline the transaction just wrote as a status record, retained; the link
         keeps only the newest per topic if it cannot send at once."""
@@ -208,6 +213,7 @@ class Daemon:
         self.spooler = Spooler(self.cfg, self.store, self.clock, self._publish_printer_state,
                                mdns_lookup=self.browser.lookup if self.browser else None)
         self.spooler.on_printed = self._after_print
+        self.spooler.on_timeline = self._timeline_changed
         await self.spooler.recover()
         await self._republish_unsent_dead_letters()
         # The config in force, retained: replaces a refusal an earlier reload left there.

@@ -231,12 +231,12 @@ def unconfirmed(conn: sqlite3.Connection, claimed: Claimed, reason: str, now: da
 
 
 def confirm(conn: sqlite3.Connection, job_keys: Sequence[str], printer_id: str,
-            now: datetime) -> list[tuple[str, str]]:
+            now: datetime) -> list[tuple[str, str, dict[str, Any] | None]]:
     """The printer that held these tickets said ready on the connection that carried them:
     its buffer printed them. Jobs still waiting for that (or whose copy has not been taken
     yet) are printed; a copy already on its way elsewhere is left alone. Returns
-    (job_key, order_id) of the jobs it changed."""
-    done: list[tuple[str, str]] = []
+    (job_key, order_id, the order's timeline if it changed) for the jobs it changed."""
+    done: list[tuple[str, str, dict[str, Any] | None]] = []
     for key in job_keys:
         row = conn.execute(
             "SELECT order_id, kind, state FROM print_jobs WHERE job_key=? AND "
@@ -250,7 +250,7 @@ def confirm(conn: sqlite3.Connection, job_keys: Sequence[str], printer_id: str,
                      "after the fault cleared", now, {"job_key": key},
                      order_id=row["order_id"])
         refresh_progress(conn, row["order_id"], now)
-        done.append((key, row["order_id"]))
+        done.append((key, row["order_id"], sync_records(conn, row["order_id"], now)))
     return done
 
 

@@ -136,6 +136,8 @@ class Spooler:
         self.workers: dict[str, Worker] = {}
         self.printed = 0
         self.on_printed: Callable[[jobs.Claimed, dict[str, Any] | None], None] | None = None
+        # An order's timeline changed outside a print (a held ticket confirmed later).
+        self.on_timeline: Callable[[str, dict[str, Any]], None] | None = None
         # Jobs delivered, not confirmed, waiting for their copy's turn.
         self.unconfirmed: dict[str, Unconfirmed] = {}
         # Workers between "about to claim" and "ticket done": a claim is a transaction on
@@ -256,7 +258,9 @@ class Spooler:
         it is the primary of (a copy of a ticket its backup holds)."""
         return [*worker.backup_for, *worker.primary_for]
 
-    def _backups(self, worker: Worker, stations: list[str]) -> dict[str, str]:
+    @staticmethod
+    def _backups(worker: Worker) -> dict[str, str]:
+        """Station -> the printer a ticket printed here is BACKUP FROM."""
         return {s: p for s, p in worker.backup_for.items() if s not in worker.primary_for}
 
     async def _publish_state(self, worker: Worker) -> None:
@@ -328,10 +332,13 @@ class Spooler:
         now = self.clock.now()
         printer_id = worker.printer.id
         done = await self.store.transact(lambda c: jobs.confirm(c, keys, printer_id, now))
-        for key, order_id in done:
+        for key, order_id, timeline in done:
             self.unconfirmed.pop(key, None)
+            self.printed += 1
             log.info("ticket_confirmed_after_fault", job_key=key, order_id=order_id,
                      printer_id=printer_id)
+            if timeline is not None and self.on_timeline is not None:
+                self.on_timeline(order_id, timeline)
 
     async def _watch_or_wake(self, worker: Worker, seconds: float) -> PrinterStatus | None:
         """Up to `seconds`, until the printer pushes a status (returned) or a job wakes the
@@ -416,7 +423,7 @@ class Spooler:
     async def _claim_and_print(self, worker: Worker, stations: list[str],
                                copies: list[str]) -> None:
         now = self.clock.now()
-        backups = self._backups(worker, stations)
+        backups = self._backups(worker)
         printer = worker.printer
         claimed = await self.store.transact(
             lambda c: jobs.claim(c, stations, printer.id, backups, now,
