@@ -2,7 +2,7 @@
 and, in the same run, for a naive consumer doing the same printing.
 
     .venv/bin/python scripts/bench/resources.py [--orders 3000] [--rate 50]
-        [--rss-every N] [--idle 5] [--json PATH] [--workdir DIR]
+        [--rss-every N] [--idle 5] [--json PATH] [--workdir DIR] [--strace]
 
 The kitchen of issues 12 and 17: two virtual printers (--no-png), two stations (grill: grill
 and mains; bar: drinks), orders of three lines over both (two tickets each), an upstream (the
@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,6 +99,30 @@ def outbox_pending(db: Path) -> int:
             "SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0])
     finally:
         conn.close()
+
+
+def strace_start(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Count the daemon's syncs and writes (all threads) until strace_stop."""
+    proc = subprocess.Popen(
+        ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync,pwrite64,write",
+         "-o", str(out), "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)   # attaching to every thread takes a moment
+    return proc
+
+
+def strace_stop(proc: subprocess.Popen[bytes], out: Path) -> dict[str, int]:
+    """strace writes its table when interrupted: syscall -> calls."""
+    os.kill(proc.pid, signal.SIGINT)
+    proc.wait(timeout=30)
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if (len(parts) >= 5 and parts[0][0].isdigit() and parts[3].isdigit()
+                and parts[-1] != "total"):
+            calls[parts[-1]] = int(parts[3])
+    return calls
 
 
 def wait_until(what: str, check: Any, timeout: float) -> float:
@@ -206,6 +232,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"{who} {v['cpu_ms_per_s']:.1f} CPU ms/s, {v['write_kib_per_s']:.1f} KiB/s "
                 "written" for who, v in idle.items()), flush=True)
 
+            tracer = None
+            if args.strace:
+                tracer = strace_start(edge.pid, workdir / "strace.txt")
             for side in sides:
                 side.printed_base = printed(side.printers)
             base = {s.who: s.sample() for s in sides}
@@ -239,12 +268,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             want = 2 * args.orders
             settle = SETTLE_TIMEOUT + args.orders / 100
             done_at: dict[str, float] = {}
-            for side in sides:
-                wait_until(f"{side.who} printing", lambda s=side: s.printed() >= want, settle)
-                done_at[side.who] = time.monotonic()
+
+            def all_printed() -> bool:
+                for side in sides:
+                    if side.who not in done_at and side.printed() >= want:
+                        done_at[side.who] = time.monotonic()
+                return len(done_at) == len(sides)
+
+            wait_until("every ticket printed", all_printed, settle)
             wait_until("outbox drained", lambda: outbox_pending(daemon.db) == 0, settle)
             done_at["upstream"] = time.monotonic()
             end = {s.who: s.sample() for s in sides}
+            syscalls = strace_stop(tracer, workdir / "strace.txt") if tracer else None
             sqlite_end = sqlite_bytes(daemon.db)
             log_end = daemon.log_path.stat().st_size
             accepted = int(upstream.state()["accepted"]) - accepted_base
@@ -277,6 +312,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         upstream_accepted=accepted,
         synced_after_publish_s=done_at["upstream"] - began - publish_s,
     )
+    if syscalls is not None:
+        per["daemon"]["syscalls_per_order"] = {k: v / n for k, v in syscalls.items()}
     return {"orders": n, "rate": args.rate, "rss_every": every, "fs": kind,
             "publish_s": publish_s, "idle": idle, "per_order": per,
             "checkpoints": checkpoints}
@@ -307,6 +344,10 @@ def report(r: dict[str, Any], wall: float) -> None:
          f"{nv['done_after_publish_s']:.1f}", "-"],
     ]
     print(table(["per order", "daemon", "naive", "ratio"], rows))
+    if "syscalls_per_order" in d:
+        print("daemon system calls per order, counted by strace -f -c (which slows the "
+              "daemon: its CPU figures above are not comparable): " + ", ".join(
+                  f"{k} {v:.2f}" for k, v in sorted(d["syscalls_per_order"].items())))
     print(f"upstream accepted {d['upstream_accepted']:,} records "
           f"({d['upstream_accepted'] / r['orders']:.1f} per order), outbox empty "
           f"{d['synced_after_publish_s']:.1f}s after the last publish; SQLite at the end: "
@@ -344,6 +385,10 @@ def main() -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--workdir", help="keep logs and databases here (default: a temp dir)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--strace", action="store_true",
+                        help="count the daemon's fsync/fdatasync/pwrite64/write calls per "
+                             "order with strace (slows the daemon; CPU figures then do not "
+                             "count)")
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-resources-") as tmp:
