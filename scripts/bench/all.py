@@ -113,6 +113,14 @@ def goal_rows(results: dict[str, dict[str, Any] | None]) -> list[list[str]]:
                     f"{median(d['ms'][q] for d in ds):.1f} ms",
                     f"{median(n['ms'][q] for n in ns):.1f} ms (naive)",
                     f"{ratio:.2f}x{rounds}", ratio <= 2)
+        for rate, _ in lat["rates"]:
+            ds = [r for r in lat["results"] if r["who"] == "daemon" and r["rate"] == rate]
+            ns = [r for r in lat["results"] if r["who"] == "naive" and r["rate"] == rate]
+            cpu_d = median(r["cpu_ms_per_order"] for r in ds)
+            cpu_n = median(r["cpu_ms_per_order"] for r in ns)
+            row(f"CPU per order during the {rate:g}/s latency runs (publish to last ticket)",
+                "<= 3 ms", f"{cpu_d:.2f} ms", f"{cpu_n:.2f} ms (naive)",
+                f"{cpu_d / cpu_n:.1f}x", cpu_d <= 3)
     res = results.get("resources")
     if "resources" not in results:
         pass
