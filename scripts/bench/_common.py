@@ -32,8 +32,8 @@ __all__ = [
     "KITCHEN_STATIONS", "ROOT", "Broker", "DaemonRun", "FakeUpstreamProc", "NaiveProc",
     "ProcSample",
     "VPrinterProc", "created_event", "free_port", "fs_type", "kitchen_config", "kitchen_event",
-    "percentile", "proc_sample", "sqlite_bytes", "stop_pid", "summary", "table", "wait_port",
-    "write_config",
+    "percentile", "proc_sample", "sqlite_bytes", "stop_on_signals", "stop_pid", "summary",
+    "table", "wait_port", "write_config",
 ]
 
 # Tickets that cannot be printed stay queued: a port where nothing listens.
@@ -128,6 +128,16 @@ def created_event(site: str, n: int, *, prefix: str = "b") -> tuple[str, bytes, 
     }
     topic = f"kitchen/{site}/orders/{order_id}/events"
     return topic, json.dumps(body, separators=(",", ":")).encode(), order_id
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so the `finally` blocks stop every process
+    the bench started. (A shell's background job inherits SIGINT ignored; this undoes it.)"""
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def stop_pid(proc: subprocess.Popen[bytes] | None, *, sig: int = signal.SIGTERM,

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,14 +61,33 @@ def benches(quick: bool) -> dict[str, list[str]]:
 REPEAT = {"drain": 3}
 
 
+# The bench running now; a signal to all.py is passed on to it, and it stops what it started.
+RUNNING: list[subprocess.Popen[bytes]] = []
+STOPPING: list[int] = []
+
+
+def _pass_on(signum: int, _frame: Any) -> None:
+    STOPPING.append(signum)
+    for proc in RUNNING:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+
+
 def run_bench(name: str, argv: list[str], workdir: Path) -> dict[str, Any] | None:
     out_path, json_path = workdir / f"{name}.out", workdir / f"{name}.json"
     began = time.monotonic()
     print(f"== {name}: {' '.join(argv)}", flush=True)
+    if STOPPING:
+        return None
     with out_path.open("wb") as out:
-        proc = subprocess.run([sys.executable, str(HERE / argv[0]), *argv[1:],
-                               "--json", str(json_path)],
-                              stdout=out, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.Popen([sys.executable, str(HERE / argv[0]), *argv[1:],
+                                 "--json", str(json_path)],
+                                stdout=out, stderr=subprocess.STDOUT)
+        RUNNING[:] = [proc]
+        try:
+            proc.wait()
+        finally:
+            RUNNING.clear()
     took = time.monotonic() - began
     if proc.returncode != 0 or not json_path.exists():
         tail = out_path.read_text(errors="replace").splitlines()[-15:]
@@ -128,7 +149,9 @@ def goal_rows(results: dict[str, dict[str, Any] | None]) -> list[list[str]]:
         row("resources (issues 12, 17)", "-", "failed / not run", "-", "-", None)
     else:
         d, n = res["per_order"]["daemon"], res["per_order"]["naive"]
-        row(f"CPU per order, issue 17 mix ({res['orders']:,} orders at {res['rate']:g}/s)",
+        behind = "" if res.get("kept_up", True) else " NOT KEPT UP"
+        row(f"CPU per order, issue 17 mix ({res['orders']:,} orders at {res['rate']:g}/s)"
+            + behind,
             "<= 3 ms", f"{d['cpu_ms_per_order']:.2f} ms", f"{n['cpu_ms_per_order']:.2f} ms "
             "(naive)", f"{d['cpu_ms_per_order'] / n['cpu_ms_per_order']:.1f}x",
             d["cpu_ms_per_order"] <= 3)
@@ -201,6 +224,8 @@ def main() -> int:
         if unknown:
             parser.error(f"--only: unknown bench(es) {', '.join(sorted(unknown))}")
         plan = {k: v for k, v in plan.items() if k in wanted}
+    signal.signal(signal.SIGTERM, _pass_on)
+    signal.signal(signal.SIGINT, _pass_on)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         workdir = Path(args.workdir or tmp)

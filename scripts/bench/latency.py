@@ -58,6 +58,7 @@ from _common import (
     kitchen_event,
     paho_client,
     proc_sample,
+    stop_on_signals,
     summary,
     table,
     write_config,
@@ -418,6 +419,7 @@ def main() -> int:
         for text in missing:
             print(f"latency.py: {text}", file=sys.stderr)
         return 2
+    stop_on_signals()
     return main_runs(args)
 
 

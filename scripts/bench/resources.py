@@ -2,7 +2,7 @@
 and, in the same run, for a naive consumer doing the same printing.
 
     .venv/bin/python scripts/bench/resources.py [--orders 3000] [--rate 50]
-        [--rss-every N] [--idle 5] [--json PATH] [--workdir DIR] [--strace]
+        [--rss-every N] [--idle 5] [--max-lag 30] [--json PATH] [--workdir DIR] [--strace]
 
 The kitchen of issues 12 and 17: two virtual printers (--no-png), two stations (grill: grill
 and mains; bar: drinks), orders of three lines over both (two tickets each), an upstream (the
@@ -65,6 +65,7 @@ from _common import (
     paho_client,
     proc_sample,
     sqlite_bytes,
+    stop_on_signals,
     table,
 )
 
@@ -72,6 +73,7 @@ EDGE_SITE = "res-edge"
 NAIVE_SITE = "res-naive"
 WARMUP = 5
 SETTLE_TIMEOUT = 120.0
+LAG_CHECK_S = 5.0   # how often (in publishing time) the consumers' backlog is looked at
 
 
 def printed(printers: list[VPrinterProc]) -> int:
@@ -245,6 +247,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             checkpoints: list[dict[str, Any]] = []
             infos = []
             start = time.monotonic() + 0.05
+            published = 0
+            fell_behind_at: int | None = None
+            lag_every = max(1, int(args.rate * LAG_CHECK_S))
             for n in range(args.orders):
                 delay = start + n / args.rate - time.monotonic()
                 if delay > 0:
@@ -252,21 +257,35 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for side in sides:
                     topic, payload, _ = kitchen_event(side.site, n, prefix="r")
                     infos.append(client.publish(topic, payload, qos=1))
-                if (n + 1) % every == 0 or n + 1 == args.orders:
+                published = n + 1
+                if published % every == 0 or published == args.orders:
                     for info in infos:
                         info.wait_for_publish(timeout=30)
                     infos.clear()
-                    row = checkpoint(n + 1, sides, daemon, upstream, base, log_base)
+                    row = checkpoint(published, sides, daemon, upstream, base, log_base)
                     checkpoints.append(row)
                     prune(edge.printers + naive.printers)
-                    print(f"{n + 1:>7} orders, {row['at'] - began:6.0f}s: daemon RSS "
+                    print(f"{published:>7} orders, {row['at'] - began:6.0f}s: daemon RSS "
                           f"{row['daemon']['rss_kib'] / 1024:.1f} MB, printed "
                           f"{row['daemon']['printed']}; naive RSS "
                           f"{row['naive']['rss_kib'] / 1024:.1f} MB, printed "
                           f"{row['naive']['printed']}; load {row['load1']:.2f}", flush=True)
+                if published % lag_every == 0 and args.max_lag > 0:
+                    # Orders whose tickets are not out yet: a consumer that cannot keep up at
+                    # this rate makes every per-order figure (and RSS) about its backlog.
+                    behind = {s.who: published - s.printed() / 2 for s in sides}
+                    if max(behind.values()) > args.max_lag * args.rate:
+                        fell_behind_at = published
+                        print(f"{published:>7} orders: stopped publishing, behind by "
+                              + ", ".join(f"{who} {v:,.0f} orders" for who, v in behind.items())
+                              + f" (over --max-lag {args.max_lag:g}s at {args.rate:g}/s); "
+                              f"load {os.getloadavg()[0]:.2f}", flush=True)
+                        break
+            for info in infos:
+                info.wait_for_publish(timeout=30)
             publish_s = time.monotonic() - began
-            want = 2 * args.orders
-            settle = SETTLE_TIMEOUT + args.orders / 100
+            want = 2 * published
+            settle = SETTLE_TIMEOUT + published / 100
             done_at: dict[str, float] = {}
 
             def all_printed() -> bool:
@@ -275,9 +294,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         done_at[side.who] = time.monotonic()
                 return len(done_at) == len(sides)
 
-            wait_until("every ticket printed", all_printed, settle)
-            wait_until("outbox drained", lambda: outbox_pending(daemon.db) == 0, settle)
-            done_at["upstream"] = time.monotonic()
+            try:
+                wait_until("every ticket printed", all_printed, settle)
+                wait_until("outbox drained", lambda: outbox_pending(daemon.db) == 0, settle)
+            except TimeoutError as exc:
+                print(f"gave up waiting: {exc}", flush=True)
+            done_at.setdefault("upstream", time.monotonic())
+            for side in sides:
+                done_at.setdefault(side.who, time.monotonic())
+            printed_end = {s.who: s.printed() for s in sides}
             end = {s.who: s.sample() for s in sides}
             syscalls = strace_stop(tracer, workdir / "strace.txt") if tracer else None
             sqlite_end = sqlite_bytes(daemon.db)
@@ -291,7 +316,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             item.stop()
         broker.stop()
 
-    n = args.orders
+    n = published
     per: dict[str, dict[str, Any]] = {}
     for side in sides:
         b, e = base[side.who], end[side.who]
@@ -303,6 +328,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "hwm_mb": e.hwm_kib / 1024,
             "window_s": e.at - b.at,
             "done_after_publish_s": done_at[side.who] - began - publish_s,
+            "tickets_printed": printed_end[side.who],
+            "tickets_expected": 2 * n,
         }
     db_growth = sum(sqlite_end[k] - sqlite_base[k] for k in ("db", "-wal"))
     per["daemon"].update(
@@ -314,7 +341,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     )
     if syscalls is not None:
         per["daemon"]["syscalls_per_order"] = {k: v / n for k, v in syscalls.items()}
-    return {"orders": n, "rate": args.rate, "rss_every": every, "fs": kind,
+    kept_up = fell_behind_at is None and all(
+        per[side.who]["tickets_printed"] >= 2 * n for side in sides)
+    return {"orders": n, "orders_asked": args.orders, "kept_up": kept_up,
+            "fell_behind_at": fell_behind_at, "rate": args.rate, "rss_every": every,
+            "fs": kind,
             "publish_s": publish_s, "idle": idle, "per_order": per,
             "checkpoints": checkpoints}
 
@@ -324,6 +355,11 @@ def report(r: dict[str, Any], wall: float) -> None:
     print()
     print(f"{r['orders']:,} orders at {r['rate']:g}/s to each consumer, side by side "
           f"(2 tickets per order; database on {r['fs']}); wall time {wall:.0f}s")
+    if not r["kept_up"]:
+        print(f"NOT KEPT UP: asked for {r['orders_asked']:,} orders, published {r['orders']:,}; "
+              f"tickets printed: daemon {d['tickets_printed']:,}, naive "
+              f"{nv['tickets_printed']:,} of {d['tickets_expected']:,} each. The figures "
+              "below are about a backlog, not a kitchen keeping up.")
     rows = [
         ["CPU ms per order (utime+stime)", f"{d['cpu_ms_per_order']:.2f}",
          f"{nv['cpu_ms_per_order']:.2f}", _ratio(d["cpu_ms_per_order"], nv["cpu_ms_per_order"])],
@@ -385,11 +421,15 @@ def main() -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--workdir", help="keep logs and databases here (default: a temp dir)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--max-lag", type=float, default=30.0, metavar="SECONDS",
+                        help="stop publishing when a consumer is this many seconds' worth of "
+                             "orders behind (0: never); the report then says NOT KEPT UP")
     parser.add_argument("--strace", action="store_true",
                         help="count the daemon's fsync/fdatasync/pwrite64/write calls per "
                              "order with strace (slows the daemon; CPU figures then do not "
                              "count)")
     args = parser.parse_args()
+    stop_on_signals()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-resources-") as tmp:
         workdir = Path(args.workdir or tmp)
