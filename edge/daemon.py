@@ -1,8 +1,13 @@
-"""The daemon: wires the store, the broker link, ingest, the spooler, upstream sync, the
-local HTTP server and systemd notification together, and shuts them down in order.
+"""The daemon: the composition root. It builds the components from the config, runs them,
+handles signals and reloads, and shuts them down in order.
 
-Shutdown order matters: stop taking messages (what is committed is acknowledged, the rest
-stays with the broker), let an in-flight ticket finish, say offline, close the database.
+Shutdown order matters, and is the order of the component list: stop taking messages (what
+is committed is acknowledged, the rest stays with the broker) and let the applier hand on
+what it applied, let an in-flight ticket finish, flush what they changed to the broker and
+say offline, then everything else; then close the database.
+
+Nothing here knows what a component does beyond this order: results travel on the feed
+(`edge.feed`), and what one component needs of another is passed in as a callable.
 """
 
 from __future__ import annotations
@@ -11,27 +16,39 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from edge import __version__
 from edge.clock import Clock, SystemClock, rfc3339_ms
+from edge.component import Component, Context
 from edge.config import Config, ConfigError, MdnsConnection, load_config
+from edge.feed import Feed, WanChanged
+from edge.ingest.component import BrokerIntake, BrokerOut
 from edge.ingest.consumer import Ingest
 from edge.ingest.link import BrokerLink
-from edge.ingest.pipeline import BatchResult, Pipeline, cut_payload
+from edge.ingest.pipeline import Pipeline
+from edge.orders import acceptance
 from edge.orders.apply import Applier, Plan
-from edge.printing.jobs import Claimed
-from edge.printing.spooler import Spooler
-from edge.store import DB_FILENAME, SchemaTooNew, Store
+from edge.printing.component import Printing
+from edge.service import metrics
+from edge.service.sdnotify import Notifier
+from edge.store import DB_FILENAME, SchemaTooNew, Store, jobs, outbox
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_GRACE = 10.0
-FLUSH_GRACE = 2.0
 CONFIG_POLL = 2.0
+# A component's stop() bounds its own waits; this only keeps a broken one from hanging us.
+STOP_GUARD = 30.0
+
+
+def load_station(path: Path) -> Config:
+    """The station config, with what only printing knows checked too (code pages)."""
+    from edge.printing.codepages import check_codepage
+
+    return load_config(path, codepage_check=check_codepage)
 
 
 def db_path(cfg: Config) -> Path:
@@ -42,112 +59,110 @@ def plan_of(cfg: Config) -> Plan:
     return Plan(tuple(cfg.stations), cfg.routing.default_station)
 
 
+# -- the optional components, built from the config ----------------------------------------
+# Adding a connector: write its component (its own package under edge/connectors/), then
+# add one line here.
+
+OptionalFactory = Callable[[Context], Component | None]
+
+
+def _upstream(ctx: Context) -> Component | None:
+    if ctx.cfg.upstream is None:
+        return None
+    from edge.upstream.component import Upstream
+
+    return Upstream(ctx, ctx.cfg.upstream)
+
+
+def _usb(ctx: Context) -> Component | None:
+    if not (ctx.cfg.discovery.enabled and ctx.cfg.discovery.usb):
+        return None
+    from edge.discovery.component import UsbDiscovery
+
+    return UsbDiscovery(ctx)
+
+
+def _web(ctx: Context) -> Component | None:
+    if ctx.cfg.http is None:
+        return None
+    from edge.web import WebServer
+
+    return WebServer(ctx, ctx.cfg.http)
+
+
+def _metrics(ctx: Context) -> Component | None:
+    from edge.service.component import Metrics
+
+    return Metrics(ctx)
+
+
+FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _metrics]
+
+
 class Daemon:
     def __init__(self, cfg: Config, *, config_path: Path | None = None,
                  clock: Clock | None = None, handle_signals: bool = True) -> None:
         self.cfg = cfg
         self.handle_signals = handle_signals
         self._stopping = False
-        self.said_goodbye = False
         self.next_config: Config | None = None
         self.config_path = config_path
         self.clock = clock or SystemClock()
-        self.store = Store(db_path(cfg))
+        self.feed = Feed()
+        self.store = Store(db_path(cfg), self.feed)
         self.link = BrokerLink(cfg, clock=self.clock, password=_read_secret(cfg.mqtt.password_file))
         self.applier = Applier(plan_of(cfg))
         self.pipeline = Pipeline(cfg.root, self.applier)
-        self.ingest = Ingest(self.store, self.pipeline, self.clock, max_batch=cfg.mqtt.max_batch,
-                             on_batch=self._after_batch)
-        self.spooler: Spooler | None = None
-        self.sender: Any = None
-        self.browser: Any = None
-        self.notifier: Any = None
+        self.ingest = Ingest(self.store, self.pipeline, self.clock, max_batch=cfg.mqtt.max_batch)
+        self.ctx = Context(cfg=cfg, store=self.store, feed=self.feed, clock=self.clock,
+                           publish=self.link.publish, intake=self.ingest, health=self)
+        self.notifier = Notifier()
+        self.components: list[Component] = []
+        self.printing: Printing | None = None
+        self.out: BrokerOut | None = None
         self.stop_requested = asyncio.Event()
         self.ready = asyncio.Event()
+        self._wan_up: bool | None = None   # as the upstream sender last judged it
+        self.feed.subscribe(WanChanged, self._wan)
 
-    # -- wiring --------------------------------------------------------------------------
+    @property
+    def said_goodbye(self) -> bool:
+        return self.out is not None and self.out.said_goodbye
 
-    def _publish_printer_state(self, printer_id: str, body: dict[str, object]) -> None:
-        self.link.publish(f"{self.cfg.root}/printers/{printer_id}/state", body, retain=True)
+    # -- building ------------------------------------------------------------------------
 
-    def _after_batch(self, result: BatchResult) -> None:
-        from edge.service import metrics
+    def _build(self) -> list[Component]:
+        """The components, in shutdown order."""
+        ctx = self.ctx
+        mdns = None
+        wants_mdns = any(isinstance(p.target, MdnsConnection) for p in self.cfg.printers)
+        if wants_mdns and self.cfg.discovery.enabled:
+            from edge.discovery.component import MdnsDiscovery
 
-        for outcome in result.outcomes:
-            if outcome.result == "dead":
-                metrics.events_dead_lettered.labels(_reason_kind(outcome.reason or "")).inc()
-            elif outcome.result == "duplicate":
-                metrics.events_duplicate.inc()
-            elif outcome.result != "accepted":
-                metrics.events_ingested.labels(outcome.event_type or "command").inc()
-        if result.new_jobs and self.spooler is not None:
-            self.spooler.kick()
-        if self.sender is not None:
-            self.sender.kick()
-        for outcome in result.outcomes:
-            if outcome.dead_letter_id is not None:
-                self._publish_dead_letter(outcome.dead_letter_id)
-        for order_id, timeline in result.timelines.items():
-            self._publish_timeline(order_id, timeline)
+            mdns = MdnsDiscovery(ctx)
+        self.printing = Printing(ctx, mdns_lookup=mdns.lookup if mdns else None)
+        self.out = BrokerOut(self.link, self.store, self.feed, self.clock,
+                             leaving=lambda: self.next_config is None)
+        from edge.service.component import Watchdog
 
-    def _after_print(self, claimed: Claimed, timeline: dict[str, Any] | None) -> None:
-        from edge.service import metrics
-
-        waited = (self.clock.now() - claimed.created_at).total_seconds()
-        metrics.event_to_print_seconds.observe(max(0.0, waited))
-        if self.sender is not None:
-            self.sender.kick()
-        if timeline is not None:
-            self._publish_timeline(claimed.order_id, timeline)
-
-    def _timeline_changed(self, order_id: str, timeline: dict[str, Any]) -> None:
-        if self.sender is not None:
-            self.sender.kick()
-        self._publish_timeline(order_id, timeline)
-
-    def _publish_timeline(self, order_id: str, timeline: dict[str, Any]) -> None:
-        """The timeline the transaction just wrote as a status record, retained; the link
-        keeps only the newest per topic if it cannot send at once."""
-        self.link.publish(f"{self.cfg.root}/orders/{order_id}/status", timeline, retain=True)
-
-    def _publish_dead_letter(self, row_id: int) -> None:
-        async def publish() -> None:
-            row = await self.store.read(lambda c: c.execute(
-                "SELECT topic, reason, received_at, payload FROM dead_letters WHERE id=?",
-                (row_id,)).fetchone())
-            if row is None:
-                return
-
-            async def sent() -> None:
-                await self.store.transact(lambda c: c.execute(
-                    "UPDATE dead_letters SET published=1 WHERE id=?", (row_id,)))
-
-            self.link.publish(f"{self.cfg.root}/dead-letter", {
-                "topic": row[0], "reason": row[1], "received_at": row[2],
-                "payload": cut_payload(bytes(row[3]))}, on_sent=sent)
-
-        task = asyncio.get_running_loop().create_task(publish())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _republish_unsent_dead_letters(self) -> None:
-        ids = await self.store.read(lambda c: [r[0] for r in c.execute(
-            "SELECT id FROM dead_letters WHERE published=0 ORDER BY id")])
-        for row_id in ids:
-            self._publish_dead_letter(row_id)
+        built: list[Component] = [BrokerIntake(self.link, self.ingest), self.printing,
+                                  self.out]
+        if mdns is not None:
+            built.append(mdns)
+        built += [c for make in FACTORIES if (c := make(ctx)) is not None]
+        built.append(Watchdog(ctx, self.notifier))
+        return built
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
-        self._background: set[asyncio.Task[None]] = set()
         await self.store.open()
         log.info("daemon_starting", version=__version__, site=self.cfg.site,
                  database=str(self.store.path))
         try:
             await self._run()
         finally:
-            if self.notifier is not None:
-                self.notifier.close()   # a reload makes a new one
+            self.notifier.close()   # a reload makes a new one
             await self.store.close()
         log.info("daemon_stopped")
         return 0
@@ -173,7 +188,7 @@ class Daemon:
             return
         log.info("reload_requested", why=why)
         try:
-            fresh = load_config(self.config_path)
+            fresh = load_station(self.config_path)
         except ConfigError as exc:
             problems = [str(p) for p in exc.problems]
             log.error("reload_refused", problems=problems)
@@ -209,173 +224,78 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             if self.handle_signals:
                 self._install_signals()
-        self._setup_optional()
-        self.spooler = Spooler(self.cfg, self.store, self.clock, self._publish_printer_state,
-                               mdns_lookup=self.browser.lookup if self.browser else None)
-        self.spooler.on_printed = self._after_print
-        self.spooler.on_timeline = self._timeline_changed
-        await self.spooler.recover()
-        await self._republish_unsent_dead_letters()
-        # The config in force, retained: replaces a refusal an earlier reload left there.
-        self.link.publish(f"{self.cfg.root}/edge/config", {
-            "state": "applied", "problems": [], "at": rfc3339_ms(self.clock.now())},
-            retain=True)
+        self.components = self._build()
+        for component in self.components:
+            await component.start()
         async with asyncio.TaskGroup() as group:
-            ingest = group.create_task(self.link.run(self.ingest.consume), name="ingest")
-            applier = group.create_task(self.ingest.run_applier(), name="applier")
-            spool = group.create_task(self.spooler.run(), name="spooler")
-            others = [group.create_task(self._announce_ready(), name="ready")]
-            others.append(group.create_task(self._watch_config(), name="config-watch"))
-            if self.sender is not None:
-                others.append(group.create_task(self.sender.run(), name="upstream"))
-            if self.browser is not None:
-                await self.browser.start()
-            if self.cfg.discovery.enabled and self.cfg.discovery.usb:
-                others.append(group.create_task(self._watch_usb(), name="usb-watch"))
-            if self.notifier is not None and self.notifier.enabled:
-                others.append(group.create_task(
-                    self.notifier.run_watchdog(self.status_line), name="watchdog"))
-            if self.cfg.http is not None:
-                from edge.http import serve
-
-                others.append(group.create_task(serve(self), name="http"))
+            runs = [group.create_task(c.run(), name=c.name) for c in self.components]
+            runs.append(group.create_task(self._announce_ready(), name="ready"))
+            runs.append(group.create_task(self._watch_config(), name="config-watch"))
             await self.stop_requested.wait()
-            reloading = self.next_config is not None
-            if self.notifier is not None:
-                if reloading:
-                    self.notifier.reloading()
-                else:
-                    self.notifier.stopping()
-            # 1. Stop taking messages once the batch in hand is committed and acknowledged,
-            #    and let an apply pass in hand hand on its results.
-            self.ingest.stop()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SHUTDOWN_GRACE):
-                    await self.ingest.idle.wait()
-                    await self.ingest.applier_idle.wait()
-            # 2. Let a ticket that is on its way finish (it would otherwise print again,
-            #    marked MAY BE DUPLICATE, after restart).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SHUTDOWN_GRACE):
-                    await self.spooler.wait_idle()
-            spool.cancel()
-            # 3. Publish what those changed (an order's retained status is published only
-            #    when it changes: one dropped here stays stale for good), then tell everyone
-            #    we are going, while the connection is still up.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FLUSH_GRACE):
-                    await self.link.flush()
-            # Asked now, not when shutdown began: a SIGTERM may have landed since the SIGHUP.
-            if self.next_config is None:
-                await self.link.say_goodbye()
-                self.said_goodbye = True
-            ingest.cancel()
-            applier.cancel()   # what it has not applied is stored, and applied at next start
-            for task in others:
+            if self.next_config is not None:
+                self.notifier.reloading()
+            else:
+                self.notifier.stopping()
+            # In list order: intake, spooler, broker publishes (and goodbye), the rest.
+            for component in self.components:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_GUARD):
+                        await component.stop()
+            for task in runs:
                 task.cancel()
-        await self.spooler.close()
-        if self.browser is not None:
-            await self.browser.stop()
+        for component in self.components:
+            try:
+                await component.close()
+            except Exception:  # one piece failing to let go must not keep the others
+                log.exception("component_close_failed", component=component.name)
 
     async def _announce_ready(self) -> None:
         await self.link.ever_connected.wait()
         self.ready.set()
         log.info("daemon_ready")
-        if self.notifier is not None:
-            self.notifier.ready(self.status_line())
+        self.notifier.ready(self.status_line())
 
-    def _setup_optional(self) -> None:
-        from edge.service.sdnotify import Notifier
+    # -- health (edge.component.Health) --------------------------------------------------
 
-        self.notifier = Notifier()
-        if self.cfg.upstream is not None:
-            from edge.upstream.sender import Sender
+    def broker_connected(self) -> bool:
+        return self.link.connected.is_set()
 
-            self.sender = Sender(self.store, self.cfg.upstream, self.cfg.site, clock=self.clock,
-                                 on_wan_change=self._wan_changed)
-        wants_mdns = any(isinstance(p.target, MdnsConnection) for p in self.cfg.printers)
-        if wants_mdns and self.cfg.discovery.enabled:
-            from edge.discovery.mdns import MdnsBrowser
-
-            self.browser = MdnsBrowser(interfaces=self.cfg.discovery.interfaces,
-                                       on_change=self._mdns_changed, store=self.store)
-
-    async def _watch_usb(self) -> None:
-        """Plugging and unplugging, noticed by rescanning: kept in the registry, and the
-        spooler woken so a replugged printer takes its queue at once. (Printing never waits
-        for this: a USB transport finds its device itself, on whatever port it now is.)"""
-        from edge.discovery.registry import mark_gone, upsert_seen
-        from edge.discovery.usb import UsbPrinterInfo, UsbWatcher
-
-        async def changed(added: list[UsbPrinterInfo], removed: list[UsbPrinterInfo]) -> None:
-            stamp = rfc3339_ms(self.clock.now())
-
-            def record(conn: sqlite3.Connection) -> None:
-                for info in added:
-                    upsert_seen(conn, source="usb", name=info.connection,
-                                address=f"bus {info.bus} device {info.address}", port=None,
-                                details={"manufacturer": info.manufacturer,
-                                         "model": info.model,
-                                         "command_set": info.command_set,
-                                         "escpos": info.escpos},
-                                seen_at=stamp)
-                for info in removed:
-                    mark_gone(conn, source="usb", name=info.connection)
-
-            await self.store.transact(record)
-            if self.spooler is not None:
-                self.spooler.kick()
-
-        await UsbWatcher().run(changed, self.cfg.discovery.usb_rescan)
-
-    def _wan_changed(self, up: bool) -> None:
-        log.info("wan_state", up=up)
-        self.link.update_presence(wan="up" if up else "down")
-
-    def _mdns_changed(self, name: str, record: object) -> None:
-        if self.spooler is not None:
-            self.spooler.kick()
+    async def metrics(self) -> tuple[bytes, str]:
+        await self.refresh_metrics()
+        return metrics.render_latest()
 
     async def refresh_metrics(self) -> None:
         """Gauges that are facts of the database are read when scraped, not tracked."""
-        from edge.service import metrics
-        from edge.upstream.outbox import stats
-
         now = self.clock.now()
-        by_state = await self.store.read(lambda c: dict(c.execute(
-            "SELECT state, COUNT(*) FROM print_jobs GROUP BY state").fetchall()))
+        by_state = await self.store.read(jobs.counts_by_state)
         for state in ("waiting", "queued", "sending", "unconfirmed", "printed", "failed",
                       "withdrawn"):
             metrics.print_jobs.labels(state).set(by_state.get(state, 0))
-        outbox = await self.store.read(lambda c: stats(c, now))
-        metrics.outbox_backlog.set(outbox.backlog)
-        metrics.outbox_oldest_unsent_age_seconds.set(outbox.oldest_unsent_age_s or 0)
-        if self.spooler is not None:
-            for worker in self.spooler.workers.values():
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        metrics.orders_awaiting_acceptance.set(len(waiting))
+        metrics.oldest_awaiting_acceptance_seconds.set(
+            max((w.waited_s for w in waiting), default=0))
+        stats = await self.store.read(lambda c: outbox.stats(c, now))
+        metrics.outbox_backlog.set(stats.backlog)
+        metrics.outbox_oldest_unsent_age_seconds.set(stats.oldest_unsent_age_s or 0)
+        if self.printing is not None:
+            for worker in self.printing.spooler.workers.values():
                 metrics.printer_up.labels(worker.printer.id).set(
                     1 if worker.health.state == "online" else 0)
-        if self.sender is not None:
-            metrics.wan_up.set(1 if self.sender.wan_up else 0)
+        if self.cfg.upstream is not None:
+            metrics.wan_up.set(1 if self._wan_up else 0)
 
     def status_line(self) -> str:
-        spooler = self.spooler
-        if spooler is None:
+        if self.printing is None:
             return "starting"
+        spooler = self.printing.spooler
         up = sum(1 for w in spooler.workers.values() if w.health.state == "online")
-        wan = "n/a" if self.sender is None else ("up" if self.sender.wan_up else "down")
+        wan = "n/a" if self.cfg.upstream is None else ("up" if self._wan_up else "down")
         return (f"printers {up}/{len(spooler.workers)} up; printed {spooler.printed}; "
                 f"events {self.ingest.committed}; wan {wan}")
 
-
-def _reason_kind(reason: str) -> str:
-    for prefix, kind in (("payload is not valid JSON", "invalid_json"),
-                         ("payload is not UTF-8", "invalid_json"), ("schema:", "schema"),
-                         ("payload is ", "too_large"), ("Cannot transition", "transition"),
-                         ("unknown event type", "unknown_type"), ("order_id '", "topic_mismatch"),
-                         ("topic '", "bad_topic")):
-        if reason.startswith(prefix):
-            return kind
-    return "other"
+    def _wan(self, change: WanChanged) -> None:
+        self._wan_up = change.up
 
 
 def _read_secret(path: Path | None) -> str | None:
@@ -389,7 +309,7 @@ def run_daemon(config_path: Path) -> int:
 
     from edge.log import configure
 
-    cfg = load_config(config_path)
+    cfg = load_station(config_path)
     configure(cfg.log_level)
     # A watchdog kill (SIGABRT) then leaves the stuck stack in the journal.
     faulthandler.enable()
@@ -439,4 +359,4 @@ def run_daemon(config_path: Path) -> int:
         return 1
 
 
-__all__ = ["Daemon", "db_path", "plan_of", "run_daemon"]
+__all__ = ["FACTORIES", "Daemon", "db_path", "load_station", "plan_of", "run_daemon"]

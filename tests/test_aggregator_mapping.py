@@ -27,7 +27,8 @@ from edge.connectors.aggregator.schema import (
     PlatformOrder,
     parse_body,
 )
-from edge.ingest.events import Envelope, parse_event
+from edge.ingest.parse import parse_event
+from edge.orders.events import Envelope
 
 ROOT = "kitchen/ist-kadikoy-01"
 AT = datetime(2026, 11, 21, 18, 2, 11, tzinfo=UTC)

@@ -31,7 +31,7 @@ from edge.connectors.aggregator.schema import (
     PlatformOrder,
     parse_body,
 )
-from edge.ingest.events import parse_event
+from edge.ingest.parse import parse_event
 
 TOKEN = "hook-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

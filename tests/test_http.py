@@ -115,6 +115,18 @@ def test_health_timeline_activities_and_metrics(tmp_path: Path, broker: Broker) 
             assert acts["activities"][0]["channel"] == "qr_menu"
             assert acts["activities"][0]["event_id"] == "evt-h-0-created"
 
+            # The status page's sections, as the components registered them.
+            status = httpx.get(f"{base}/status", timeout=5).json()
+            assert set(status) == {"printers", "upstream"}
+            hot = status["printers"]["printers"][0]
+            assert (hot["printer_id"], hot["state"], hot["stations"]) == (
+                "hot", "online", ["grill"])
+            assert status["printers"]["printed"] == 3
+            assert status["upstream"]["wan"] == "up"
+            assert status["upstream"]["backlog"] == 0 and status["upstream"]["parked"] == 0
+            assert status["upstream"]["records_accepted"] >= 3
+            assert status["upstream"]["consecutive_failures"] == 0
+
             # Metrics after three printed orders and one dead letter, upstream reachable.
             m = metrics(base)
             assert metric(m, "events_ingested_total", type="order.created") == 3

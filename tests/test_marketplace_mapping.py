@@ -23,7 +23,8 @@ from edge.connectors.marketplace.mapping import (
     scheduled_for,
 )
 from edge.connectors.marketplace.schema import BadOrder, MarketplaceOrder, parse_order
-from edge.ingest.events import EVENT_ID_PATTERN, parse_event
+from edge.ingest.parse import parse_event
+from edge.orders.events import EVENT_ID_PATTERN
 
 KEY = "8c2d6f1e-5b7a-4c1d-9e0f-2a3b4c5d6e7f"
 PHONE = "+90 532 765 43 21"

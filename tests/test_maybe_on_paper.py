@@ -14,8 +14,9 @@ import pytest
 
 from edge.config.models import StationConfig
 from edge.ingest.pipeline import Incoming, Pipeline
+from edge.orders import printjobs as jobs
 from edge.orders.apply import Applier, Plan
-from edge.printing import jobs
+from edge.store import Tx
 from edge.store.db import connect_sync
 
 ROOT = "kitchen/s"
@@ -45,8 +46,8 @@ def kitchen(tmp_path: Path) -> Iterator[Any]:
                   {"line_id": "b", "name": "Pide", "qty": 1, "category": "grill"}]}))
     # The spooler claimed the NEW ticket and the daemon died with its bytes at the printer.
     conn.execute("BEGIN IMMEDIATE")
-    assert jobs.claim(conn, ["grill"], "hot", {}, datetime.now(UTC), 600) is not None
-    jobs.recover_after_crash(conn)
+    assert jobs.claim(Tx(conn), ["grill"], "hot", {}, datetime.now(UTC), 600) is not None
+    jobs.recover_after_crash(Tx(conn))
     conn.execute("COMMIT")
     assert [tuple(r) for r in conn.execute("SELECT state, may_be_duplicate FROM print_jobs")] == [
         ("queued", 1)]

@@ -29,10 +29,10 @@ from ruamel.yaml import YAML
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from edge.config.models import MdnsConnection, PrinterConfig
-from edge.discovery import registry
 from edge.discovery.advertise import advertise
 from edge.discovery.mdns import RAW_TYPE, MdnsBrowser, ServiceRecord
 from edge.discovery.report import discover, format_table
+from edge.store import registry
 from edge.store.db import Store
 
 LO = ["127.0.0.1"]

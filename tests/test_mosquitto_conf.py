@@ -334,7 +334,7 @@ def test_daemon_publishes_status_that_publishers_read_but_not_dead_letters(
     assert [m.topic for m in got] == ["kitchen/x/orders/o1/status", "kitchen/x/edge/state"]
 
 
-def test_operator_sends_reprints_and_nothing_else(
+def test_operator_sends_commands_and_nothing_else(
     kbroker: KitchenBroker, clients: list[Client]
 ) -> None:
     daemon = _daemon(clients, kbroker.lan_port)
@@ -344,9 +344,13 @@ def test_operator_sends_reprints_and_nothing_else(
     assert op.subscribe("kitchen/#") == [1]
     assert op.publish("kitchen/x/orders/o1/events", b"forged") == NOT_AUTHORIZED
     assert op.publish("kitchen/x/edge/state", b"forged") == NOT_AUTHORIZED
-    assert op.publish("kitchen/x/commands/reprint", b"reprint") == SUCCESS
-    got = daemon.receive_until("kitchen/x/commands/reprint", b"reprint")
-    assert [m.payload for m in got] == [b"reprint"]
+    assert op.publish("kitchen/x/openapp/in", b"forged") == NOT_AUTHORIZED
+    for name in ("reprint", "order", "store"):
+        assert op.publish(f"kitchen/x/commands/{name}", name.encode()) == SUCCESS
+        got = daemon.receive_until(f"kitchen/x/commands/{name}", name.encode())
+        assert [m.payload for m in got] == [name.encode()]
+    # Only one level: nothing below a command's topic.
+    assert op.publish("kitchen/x/commands/order/extra", b"x") == NOT_AUTHORIZED
 
 
 def test_lan_listener_refuses_anonymous_and_wrong_passwords(

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from edge.store import outbox
 from edge.store.db import connect_sync
-from edge.upstream import cli, outbox
-from edge.upstream.outbox import add_record, next_batch
+from edge.store.outbox import add_record, next_batch
+from edge.upstream import cli
 
 T0 = datetime(2026, 11, 21, 18, 0, 0, tzinfo=UTC)
 

@@ -13,6 +13,7 @@ import structlog
 from escpos.capabilities import CAPABILITIES
 from PIL import Image, ImageOps
 
+from edge.orders.ticket import Ticket, TicketItem
 from edge.printing.codepages import CodePageError, check_codepage
 from edge.printing.raster import PLACEHOLDER, draw_line
 from edge.printing.render import (
@@ -21,7 +22,6 @@ from edge.printing.render import (
     render_test_ticket,
     render_ticket,
 )
-from edge.printing.ticket import Ticket, TicketItem
 
 T0 = datetime(2026, 11, 21, 18, 2, 11, tzinfo=UTC)
 

@@ -18,8 +18,9 @@ import pytest
 
 from edge.clock import SystemClock
 from edge.config.models import UpstreamConfig
+from edge.store import outbox
 from edge.store.db import Store
-from edge.upstream import cli, outbox
+from edge.upstream import cli
 from edge.upstream.fake import FakeUpstream
 from edge.upstream.sender import DEADLINE_FACTOR, Sender, parse_retry_after
 from tests.fake_upstream import FakeUpstreamProcess
@@ -70,7 +71,7 @@ class Rig:
                 outbox.add_record(conn, kind=kind, record_id=record_id, order_id=order_id,
                                   body={"record": record_id, **body}, created_at=now)
 
-        await self.store.transact(unit)
+        await self.store.transact(lambda tx: unit(tx.conn))
         if self.sender is not None:
             self.sender.kick()
 
@@ -442,8 +443,8 @@ async def test_the_fake_runs_as_its_own_process(tmp_path: Path) -> None:
     task = asyncio.create_task(sender.run())
     try:
         await asyncio.to_thread(fake.set_fault, "down")
-        await store.transact(lambda c: outbox.add_record(
-            c, kind="confirmation", record_id="confirmation:o1", order_id="o1", body={},
+        await store.transact(lambda tx: outbox.add_record(
+            tx.conn, kind="confirmation", record_id="confirmation:o1", order_id="o1", body={},
             created_at=datetime.now(UTC)))
         sender.kick()
         await eventually(lambda: _true(wan == [False]))
@@ -470,8 +471,8 @@ async def test_a_kick_wakes_an_idle_sender_at_once(rig: Rig) -> None:
     await eventually(lambda: _all_done(rig), within=2.0)
     await asyncio.sleep(0.1)  # the sender has found nothing more and gone idle
     # Records written by someone who cannot kick (the operator's tools) wait for the poll.
-    await rig.store.transact(lambda c: outbox.add_record(
-        c, kind="confirmation", record_id="confirmation:o2", order_id="o2", body={},
+    await rig.store.transact(lambda tx: outbox.add_record(
+        tx.conn, kind="confirmation", record_id="confirmation:o2", order_id="o2", body={},
         created_at=datetime.now(UTC)))
     await asyncio.sleep(0.3)
     assert "confirmation:o2" not in rig.fake.accepted

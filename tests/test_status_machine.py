@@ -7,8 +7,8 @@ leaves the order as it was. The few forbidden pairs no event can ask for (the ev
 amounts decide the target, not the publisher) are listed with the reason, and the machine's
 own check refuses them too.
 
-"Reached a printer" evidence is made by the spooler's own bookkeeping (`jobs.claim` then
-`jobs.printed`), without a printer: the unit under test is the status machine.
+"Reached a printer" evidence is made by the spooler's own bookkeeping (`printjobs.claim` then
+`printjobs.printed`), without a printer: the unit under test is the status machine.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ import pytest
 
 from edge.config.models import StationConfig
 from edge.ingest.pipeline import Incoming, Outcome, Pipeline
+from edge.orders import printjobs as jobs
 from edge.orders import status
 from edge.orders.apply import Applier, Plan
-from edge.printing import jobs
+from edge.store import Tx
+from edge.store import jobs as job_rows
 from edge.store.db import connect_sync
 
 ROOT = "kitchen/test-site"
@@ -86,9 +88,9 @@ class Till:
         done: list[str] = []
         while True:
             self.conn.execute("BEGIN IMMEDIATE")
-            claimed = jobs.claim(self.conn, list(stations), "hot", {}, self.now, 0.0)
+            claimed = jobs.claim(Tx(self.conn), list(stations), "hot", {}, self.now, 0.0)
             if claimed is not None:
-                jobs.printed(self.conn, claimed, self.now)
+                jobs.printed(Tx(self.conn), claimed, self.now)
             self.conn.execute("COMMIT")
             if claimed is None:
                 return done
@@ -97,7 +99,7 @@ class Till:
     def claim_only(self, station: str) -> str:
         """Bytes on their way to the printer: the job is `sending`, not yet printed."""
         self.conn.execute("BEGIN IMMEDIATE")
-        claimed = jobs.claim(self.conn, [station], "hot", {}, self.now, 0.0)
+        claimed = jobs.claim(Tx(self.conn), [station], "hot", {}, self.now, 0.0)
         self.conn.execute("COMMIT")
         assert claimed is not None
         return claimed.job_key
@@ -711,7 +713,7 @@ def test_a_void_notice_is_not_held_back_by_a_hold(till: Till) -> None:
 
 def claim_one(till: Till, station: str = "grill") -> jobs.Claimed:
     till.conn.execute("BEGIN IMMEDIATE")
-    claimed = jobs.claim(till.conn, [station], "hot", {}, till.now, 0.0)
+    claimed = jobs.claim(Tx(till.conn), [station], "hot", {}, till.now, 0.0)
     till.conn.execute("COMMIT")
     assert claimed is not None
     return claimed
@@ -719,7 +721,7 @@ def claim_one(till: Till, station: str = "grill") -> jobs.Claimed:
 
 def in_tx(till: Till, fn: Any) -> Any:
     till.conn.execute("BEGIN IMMEDIATE")
-    result = fn(till.conn)
+    result = fn(Tx(till.conn))
     till.conn.execute("COMMIT")
     return result
 
@@ -782,12 +784,13 @@ def test_an_unconfirmed_ticket_copies_once_marked_and_never_to_the_printer_holdi
     in_tx(till, lambda c: jobs.unconfirmed(c, claimed, "connection lost", till.now))
     # Only the holding printer in the station: no copy.
     assert in_tx(till, lambda c: jobs.release_copy(c, "o/new/grill", ["hot"], till.now)) is None
-    assert in_tx(till, lambda c: jobs.next_queued(c, "hot", ["grill"], ["grill"])) is None
+    assert in_tx(till, lambda c: job_rows.next_queued(c.conn, "hot", ["grill"], ["grill"])) is None
     # With a backup: queued again, marked, for the backup only.
     assert in_tx(till, lambda c: jobs.release_copy(
         c, "o/new/grill", ["hot", "bar"], till.now)) == "queued"
-    assert in_tx(till, lambda c: jobs.next_queued(c, "hot", ["grill"], ["grill"])) is None
-    assert in_tx(till, lambda c: jobs.next_queued(c, "bar", [], ["grill"])) == "o/new/grill"
+    assert in_tx(till, lambda c: job_rows.next_queued(c.conn, "hot", ["grill"], ["grill"])) is None
+    assert in_tx(till, lambda c: job_rows.next_queued(
+        c.conn, "bar", [], ["grill"])) == "o/new/grill"
     row = till.conn.execute("SELECT may_be_duplicate, delivered_to FROM print_jobs "
                             "WHERE job_key='o/new/grill'").fetchone()
     assert (row[0], row[1]) == (1, '["hot"]')
@@ -810,12 +813,12 @@ def test_a_crash_mid_send_of_a_called_off_order_does_not_print_it_again(till: Ti
     till.create("k", [KEBAP])
     for _ in range(3):
         till.conn.execute("BEGIN IMMEDIATE")
-        assert jobs.claim(till.conn, ["grill"], "hot", {}, till.now, 0.0) is not None
+        assert jobs.claim(Tx(till.conn), ["grill"], "hot", {}, till.now, 0.0) is not None
         till.conn.execute("COMMIT")
     till.ok("h", "order.held")
     till.ok("c", "order.cancelled", {"reason_code": "customer"})
     till.conn.execute("BEGIN IMMEDIATE")
-    requeued = jobs.recover_after_crash(till.conn)
+    requeued = jobs.recover_after_crash(Tx(till.conn))
     till.conn.execute("COMMIT")
     assert sorted(requeued) == ["c/new/grill", "h/new/grill", "k/new/grill"]
     assert till.print_queued() == ["k/new/grill", "h/hold-1/grill", "c/cancel/grill"]
@@ -827,7 +830,7 @@ def test_a_crash_mid_send_of_a_called_off_order_does_not_print_it_again(till: Ti
 
 def release(t: Till, at: datetime) -> list[str]:
     t.conn.execute("BEGIN IMMEDIATE")
-    keys = jobs.release_due(t.conn, at)
+    keys = jobs.release_due(Tx(t.conn), at)
     t.conn.execute("COMMIT")
     return keys
 

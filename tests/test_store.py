@@ -18,7 +18,8 @@ async def test_new_file_is_migrated_wal_and_full_sync(tmp_path: Path) -> None:
     try:
         version = await store.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
         mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
-        sync = await store.transact(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        sync = await store.transact(
+            lambda tx: tx.conn.execute("PRAGMA synchronous").fetchone()[0])
     finally:
         await store.close()
     assert version == latest_version() >= 1

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from edge.orders.timeline import build_timeline, looks_personal
 from edge.store.db import connect_sync
-from edge.timeline import build_timeline, looks_personal
-from edge.upstream.outbox import add_record
+from edge.store.outbox import add_record
 
 PHONE = "+994 50 123 45 67"
 EMAIL = "aysel.m@example.az"

@@ -15,6 +15,7 @@ from typing import Any
 from edge.clock import SystemClock
 from edge.config.models import Config
 from edge.daemon import plan_of
+from edge.feed import Feed, PrinterStateChanged
 from edge.ingest.pipeline import Incoming, Pipeline
 from edge.orders.apply import Applier
 from edge.printing.spooler import Spooler
@@ -63,13 +64,15 @@ async def run_kitchen(tmp_path: Path, cfg: Config, backend: FakeBackend,
     transports: dict[str, Any] = {
         p.id: UsbTransport(0x04B8, 0x0202, p.connection.rsplit("/", 1)[1], name=p.id,
                            backend=backend) for p in cfg.printers}
-    spooler = Spooler(cfg, store, SystemClock(), lambda _p, body: states.append(body),
+    feed = Feed()
+    feed.subscribe(PrinterStateChanged, lambda change: states.append(change.body()))
+    spooler = Spooler(cfg, store, SystemClock(), feed,
                       transports=transports)
     pipeline = Pipeline(ROOT, Applier(plan_of(cfg)))
 
     async def publish(order_id: str) -> None:
         now = datetime.now(UTC)
-        await store.transact(lambda c: pipeline.apply_batch(c, [order(order_id)], now))
+        await store.transact(lambda tx: pipeline.apply_batch(tx, [order(order_id)], now))
         spooler.kick()
 
     async def state_of(key: str) -> Any:

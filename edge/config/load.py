@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,11 @@ def _items(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [v if isinstance(v, dict) else {} for v in value]
 
 
-def _cross_checks(data: dict[str, Any], add: Any) -> None:
+CodepageCheck = Callable[[str | None, str | None], str | None]
+
+
+def _cross_checks(data: dict[str, Any], add: Any,
+                  codepage_check: CodepageCheck | None = None) -> None:
     """Checks across keys; they read the raw data so they run even when a field is invalid."""
     printers, stations = _items(data, "printers"), _items(data, "stations")
     for kind, entries in (("printers", printers), ("stations", stations)):
@@ -121,11 +125,9 @@ def _cross_checks(data: dict[str, Any], add: Any) -> None:
     known = {p.get("id") for p in printers}
     for i, printer in enumerate(printers):
         profile, codepage = printer.get("profile"), printer.get("codepage")
-        if isinstance(profile, str) or isinstance(codepage, str):
-            # Imported here: rendering pulls in python-escpos, which plain loading need not.
-            from edge.printing.codepages import check_codepage
-
-            problem = check_codepage(profile if isinstance(profile, str) else None,
+        if codepage_check is not None and (isinstance(profile, str) or
+                                           isinstance(codepage, str)):
+            problem = codepage_check(profile if isinstance(profile, str) else None,
                                      codepage if isinstance(codepage, str) else None)
             if problem:
                 key = "codepage" if isinstance(codepage, str) else "profile"
@@ -167,8 +169,12 @@ def _cross_checks(data: dict[str, Any], add: Any) -> None:
             add(("mqtt", "username"), "password_file is set but username is not")
 
 
-def parse_config(text: str, path: Path) -> Config:
-    """Parse YAML text as if read from `path`; raise ConfigError listing every problem."""
+def parse_config(text: str, path: Path, *,
+                 codepage_check: CodepageCheck | None = None) -> Config:
+    """Parse YAML text as if read from `path`; raise ConfigError listing every problem.
+    `codepage_check(profile, codepage)` names what a printer cannot print (it knows the
+    printers' capabilities: `edge.printing.codepages.check_codepage`, passed in by the
+    daemon and the CLI, since configuration sits below printing)."""
     name = path.name
     yaml = YAML(typ="rt")
     try:
@@ -193,7 +199,7 @@ def parse_config(text: str, path: Path) -> Config:
         for err in exc.errors():
             loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
             add(loc, _pydantic_message(err))
-    _cross_checks(data, add)
+    _cross_checks(data, add, codepage_check)
     if problems or cfg is None:
         unique = list(dict.fromkeys(problems))
         unique.sort(key=lambda p: p.line)
@@ -201,9 +207,9 @@ def parse_config(text: str, path: Path) -> Config:
     return cfg
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, *, codepage_check: CodepageCheck | None = None) -> Config:
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise ConfigError([Problem(path.name, 0, "", f"cannot read: {exc.strerror}")]) from None
-    return parse_config(text, path)
+    return parse_config(text, path, codepage_check=codepage_check)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -237,6 +238,13 @@ class DiscoveryConfig(_Strict):
     usb_rescan: float = Field(default=5.0, gt=0)
 
 
+class AcceptanceConfig(_Strict):
+    """Addition: orders a channel sends for the restaurant to accept or reject."""
+
+    # An order still waiting this many seconds prints one ATTENTION ticket (CONTRACT 9: 2 min).
+    attention_after: float = Field(default=120.0, ge=0)
+
+
 class Config(_Strict):
     site: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
     state_dir: Path
@@ -249,6 +257,30 @@ class Config(_Strict):
     http: HttpConfig | None = None
     discovery: DiscoveryConfig = DiscoveryConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # CONTRACT section 8: the IANA zone channel times without an offset are read in.
+    timezone: str = "UTC"
+    acceptance: AcceptanceConfig = AcceptanceConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone (e.g. Europe/Istanbul)"
+                             ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def default_station(self) -> str | None:
+        """Where items no station lists print, and the kitchen's notices (ATTENTION) go."""
+        if self.routing.default_station is not None:
+            return self.routing.default_station
+        return self.stations[0].id if self.stations else None
 
     @property
     def root(self) -> str:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,18 +37,15 @@ from zeroconf import (
     ServiceStateChange,
     Zeroconf,
 )
-
-# zeroconf exports no public way to ask a bare question; these two classes are what its own
-# browser and resolver use, and they have kept their names since the 0.3x releases.
-from zeroconf._dns import DNSQuestion
-from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
-from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_SRV, _TYPE_TXT
 
+from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock, rfc3339
-from edge.discovery import registry
+from edge.discovery.zeroconf_compat import TYPE_SRV, TYPE_TXT, ask_srv
+from edge.store import registry
 
 if TYPE_CHECKING:
+    from edge.store import Tx
     from edge.store.db import Store
 
 __all__ = [
@@ -154,11 +150,18 @@ class _Ear(RecordUpdateListener):
     def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
         for update in records:
             record = update.new
-            if record.type in (_TYPE_SRV, _TYPE_TXT) and not record.is_expired(now):
+            if record.type in (TYPE_SRV, TYPE_TXT) and not record.is_expired(now):
                 self._on_heard(record.name.lower())
 
     def async_update_records_complete(self) -> None:
         return None
+
+
+def _on_conn(unit: Callable[[sqlite3.Connection], object]) -> Callable[[Tx], object]:
+    def run(tx: Tx) -> object:
+        return unit(tx.conn)
+
+    return run
 
 
 class MdnsBrowser:
@@ -255,12 +258,14 @@ class MdnsBrowser:
     # -- zeroconf lifecycle --------------------------------------------------------------
 
     async def _run(self) -> None:
-        delay = min(1.0, self._retry_max)
+        # 1 s, 2 s, 4 s ... up to retry_max; one browser per box, so no jitter is needed.
+        backoff = Backoff(min(1.0, self._retry_max), self._retry_max, floor=1.0)
         while True:
             try:
                 self._open()
                 break
             except Exception as exc:  # any failure to open is retried, never raised to start()
+                delay = backoff.failed()
                 log.error(
                     "mdns_unavailable",
                     error=f"{type(exc).__name__}: {exc}",
@@ -268,11 +273,10 @@ class MdnsBrowser:
                     retry_in=delay,
                 )
                 await self._close_zeroconf()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+                await self._clock.sleep(delay)
         log.info("mdns_browsing", types=self._types, interfaces=self._interfaces or "all")
         while True:
-            await asyncio.sleep(self._refresh_interval)
+            await self._clock.sleep(self._refresh_interval)
             try:
                 await self._probe_round()
             except Exception:  # a fault in one round must not end discovery for good
@@ -327,9 +331,9 @@ class MdnsBrowser:
 
     def _on_heard(self, key: str) -> None:
         if key in self._records:
-            self._heard[key] = time.monotonic()
+            self._heard[key] = self._clock.monotonic()
         elif key in self._silent:
-            self._heard[key] = time.monotonic()
+            self._heard[key] = self._clock.monotonic()
             service_type, fullname = self._silent[key]
             self._resolve_soon(service_type, fullname, settle=False)
 
@@ -357,7 +361,7 @@ class MdnsBrowser:
             if attempt:
                 # A moved service's old SRV/A records stay in the cache for a second; read again
                 # once they are gone so the final answer is the new one.
-                await asyncio.sleep(_SETTLE_SECONDS)
+                await self._clock.sleep(_SETTLE_SECONDS)
             zc = self._zc
             if zc is None:
                 return
@@ -379,7 +383,7 @@ class MdnsBrowser:
         old = self._records.get(key)
         came_back = self._silent.pop(key, None) is not None
         self._records[key] = record
-        self._heard[key] = time.monotonic()
+        self._heard[key] = self._clock.monotonic()
         self._misses[key] = 0
         if old is None or old.endpoint != record.endpoint:
             log.info(
@@ -443,12 +447,9 @@ class MdnsBrowser:
         targets.update({key: fullname for key, (_, fullname) in self._silent.items()})
         if not targets:
             return
-        asked_at = time.monotonic()
-        out = DNSOutgoing(_FLAGS_QR_QUERY)
-        for fullname in targets.values():
-            out.add_question(DNSQuestion(fullname, _TYPE_SRV, _CLASS_IN))
-        zc.zeroconf.async_send(out)
-        await asyncio.sleep(self._answer_timeout)
+        asked_at = self._clock.monotonic()
+        ask_srv(zc.zeroconf, targets.values())
+        await self._clock.sleep(self._answer_timeout)
         now = self._clock.now()
         for key in targets:
             record = self._records.get(key)
@@ -488,7 +489,7 @@ class MdnsBrowser:
         }
         snapshot = (best.address, best.port, repr(sorted(details.items())))
         previous = self._persisted.get(folded)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if (
             previous is not None
             and previous[0] == snapshot
@@ -518,6 +519,6 @@ class MdnsBrowser:
             if unit is None:
                 return
             try:
-                await store.transact(unit)
+                await store.transact(_on_conn(unit))
             except Exception as exc:  # the registry is a record, never a reason to stop browsing
                 log.error("mdns_registry_write_failed", error=f"{type(exc).__name__}: {exc}")

@@ -28,13 +28,13 @@ import structlog
 import usb.core
 import usb.util
 
-from edge.printing.transport import PrinterUnavailable
-from edge.printing.usb import (
+from edge.usbdev import (
     ACCESS_DENIED,
     PRINTER_CLASS,
-    VENDOR_CLASS,
+    UsbUnavailable,
     default_backend,
     is_unplugged,
+    printer_interface,
     read_string,
     usb_error_reason,
 )
@@ -133,7 +133,7 @@ def scan(
     if backend is None:
         try:
             backend = default_backend()
-        except PrinterUnavailable as exc:
+        except UsbUnavailable as exc:
             raise UsbScanUnavailable(exc.reason) from None
     found: list[UsbPrinterInfo] = []
     for device in usb.core.find(find_all=True, backend=backend):
@@ -209,30 +209,20 @@ def _inspect(device: Any, sysfs_root: Path) -> UsbPrinterInfo | None:
     )
 
 
-def _has_bulk_out(interface: Any) -> bool:
-    return any(
-        usb.util.endpoint_type(ep.bmAttributes) == usb.util.ENDPOINT_TYPE_BULK
-        and usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_OUT
-        for ep in interface
-    )
-
-
 def _printer_interface(device: Any, vid: int) -> tuple[int, int, Any] | None:
-    """(configuration index, configuration value, interface) to print on, or None.
+    """(configuration index, configuration value, interface) to print on, or None: the best
+    choice of `edge.usbdev.printer_interface` over every configuration. A vendor-specific
+    interface counts only on a device from a known receipt-printer or chip maker.
 
     Reads only descriptors, which needs no access to the device itself.
     """
-    vendor_choice: tuple[int, int, Any] | None = None
+    best: tuple[tuple[int, int], int, int, Any] | None = None
     for config in device:
-        for interface in config:
-            if not _has_bulk_out(interface):
-                continue
-            cls = int(interface.bInterfaceClass)
-            if cls == PRINTER_CLASS:
-                return int(config.index), int(config.bConfigurationValue), interface
-            if cls == VENDOR_CLASS and vid in RECEIPT_VENDORS and vendor_choice is None:
-                vendor_choice = int(config.index), int(config.bConfigurationValue), interface
-    return vendor_choice
+        choice = printer_interface(config, vendor_class=vid in RECEIPT_VENDORS)
+        if choice is not None and (best is None or choice.rank < best[0]):
+            best = (choice.rank, int(config.index), int(config.bConfigurationValue),
+                    choice.interface)
+    return None if best is None else best[1:]
 
 
 def _kernel_driver_active(device: Any, number: int) -> bool:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Sequence
 
-import aiomqtt
 import structlog
 
 from edge import crashpoints
 from edge.clock import Clock
-from edge.ingest.link import ack
-from edge.ingest.pipeline import BatchResult, Incoming, Pipeline
+from edge.ingest.mqtt_compat import Session
+from edge.ingest.parse import connector_topic
+from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
+from edge.orders.commands import COMMANDS
 from edge.store import Store
 
 log = structlog.get_logger(__name__)
@@ -34,14 +35,17 @@ APPLY_MAX_LAG = 1.0
 APPLY_CHUNK = 64
 
 
+class IntakeClosed(RuntimeError):
+    """The daemon is stopping: a submitted order was not stored."""
+
+
 class Ingest:
-    def __init__(self, store: Store, pipeline: Pipeline, clock: Clock, *, max_batch: int,
-                 on_batch: Callable[[BatchResult], None]) -> None:
+    def __init__(self, store: Store, pipeline: Pipeline, clock: Clock, *,
+                 max_batch: int) -> None:
         self.store = store
         self.pipeline = pipeline
         self.clock = clock
         self.max_batch = max_batch
-        self.on_batch = on_batch
         self.committed = 0
         self.applied = 0
         # Shutdown waits on this: set while no batch is half-way between COMMIT and PUBACK.
@@ -54,6 +58,43 @@ class Ingest:
         self._pending = asyncio.Event()
         self._backlog = 0          # messages waiting in the client's queue at the last look
 
+    async def submit(self, source: str, payloads: Sequence[bytes]) -> list[Outcome]:
+        """The intake of in-process order sources (connectors): the same durable accept path
+        as broker messages (validate, dedupe by event_id, dead-letter the invalid, one
+        durable transaction), returning once COMMIT is on disk, one outcome per payload:
+        `accepted` (durable, applied shortly), `duplicate`, or `dead` with the reason. Only
+        then may the connector acknowledge its partner. Raises `IntakeClosed` once the
+        daemon is stopping: nothing was stored, the partner must not be told otherwise."""
+        if self.stopping:
+            raise IntakeClosed("the kitchen is shutting down; nothing was stored")
+        topic = connector_topic(self.pipeline.root, source)
+        incoming = [Incoming(topic, p) for p in payloads]
+        if not incoming:
+            return []
+        now = self.clock.now()
+        result = await self.store.transact(
+            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+        self.committed += len(incoming)
+        self._pending.set()
+        self._log(result)
+        return result.outcomes
+
+    async def command(self, name: str, payload: bytes) -> Outcome:
+        """An operator command from inside the daemon (the screens' reprint button): the same
+        path as one on `{root}/commands/{name}`, in one durable transaction; its outcome
+        (`command`, `duplicate`, or `dead` with the reason)."""
+        if self.stopping:
+            raise IntakeClosed("the kitchen is shutting down; nothing was stored")
+        if name not in COMMANDS:
+            raise ValueError(f"unknown command {name!r}")
+        incoming = [Incoming(self.pipeline.command_topic(name), payload)]
+        now = self.clock.now()
+        result = await self.store.transact(
+            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+        self._pending.set()       # an order answer is an event for the applier
+        self._log(result)
+        return result.outcomes[0]
+
     def stop(self) -> None:
         """Take and apply nothing more. What arrives from now on stays unacknowledged, so
         the broker sends it again on this session's next connection; what is stored and not
@@ -61,19 +102,17 @@ class Ingest:
         self.stopping = True
         self._pending.set()
 
-    async def consume(self, client: aiomqtt.Client) -> None:
-        messages = client.messages
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
-        async for first in messages:
+    async def consume(self, session: Session) -> None:
+        async for first in session.messages:
             if self.stopping:
                 continue
             self.idle.clear()
             batch = [first]
             while len(batch) < self.max_batch:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
+                more = session.take_nowait()
+                if more is None:
                     break
+                batch.append(more)
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
             now = self.clock.now()
             try:
@@ -82,9 +121,9 @@ class Ingest:
                 crashpoints.reached("after_commit_before_ack")
                 # Committed: only now may the broker forget these messages.
                 for message in batch:
-                    ack(client, message)
+                    session.ack(message)
                 self.committed += len(batch)
-                self._backlog = queue.qsize()
+                self._backlog = session.backlog()
             except BaseException:
                 # Cancelled mid-batch (the connection dropped): the commit may still land,
                 # unacknowledged, and the resend is deduplicated. The old client's queue
@@ -95,7 +134,6 @@ class Ingest:
                 self.idle.set()
             self._pending.set()
             self._log(result)
-            self.on_batch(result)
 
     async def run_applier(self) -> None:
         """Apply stored events until cancelled; first whatever a crash left unapplied."""
@@ -126,9 +164,6 @@ class Ingest:
                 if result.outcomes:
                     self.applied += sum(1 for o in result.outcomes if o.result != "dead")
                     self._log(result)
-                    # Publishes the timelines this pass wrote: cancelled before this line,
-                    # they would be committed and never published.
-                    self.on_batch(result)
             finally:
                 self.applier_idle.set()
 

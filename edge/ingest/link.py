@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import ssl
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -33,12 +32,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge import __version__
+from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock, rfc3339
 from edge.config.models import Config
+from edge.ingest.mqtt_compat import Session, open_session
 
 log = structlog.get_logger(__name__)
 
-Consumer = Callable[[aiomqtt.Client], Awaitable[None]]
+Consumer = Callable[[Session], Awaitable[None]]
+# Reconnect: 1 s, 2 s, 4 s ... up to 30 s, never less than half the ceiling.
+RECONNECT_BASE = 1.0
+RECONNECT_CAP = 30.0
 
 
 @dataclass
@@ -61,12 +65,6 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Send the PUBACK for a message we have made durable."""
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)
 
 
 class BrokerLink:
@@ -117,13 +115,13 @@ class BrokerLink:
         if self.connected.is_set():
             self.publish(self.state_topic, self._presence("online"), retain=True)
 
-    def _client(self) -> aiomqtt.Client:
+    def _session(self) -> Session:
         mq = self.cfg.mqtt
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = mq.session_expiry
         props.ReceiveMaximum = mq.receive_maximum
         tls = ssl.create_default_context() if mq.tls else None
-        client = aiomqtt.Client(
+        return open_session(
             mq.host,
             mq.port,
             identifier=self.cfg.client_id,
@@ -136,31 +134,28 @@ class BrokerLink:
             tls_context=tls,
             timeout=10,
             will=aiomqtt.Will(self.state_topic, self._presence("offline"), qos=1, retain=True),
-            max_queued_incoming_messages=0,
         )
-        client._client.manual_ack_set(True)
-        return client
 
     async def run(self, consume: Consumer) -> None:
         """Connect, consume, reconnect with capped backoff, until cancelled."""
-        attempt = 0
+        backoff = Backoff(RECONNECT_BASE, RECONNECT_CAP, floor=0.5)
         while True:
-            client = self._client()
+            session = self._session()
+            client = session.client
             try:
                 async with client:
-                    attempt = 0
+                    backoff.succeeded()
                     await self._on_connect(client)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._sender(client))
-                        await consume(client)
+                        await consume(session)
                         raise aiomqtt.MqttError("consumer returned")
             except* aiomqtt.MqttError as group_exc:
                 self._down()
-                attempt += 1
-                delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                delay = backoff.failed()
                 log.warning("mqtt_disconnected", error=str(group_exc.exceptions[0]),
-                            retry_in=round(delay, 2), attempt=attempt)
-                await asyncio.sleep(delay)
+                            retry_in=round(delay, 2), attempt=backoff.failures)
+                await self.clock.sleep(delay)
             finally:
                 self._down()
 
@@ -172,7 +167,7 @@ class BrokerLink:
         root = self.cfg.root
         # Subscriptions survive in the session, but a broker that lost its state would
         # leave us deaf; resubscribing is cheap and idempotent.
-        await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/reprint", 1)])
+        await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/+", 1)])
         _raise_if_cancelling()
         self.client = client
         self.connected.set()
@@ -224,4 +219,4 @@ class BrokerLink:
         return self.clock.now()
 
 
-__all__ = ["BrokerLink", "Outgoing", "ack", "encode", "paho"]
+__all__ = ["BrokerLink", "Outgoing", "Session", "encode", "paho"]

@@ -3,37 +3,51 @@
 `accept_batch` is the durable step, one transaction per batch: each message is validated,
 deduplicated by event_id and stored as received (or dead-lettered). The caller sends the
 PUBACKs once it has committed. `apply_pending` then applies the stored events in arrival
-order: order state, print jobs, activity log, outbox records. A refused event (a transition
-the order cannot make) is rolled back to its savepoint, removed and dead-lettered.
+order through the domain (`edge.orders.apply`): order state, print jobs, activity log,
+outbox records. A refused event (a transition the order cannot make) is rolled back to its
+savepoint, removed and dead-lettered.
 
 Splitting them keeps the acknowledged-only-when-durable promise cheap: the broker can forget
 an event as soon as its raw form is on disk, and deriving everything from it costs no fsync
 of its own (the spooler's claim, a durable commit, flushes it before any ticket prints; if
 power is lost first, the event is still there, unapplied, and is applied again at start).
-Nothing here talks to the network.
+
+Every step records its changes on the transaction (`Tx.emit`): events accepted, applied,
+duplicate or dead-lettered, and whatever the domain changed; the store publishes them to the
+feed once committed. Nothing here talks to the network.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import structlog
 
 from edge.clock import rfc3339_ms
-from edge.ingest.events import Event, Rejected, parse_event
+from edge.feed import DeadLettered, EventAccepted, EventApplied, EventDuplicate
+from edge.ingest.parse import connector_topic, parse_event
+from edge.orders import commands
 from edge.orders.apply import Applier
-from edge.orders.kitchen import insert_job
-from edge.orders.records import add_activity, sync_records
-from edge.printing.routing import job_key as make_job_key
+from edge.orders.events import Event, Rejected, RejectKind
+from edge.orders.records import sync_records
+from edge.store import Tx, as_tx, events
+from edge.store.events import DEAD_LETTER_CUT
 
 log = structlog.get_logger(__name__)
 
-DEAD_LETTER_CUT = 4096
+
+class Result(StrEnum):
+    ACCEPTED = "accepted"      # stored, not yet applied
+    APPLIED = "applied"
+    REPEAT = "repeat"          # a change the order already had
+    DUPLICATE = "duplicate"    # an event_id (or command_id) already stored
+    DEAD = "dead"              # refused: dead-lettered
+    COMMAND = "command"        # an operator command carried out
 
 
 @dataclass(frozen=True)
@@ -45,12 +59,12 @@ class Incoming:
 @dataclass
 class Outcome:
     topic: str
-    result: str          # accepted (stored, not yet applied) | applied | repeat | duplicate
-                         # | dead | command
+    result: Result
     event_id: str | None = None
     order_id: str | None = None
     event_type: str | None = None
     reason: str | None = None
+    reject_kind: RejectKind | None = None
     dead_letter_id: int | None = None
     new_jobs: list[str] = field(default_factory=list)
 
@@ -67,19 +81,6 @@ def cut_payload(payload: bytes) -> str:
     return payload[:DEAD_LETTER_CUT].decode("utf-8", errors="replace")
 
 
-def store_dead_letter(conn: sqlite3.Connection, topic: str, payload: bytes, reason: str,
-                      now: datetime) -> int:
-    """Keep a rejected message once, however often it is redelivered; returns its row id."""
-    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
-    conn.execute(
-        "INSERT INTO dead_letters (topic, reason, received_at, payload, payload_size, digest) "
-        "VALUES (?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET seen = seen + 1, published = 0",
-        (topic, reason, rfc3339_ms(now), payload[:DEAD_LETTER_CUT], len(payload), digest),
-    )
-    row = conn.execute("SELECT id FROM dead_letters WHERE digest=?", (digest,)).fetchone()
-    return int(row[0])
-
-
 # Parsed events between the two steps, so a live event is validated once; after a restart
 # the stored payload is parsed again.
 _CACHE_LIMIT = 20_000
@@ -90,101 +91,103 @@ class Pipeline:
         self.root = root
         self.applier = applier
         self.reprint_topic = f"{root}/commands/reprint"
-        self._parsed: dict[str, Event] = {}
+        self.commands_prefix = f"{root}/commands/"
+        self._parsed: dict[str, Event[Any]] = {}
 
-    def apply_batch(self, conn: sqlite3.Connection, batch: list[Incoming],
+    def apply_batch(self, tx: Tx | sqlite3.Connection, batch: list[Incoming],
                     now: datetime) -> BatchResult:
         """Both steps in the caller's one transaction (operator commands, tests): one outcome
-        per message, as applied."""
-        accepted = self.accept_batch(conn, batch, now)
-        applied = self.apply_pending(conn, now, limit=1_000_000)
+        per message, as applied. On a plain connection the changes are not published."""
+        tx = as_tx(tx)
+        accepted = self.accept_batch(tx, batch, now)
+        applied = self.apply_pending(tx, now, limit=1_000_000)
         by_id = {o.event_id: o for o in applied.outcomes}
-        outcomes = [by_id.pop(o.event_id, o) if o.result == "accepted" else o
+        outcomes = [by_id.pop(o.event_id, o) if o.result is Result.ACCEPTED else o
                     for o in accepted.outcomes]
         merged = merge(accepted, applied)
         merged.outcomes = outcomes + list(by_id.values())
         return merged
 
-    def accept_batch(self, conn: sqlite3.Connection, batch: list[Incoming],
-                     now: datetime) -> BatchResult:
+    def accept_batch(self, tx: Tx, batch: list[Incoming], now: datetime) -> BatchResult:
         outcomes: list[Outcome] = []
         touched: set[str] = set()
         new_jobs = 0
         for message in batch:
-            conn.execute("SAVEPOINT message")
             try:
-                if message.topic == self.reprint_topic:
-                    outcome = self._reprint(conn, message, now)
-                else:
-                    outcome = self._accept(conn, message, now)
+                with tx.savepoint("message"):
+                    if message.topic.startswith(self.commands_prefix):
+                        outcome = self._command(tx, message, now)
+                    else:
+                        outcome = self._accept(tx, message, now)
             except Rejected as exc:
-                conn.execute("ROLLBACK TO message")
-                outcome = self._dead(conn, message.topic, message.payload, exc.reason, now)
+                outcome = self._dead(tx, message.topic, message.payload, exc.reason, exc.kind,
+                                     now)
             except Exception as exc:  # one odd message must not stop the kitchen
                 # A bug of ours, not the publisher's fault, but the message must still go
                 # somewhere: left unacknowledged it would come back and crash us forever.
-                conn.execute("ROLLBACK TO message")
                 log.exception("message_crashed_intake", topic=message.topic)
-                outcome = self._dead(conn, message.topic, message.payload,
-                                     f"internal error: {type(exc).__name__}: {exc}", now)
-            conn.execute("RELEASE message")
-            if outcome.order_id and outcome.result == "command":
+                outcome = self._dead(tx, message.topic, message.payload,
+                                     f"internal error: {type(exc).__name__}: {exc}",
+                                     RejectKind.OTHER, now)
+            if outcome.order_id and outcome.result is Result.COMMAND:
                 touched.add(outcome.order_id)
             new_jobs += len(outcome.new_jobs)
             outcomes.append(outcome)
-        return BatchResult(outcomes, touched, new_jobs, self._sync(conn, touched, now))
+        return BatchResult(outcomes, touched, new_jobs, self._sync(tx, touched, now))
 
-    def apply_pending(self, conn: sqlite3.Connection, now: datetime, *,
-                      limit: int) -> BatchResult:
+    def apply_pending(self, tx: Tx, now: datetime, *, limit: int) -> BatchResult:
         """Apply up to `limit` stored events, oldest first."""
-        rows = conn.execute(
-            "SELECT rowid, event_id, topic, payload FROM events WHERE applied = 0 "
-            "ORDER BY rowid LIMIT ?", (limit,)).fetchall()
         outcomes: list[Outcome] = []
         touched: set[str] = set()
         new_jobs = 0
-        for rowid, event_id, topic, payload in rows:
-            raw = str(payload).encode()
-            conn.execute("SAVEPOINT event")
+        for stored in events.unapplied(tx.conn, limit):
+            raw = stored.payload.encode()
+            event: Event[Any] | None = None
             try:
-                event = self._parsed.pop(event_id, None) or parse_event(topic, raw, self.root)
-                applied = self.applier.apply(conn, event, now)
-                conn.execute("UPDATE events SET applied = 1 WHERE rowid = ?", (rowid,))
-                outcome = Outcome(topic, applied.effect, event.event_id, event.order_id,
-                                  event.type, new_jobs=applied.new_jobs)
-                touched.add(event.order_id)
+                with tx.savepoint("event"):
+                    event = self._parsed.pop(stored.event_id, None) or parse_event(
+                        stored.topic, raw, self.root)
+                    with structlog.contextvars.bound_contextvars(
+                            order_id=event.order_id, event_id=event.event_id):
+                        applied = self.applier.apply(tx, event, now)
+                    events.mark_applied(tx.conn, stored.rowid)
+                    outcome = Outcome(stored.topic, Result(applied.effect), event.event_id,
+                                      event.order_id, event.type, new_jobs=applied.new_jobs)
+                    tx.emit(EventApplied(event.event_id, event.order_id, event.type,
+                                         applied.effect))
+                    touched.add(event.order_id)
             except Exception as exc:  # Rejected, or a bug: never a poison pill
-                conn.execute("ROLLBACK TO event")
                 # Not applied, so not a seen event_id: a corrected resend may still apply.
                 # An acknowledged event that crashed the applier would otherwise block every
                 # later event at every start.
-                conn.execute("DELETE FROM events WHERE rowid = ?", (rowid,))
+                events.forget(tx.conn, stored.rowid)
                 if isinstance(exc, Rejected):
-                    reason = exc.reason
+                    reason, kind = exc.reason, exc.kind
                 else:
-                    log.exception("event_crashed_applier", event_id=event_id)
+                    log.exception("event_crashed_applier", event_id=stored.event_id)
                     reason = f"internal error: {type(exc).__name__}: {exc}"
-                outcome = self._dead(conn, topic, raw, reason, now)
-            conn.execute("RELEASE event")
+                    kind = RejectKind.OTHER
+                outcome = self._dead(tx, stored.topic, raw, reason, kind, now)
             new_jobs += len(outcome.new_jobs)
             outcomes.append(outcome)
-        return BatchResult(outcomes, touched, new_jobs, self._sync(conn, touched, now))
+        return BatchResult(outcomes, touched, new_jobs, self._sync(tx, touched, now))
 
     @staticmethod
-    def _sync(conn: sqlite3.Connection, touched: set[str],
-              now: datetime) -> dict[str, dict[str, Any]]:
+    def _sync(tx: Tx, touched: set[str], now: datetime) -> dict[str, dict[str, Any]]:
         timelines: dict[str, dict[str, Any]] = {}
         for order_id in touched:
-            timeline = sync_records(conn, order_id, now)
+            timeline = sync_records(tx, order_id, now)
             if timeline is not None:
                 timelines[order_id] = timeline
         return timelines
 
-    def _dead(self, conn: sqlite3.Connection, topic: str, payload: bytes, reason: str,
+    def _dead(self, tx: Tx, topic: str, payload: bytes, reason: str, kind: RejectKind,
               now: datetime) -> Outcome:
-        outcome = Outcome(topic, "dead", reason=reason)
-        outcome.dead_letter_id = store_dead_letter(conn, topic, payload, reason, now)
+        outcome = Outcome(topic, Result.DEAD, reason=reason, reject_kind=kind)
+        outcome.dead_letter_id = events.add_dead_letter(tx.conn, topic, payload, reason,
+                                                        rfc3339_ms(now))
         self._describe(outcome, Incoming(topic, payload))
+        tx.emit(DeadLettered(outcome.dead_letter_id, topic, reason, kind))
         return outcome
 
     @staticmethod
@@ -200,65 +203,54 @@ class Pipeline:
                 if isinstance(value, str):
                     setattr(outcome, "event_type" if key == "type" else key, value[:128])
 
-    def _accept(self, conn: sqlite3.Connection, message: Incoming, now: datetime) -> Outcome:
+    def _accept(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
         event = parse_event(message.topic, message.payload, self.root)
-        base = Outcome(message.topic, "accepted", event.event_id, event.order_id, event.type)
-        if conn.execute("SELECT 1 FROM events WHERE event_id=?", (event.event_id,)).fetchone():
-            base.result = "duplicate"
+        base = Outcome(message.topic, Result.ACCEPTED, event.event_id, event.order_id,
+                       event.type)
+        if events.seen(tx.conn, event.event_id):
+            base.result = Result.DUPLICATE
+            tx.emit(EventDuplicate(event.event_id, event.order_id))
             return base
         env = event.envelope
-        conn.execute(
-            "INSERT INTO events (event_id, order_id, type, occurred_at, received_at, channel, "
-            "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,0)",
-            (event.event_id, event.order_id, event.type, rfc3339_ms(env.occurred_at),
-             rfc3339_ms(now), env.source.channel, env.source.device, message.topic, event.raw),
-        )
+        events.add(tx.conn, event_id=event.event_id, order_id=event.order_id, type=event.type,
+                   occurred_at=rfc3339_ms(env.occurred_at), received_at=rfc3339_ms(now),
+                   channel=env.source.channel, device=env.source.device, topic=message.topic,
+                   payload=event.raw)
+        tx.emit(EventAccepted(event.event_id, event.order_id, event.type))
         if len(self._parsed) >= _CACHE_LIMIT:
             self._parsed.clear()
         self._parsed[event.event_id] = event
         return base
 
-    def _reprint(self, conn: sqlite3.Connection, message: Incoming, now: datetime) -> Outcome:
+    def command_topic(self, name: str) -> str:
+        return self.commands_prefix + name
+
+    def _command(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
+        name = message.topic[len(self.commands_prefix):]
+        command = commands.COMMANDS.get(name)
+        if command is None:
+            raise Rejected(f"unknown command '{name}' (known: "
+                           f"{', '.join(sorted(commands.COMMANDS))})", RejectKind.BAD_TOPIC)
         try:
             doc: Any = json.loads(message.payload)
         except (ValueError, RecursionError) as exc:
-            raise Rejected(f"payload is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise Rejected("payload must be a JSON object")
-        command_id, key = doc.get("command_id"), doc.get("job_key")
-        if not isinstance(command_id, str) or not 1 <= len(command_id) <= 128:
-            raise Rejected("schema: command_id: required string of 1 to 128 characters")
-        if not isinstance(key, str) or not key:
-            raise Rejected("schema: job_key: required string")
-        outcome = Outcome(message.topic, "command", event_id=command_id)
-        seen = conn.execute("SELECT result FROM commands WHERE command_id=?",
-                            (command_id,)).fetchone()
-        if seen:
-            outcome.result = "duplicate"
+            raise Rejected(f"payload is not valid JSON: {exc}", RejectKind.INVALID_JSON) from None
+        payload = message.payload.decode("utf-8", "replace")
+        done = command.carry_out(tx, doc, payload, now)
+        command_id = doc.get("command_id") if isinstance(doc, dict) else None
+        outcome = Outcome(message.topic, Result.COMMAND, event_id=command_id)
+        if done.repeat:
+            outcome.result = Result.DUPLICATE
+            tx.emit(EventDuplicate(command_id, None))
             return outcome
-        job = conn.execute(
-            "SELECT order_id, station_id, kind, change_ref, line_ids, due_at "
-            "FROM print_jobs WHERE job_key=?", (key,)
-        ).fetchone()
-        if job is None:
-            raise Rejected(f"job_key '{key}' is unknown")
-        reprint_key = make_job_key(job[0], f"{job[3]}~reprint-{command_id}", job[1])
-        insert_job(conn, job_key=reprint_key, order_id=job[0], station_id=job[1], kind=job[2],
-                   change_ref=f"{job[3]}~reprint-{command_id}", line_ids=json.loads(job[4]),
-                   now=now, reprint_of=key,
-                   due_at=datetime.fromisoformat(job[5].replace("Z", "+00:00")) if job[5]
-                   else None)
-        conn.execute(
-            "INSERT INTO commands (command_id, kind, received_at, payload, result) "
-            "VALUES (?,?,?,?,?)",
-            (command_id, "reprint", rfc3339_ms(now), message.payload.decode("utf-8", "replace"),
-             json.dumps({"reprint_job_key": reprint_key})),
-        )
-        add_activity(conn, None, "Reprint requested", now,
-                     {"job_key": key, "reprint_job_key": reprint_key, "command_id": command_id},
-                     order_id=job[0])
-        outcome.order_id = job[0]
-        outcome.new_jobs = [reprint_key]
+        # A command that is an order event (an answer to an order) is stored like one and
+        # applied by the applier, with everything an event brings.
+        for event in done.events:
+            self._accept(tx, Incoming(connector_topic(self.root, "kitchen"), event.encode()),
+                         now)
+        outcome.order_id = done.order_id
+        outcome.new_jobs = done.new_jobs
+        tx.emit(EventApplied(command_id or name, done.order_id, "command", "command"))
         return outcome
 
 
@@ -269,3 +261,6 @@ def merge(first: BatchResult, second: BatchResult) -> BatchResult:
         first.new_jobs + second.new_jobs,
         {**first.timelines, **second.timelines},
     )
+
+
+__all__ = ["BatchResult", "Incoming", "Outcome", "Pipeline", "Result", "cut_payload", "merge"]

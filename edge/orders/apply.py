@@ -1,27 +1,35 @@
-"""Applying one order event inside the writer transaction.
+"""Applying one order event inside the writer transaction, and the one registry of event
+types (`EVENTS`: each type's data model and its handler).
 
 Everything an event causes (the order's new state, its lines, its activity entry, its print
 jobs, its outbox records) is written in the caller's transaction, so it is committed with
-the event or not at all. A refused event raises `Rejected`; the caller rolls back to its
-savepoint and dead-letters the message.
+the event or not at all, and recorded as changes on the `Tx` (job created / queued /
+withdrawn, order status changed, records queued, timeline changed) for the feed. A refused
+event raises `Rejected`; the caller rolls back to its savepoint and dead-letters the message.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic
 
 from edge.clock import rfc3339_ms
 from edge.config.models import StationConfig
-from edge.ingest.events import (
+from edge.feed import OrderStageChanged, OrderStatusChanged
+from edge.orders import acceptance, kitchen, status
+from edge.orders.events import (
     Accepted,
     Cancelled,
     CourseFired,
+    D,
+    Empty,
+    Envelope,
     Event,
+    EventData,
+    EventType,
     Item,
     ItemsAdded,
     ItemsComplimented,
@@ -31,10 +39,14 @@ from edge.ingest.events import (
     Refunded,
     Rejected,
     RejectedByRestaurant,
+    RejectKind,
+    parse_data,
 )
-from edge.orders import kitchen, status
+from edge.orders.progress import refresh_progress, set_order
 from edge.orders.records import add_activity, confirmation_if_first
-from edge.printing.routing import job_key, line_set_ref, route
+from edge.orders.routing import job_key, line_set_ref, route
+from edge.store import Tx, orders
+from edge.store.orders import OrderRow
 
 
 @dataclass(frozen=True)
@@ -51,37 +63,22 @@ class Plan:
         return timedelta(minutes=20)
 
 
+class Effect(StrEnum):
+    APPLIED = "applied"
+    REPEAT = "repeat"                 # a change the order already has: logged, nothing else
+
+
 @dataclass
 class Applied:
     order_id: str
-    effect: str                       # "applied" or "repeat" (a change the order already has)
+    effect: Effect
     # Jobs this event made printable: created queued, or released from a hold or a course
     # wait. The caller wakes the spooler for them; without it a FIRE waits for its poll.
     new_jobs: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Order:
-    order_id: str
-    channel: str
-    status: str
-    held_from: str | None
-    stage: str
-    fulfillment: str | None
-    hold_count: int
-    fired_course: int | None
-    paid_cents: int
-    refunded_cents: int
-    scheduled_for: str | None
-
-
-def _load(conn: sqlite3.Connection, order_id: str) -> _Order | None:
-    row = conn.execute(
-        "SELECT order_id, channel, status, held_from, kitchen_stage, fulfillment, hold_count, "
-        "fired_course, paid_cents, refunded_cents, scheduled_for FROM orders WHERE order_id=?",
-        (order_id,),
-    ).fetchone()
-    return _Order(*row) if row else None
+def _load(tx: Tx, order_id: str) -> OrderRow | None:
+    return orders.get(tx.conn, order_id)
 
 
 def _refuse(current: str, target: str, why: str | None = None) -> Rejected:
@@ -92,44 +89,39 @@ class Applier:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
 
-    def apply(self, conn: sqlite3.Connection, event: Event, now: datetime) -> Applied:
-        order = _load(conn, event.order_id)
-        if event.type == "order.created":
-            return self._created(conn, event, order, now)
-        if order is None:
+    def apply(self, tx: Tx, event: Event[Any], now: datetime) -> Applied:
+        order = _load(tx, event.order_id)
+        on = EVENTS[event.type]
+        if order is None and on.needs_order:
             raise Rejected(f"order '{event.order_id}' is unknown: no order.created was applied")
-        handler = getattr(self, "_" + event.type.removeprefix("order."))
-        result: Applied = handler(conn, event, order, now)
-        return result
+        return on.handler(self, tx, event, order, now)
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _set(self, conn: sqlite3.Connection, order_id: str, now: datetime, **cols: Any) -> None:
-        assigns = ", ".join(f"{k}=?" for k in cols)
-        conn.execute(f"UPDATE orders SET {assigns}, updated_at=? WHERE order_id=?",
-                     (*cols.values(), rfc3339_ms(now), order_id))
+    def _set(self, tx: Tx, order_id: str, now: datetime, **cols: Any) -> None:
+        set_order(tx, order_id, now, **cols)
 
-    def _new_job(self, conn: sqlite3.Connection, event: Event, result: Applied, now: datetime,
+    def _new_job(self, tx: Tx, event: Event[Any], result: Applied, now: datetime,
                  **kw: Any) -> None:
-        if kitchen.insert_job(conn, order_id=event.order_id, now=now, **kw):
+        if kitchen.insert_job(tx, order_id=event.order_id, now=now, **kw):
             result.new_jobs.append(kw["job_key"])
-            confirmation_if_first(conn, event.order_id, kw["job_key"], now)
+            confirmation_if_first(tx, event.order_id, kw["job_key"], now)
 
-    def _lines(self, conn: sqlite3.Connection, order_id: str, batch_ref: str,
-               items: Sequence[Item]) -> None:
-        conn.executemany(
-            "INSERT INTO order_lines (order_id, line_id, batch_ref, name, qty, category, "
-            "modifiers, note, allergens, course) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (order_id, i.line_id, batch_ref, i.name, i.qty, i.category,
-                 json.dumps(i.modifiers, ensure_ascii=False), i.note,
-                 json.dumps(i.allergens, ensure_ascii=False), i.course)
-                for i in items
-            ],
-        )
+    def _release(self, tx: Tx, event: Event[Any], result: Applied, job: kitchen.JobRow,
+                 now: datetime, wait: str | None) -> None:
+        """Move a waiting job on: queued now (wait None), or waiting for something else."""
+        kitchen.set_wait(tx, event.order_id, job, wait, now)
+        if wait is None:
+            result.new_jobs.append(job.job_key)
 
-    def _food_jobs(self, conn: sqlite3.Connection, event: Event, result: Applied,
-                   order: _Order, items: Sequence[Item], kind: str, change: str,
+    def _withdraw(self, tx: Tx, order_id: str, job_key: str, reason: str) -> None:
+        kitchen.withdraw(tx, order_id, job_key, reason)
+
+    def _lines(self, tx: Tx, order_id: str, batch_ref: str, items: Sequence[Item]) -> None:
+        orders.add_lines(tx.conn, order_id, batch_ref, items)
+
+    def _food_jobs(self, tx: Tx, event: Event[Any], result: Applied,
+                   order: OrderRow, items: Sequence[Item], kind: str, change: str,
                    now: datetime, scheduled_for: datetime | None = None) -> None:
         """Route items to stations; later courses and held or scheduled orders wait."""
         first_course = order.fired_course
@@ -152,30 +144,34 @@ class Applier:
                     not_before = scheduled_for - self.plan.lead(station_id)
                     if wait is None and not_before > now:
                         wait = "scheduled"
+                # Nothing cooks before the restaurant said yes; acceptance then lets each
+                # ticket go on to what it would wait for otherwise (its time, a hold).
+                if order.awaits_acceptance and wait != "course":
+                    wait = "acceptance"
                 # A later course waits for its course even while held: resume releases
                 # only what the hold stopped, and course_fired re-holds it if need be.
-                if order.status == "held" and wait != "course":
+                if order.status == "held" and wait not in ("course", "acceptance"):
                     wait = "held"
-                self._new_job(conn, event, result, now,
+                self._new_job(tx, event, result, now,
                               job_key=job_key(event.order_id, ref, station_id),
                               station_id=station_id, kind=job_kind, change_ref=ref,
                               line_ids=lines, wait_reason=wait, not_before=not_before,
                               due_at=scheduled_for)
 
-    def _notice_jobs(self, conn: sqlite3.Connection, event: Event, result: Applied,
+    def _notice_jobs(self, tx: Tx, event: Event[Any], result: Applied,
                      kind: str, change: str, now: datetime,
                      lines_by_station: dict[str, list[str]], note: str | None = None) -> None:
         """HOLD / FIRE / CANCELLED / VOID tickets, only where food tickets already printed."""
         for station_id, lines in lines_by_station.items():
-            self._new_job(conn, event, result, now,
+            self._new_job(tx, event, result, now,
                           job_key=job_key(event.order_id, change, station_id),
                           station_id=station_id, kind=kind, change_ref=change, line_ids=lines,
                           note=note)
 
-    def _call_off(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _call_off(self, tx: Tx, event: Event[Any], order: OrderRow,
                   result: Applied, now: datetime, why: str) -> str:
         """Cancel or void by the evidence: did any ticket of the order reach a printer?"""
-        jobs = kitchen.order_jobs(conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         target = "cancelled" if kitchen.any_reached(jobs) else "void"
         current = order.status
         if current not in status.WORKING:
@@ -183,93 +179,85 @@ class Applier:
         status.check(current, target)
         for job in jobs:
             if job.state in kitchen.OPEN:
-                kitchen.withdraw(conn, job.job_key, f"order {target}: {why}")
+                self._withdraw(tx, order.order_id, job.job_key, f"order {target}: {why}")
         if target == "cancelled":
             reached = kitchen.reached_lines_by_station(jobs)
-            active = _active_lines(conn, order.order_id, include_voided=False)
-            self._notice_jobs(conn, event, result, "CANCELLED", "cancel", now,
+            active = _active_lines(tx, order.order_id, include_voided=False)
+            self._notice_jobs(tx, event, result, "CANCELLED", "cancel", now,
                               {s: [x for x in ls if x in active] for s, ls in reached.items()},
                               note=why)
-        self._set(conn, order.order_id, now, status=target, held_from=None)
-        add_activity(conn, event, f"Order {'cancelled' if target == 'cancelled' else 'voided'}",
+        self._set(tx, order.order_id, now, status=target, held_from=None)
+        add_activity(tx, event, f"Order {'cancelled' if target == 'cancelled' else 'voided'}",
                      now, {"reason": why, "status": target})
         return target
 
     # -- handlers ----------------------------------------------------------------------
 
-    def _created(self, conn: sqlite3.Connection, event: Event, order: _Order | None,
+    def _created(self, tx: Tx, event: Event[OrderCreated], order: OrderRow | None,
                  now: datetime) -> Applied:
-        result = Applied(event.order_id, "applied")
+        result = Applied(event.order_id, Effect.APPLIED)
         if order is not None:
             # A platform repeating the order under a new event_id: the kitchen already has it.
-            return _repeat(conn, event, result, "Order created", now)
-        data: OrderCreated = event.data
+            return _repeat(tx, event, result, "Order created", now)
+        data = event.data
         env = event.envelope
         courses = [i.course for i in data.items if i.course is not None]
         first_course = min(courses) if courses else None
-        conn.execute(
-            "INSERT INTO orders (order_id, channel, device, display_id, fulfillment, table_label,"
-            " courier, note, status, kitchen_stage, scheduled_for, fired_course, created_at,"
-            " updated_at, intake_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                event.order_id, env.source.channel, env.source.device, data.display_id,
-                data.fulfillment.type, data.fulfillment.table, data.fulfillment.courier,
-                data.note, "created", "received",
-                rfc3339_ms(data.scheduled_for) if data.scheduled_for else None,
-                first_course, rfc3339_ms(now), rfc3339_ms(now), event.event_id,
-            ),
-        )
-        self._lines(conn, event.order_id, "initial", data.items)
-        add_activity(conn, event, "Order created", now, {"items": len(data.items)})
-        created = _load(conn, event.order_id)
+        orders.add(
+            tx.conn, order_id=event.order_id, channel=env.source.channel,
+            device=env.source.device, display_id=data.display_id,
+            fulfillment=data.fulfillment.type, table_label=data.fulfillment.table,
+            courier=data.fulfillment.courier, note=data.note, status=status.Status.CREATED,
+            stage=status.Stage.RECEIVED,
+            scheduled_for=rfc3339_ms(data.scheduled_for) if data.scheduled_for else None,
+            fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id,
+            requires_acceptance=data.requires_acceptance)
+        tx.emit(OrderStatusChanged(event.order_id, status.Status.CREATED, None))
+        self._lines(tx, event.order_id, "initial", data.items)
+        add_activity(tx, event, "Order created", now, {"items": len(data.items)})
+        created = _load(tx, event.order_id)
         assert created is not None
-        self._food_jobs(conn, event, result, created, data.items, "NEW", "new", now,
+        self._food_jobs(tx, event, result, created, data.items, "NEW", "new", now,
                         data.scheduled_for)
         return result
 
-    def _items_added(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _items_added(self, tx: Tx, event: Event[ItemsAdded], order: OrderRow,
                      now: datetime) -> Applied:
-        data: ItemsAdded = event.data
-        result = Applied(order.order_id, "applied")
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
         batch_ref = f"batch:{data.batch_id}"
-        if conn.execute("SELECT 1 FROM order_lines WHERE order_id=? AND batch_ref=? LIMIT 1",
-                        (order.order_id, batch_ref)).fetchone():
-            return _repeat(conn, event, result, f"Items batch {data.batch_id}", now)
+        if orders.has_batch(tx.conn, order.order_id, batch_ref):
+            return _repeat(tx, event, result, f"Items batch {data.batch_id}", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, "partially_sent", "items cannot be added to a "
                           f"{order.status} order")
-        clash = conn.execute(
-            f"SELECT line_id FROM order_lines WHERE order_id=? AND line_id IN "
-            f"({','.join('?' * len(data.items))})",
-            (order.order_id, *[i.line_id for i in data.items]),
-        ).fetchone()
-        if clash:
-            raise Rejected(f"data.items: line_id '{clash[0]}' is already on the order")
-        self._lines(conn, order.order_id, batch_ref, data.items)
-        add_activity(conn, event, "Items added", now,
+        clash = orders.first_existing(tx.conn, order.order_id, [i.line_id for i in data.items])
+        if clash is not None:
+            raise Rejected(f"data.items: line_id '{clash}' is already on the order")
+        self._lines(tx, order.order_id, batch_ref, data.items)
+        add_activity(tx, event, "Items added", now,
                      {"batch_id": data.batch_id, "items": len(data.items)})
         sched = _when(order.scheduled_for)
-        self._food_jobs(conn, event, result, order, data.items, "ADDED",
+        self._food_jobs(tx, event, result, order, data.items, "ADDED",
                         f"add-{data.batch_id}", now, sched if sched and sched > now else None)
-        refresh_progress(conn, order.order_id, now)
+        refresh_progress(tx, order.order_id, now)
         return result
 
-    def _items_voided(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _items_voided(self, tx: Tx, event: Event[ItemsVoided], order: OrderRow,
                       now: datetime) -> Applied:
-        data: ItemsVoided = event.data
-        result = Applied(order.order_id, "applied")
-        states = _line_states(conn, order.order_id)
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
+        states = _line_states(tx, order.order_id)
         unknown = [x for x in data.line_ids if x not in states]
         if unknown:
             raise Rejected(f"data.line_ids: unknown line_id '{unknown[0]}' on this order")
         fresh = [x for x in dict.fromkeys(data.line_ids) if states[x] != "voided"]
         if not fresh:
-            return _repeat(conn, event, result, "Items voided", now)
+            return _repeat(tx, event, result, "Items voided", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, "void", "its items can no longer be voided")
-        conn.executemany("UPDATE order_lines SET state='voided' WHERE order_id=? AND line_id=?",
-                         [(order.order_id, x) for x in fresh])
-        jobs = kitchen.order_jobs(conn, order.order_id)
+        orders.set_line_state(tx.conn, order.order_id, fresh, "voided")
+        jobs = kitchen.order_jobs(tx, order.order_id)
         reached = kitchen.reached_lines_by_station(jobs)
         gone = set(fresh)
         # Lines not yet on paper are simply taken off the waiting job.
@@ -277,61 +265,59 @@ class Applier:
             if job.state in kitchen.OPEN and gone & set(job.line_ids):
                 left = [x for x in job.line_ids if x not in gone]
                 if left:
-                    kitchen.set_lines(conn, job.job_key, left)
+                    kitchen.set_lines(tx, job.job_key, left)
                 else:
-                    kitchen.withdraw(conn, job.job_key, "all its lines were voided")
+                    self._withdraw(tx, order.order_id, job.job_key, "all its lines were voided")
         change = line_set_ref("void", fresh)
-        self._notice_jobs(conn, event, result, "VOID", change, now,
+        self._notice_jobs(tx, event, result, "VOID", change, now,
                           {s: [x for x in ls if x in gone] for s, ls in reached.items()
                            if gone & set(ls)}, note=data.reason)
-        add_activity(conn, event, "Items voided", now,
+        add_activity(tx, event, "Items voided", now,
                      {"line_ids": fresh, "reason": data.reason})
-        if not _active_lines(conn, order.order_id, include_voided=False):
+        if not _active_lines(tx, order.order_id, include_voided=False):
             # Every line called off one by one: the order itself is called off (seed 003).
-            fresh_order = _load(conn, order.order_id)
+            fresh_order = _load(tx, order.order_id)
             assert fresh_order is not None
-            self._call_off(conn, event, fresh_order, result, now, "every item was voided")
+            self._call_off(tx, event, fresh_order, result, now, "every item was voided")
         else:
-            refresh_progress(conn, order.order_id, now)
+            refresh_progress(tx, order.order_id, now)
         return result
 
-    def _held(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _held(self, tx: Tx, event: Event[Any], order: OrderRow,
               now: datetime) -> Applied:
-        result = Applied(order.order_id, "applied")
+        result = Applied(order.order_id, Effect.APPLIED)
         if order.status == "held":
-            return _repeat(conn, event, result, "Order held", now)
+            return _repeat(tx, event, result, "Order held", now)
         status.check(order.status, "held")
         count = order.hold_count + 1
-        jobs = kitchen.order_jobs(conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         for job in jobs:
-            if job.state in kitchen.OPEN and job.wait_reason != "course" \
+            if job.state in kitchen.OPEN and job.wait_reason not in ("course", "acceptance") \
                     and job.reprint_of is None and kitchen.cooks(job.kind, job.change_ref):
-                kitchen.set_wait(conn, job.job_key, "held", now)
-        self._set(conn, order.order_id, now, status="held", held_from=order.status,
+                kitchen.set_wait(tx, order.order_id, job, "held", now)
+        self._set(tx, order.order_id, now, status="held", held_from=order.status,
                   hold_count=count)
-        self._notice_jobs(conn, event, result, "HOLD", f"hold-{count}", now,
+        self._notice_jobs(tx, event, result, "HOLD", f"hold-{count}", now,
                           kitchen.reached_lines_by_station(jobs))
-        add_activity(conn, event, "Order held", now, {"returns_to": order.status})
+        add_activity(tx, event, "Order held", now, {"returns_to": order.status})
         return result
 
-    def _resumed(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _resumed(self, tx: Tx, event: Event[Any], order: OrderRow,
                  now: datetime) -> Applied:
-        result = Applied(order.order_id, "applied")
+        result = Applied(order.order_id, Effect.APPLIED)
         if order.status != "held":
             if order.hold_count > 0 and order.status in status.WORKING:
-                return _repeat(conn, event, result, "Order resumed", now)
+                return _repeat(tx, event, result, "Order resumed", now)
             raise _refuse(order.status, order.status, "the order is not held")
         back = order.held_from or "created"
         status.check("held", back)
-        jobs = kitchen.order_jobs(conn, order.order_id)
+        jobs = kitchen.order_jobs(tx, order.order_id)
         for job in jobs:
             if job.state == "waiting" and job.wait_reason == "held":
                 due = _when(job.not_before)
                 later = due is not None and due > now
-                kitchen.set_wait(conn, job.job_key, "scheduled" if later else None, now)
-                if not later:
-                    result.new_jobs.append(job.job_key)
-        self._set(conn, order.order_id, now, status=back, held_from=None)
+                self._release(tx, event, result, job, now, "scheduled" if later else None)
+        self._set(tx, order.order_id, now, status=back, held_from=None)
         # Every station told to hold is told to go on, even one whose ticket was given back
         # unprinted after the HOLD went out (its food ticket then follows the FIRE).
         go_on = kitchen.reached_lines_by_station(jobs)
@@ -339,119 +325,135 @@ class Applier:
             if job.kind == "HOLD" and job.change_ref == f"hold-{order.hold_count}" \
                     and job.state != "withdrawn":
                 go_on.setdefault(job.station_id, job.line_ids)
-        self._notice_jobs(conn, event, result, "FIRE", f"fire-{order.hold_count}", now, go_on)
-        add_activity(conn, event, "Order resumed", now, {"status": back})
-        refresh_progress(conn, order.order_id, now)
+        self._notice_jobs(tx, event, result, "FIRE", f"fire-{order.hold_count}", now, go_on)
+        add_activity(tx, event, "Order resumed", now, {"status": back})
+        refresh_progress(tx, order.order_id, now)
         return result
 
-    def _cancelled(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _cancelled(self, tx: Tx, event: Event[Cancelled], order: OrderRow,
                    now: datetime) -> Applied:
-        data: Cancelled = event.data
-        return self._called_off(conn, event, order, now, "cancelled",
-                                data.reason_code + (f": {data.reason}" if data.reason else ""))
+        data = event.data
+        return self._called_off(tx, event, order, now, "cancelled",
+                                data.reason_code + (f": {data.reason}" if data.reason else ""),
+                                reason_code=data.reason_code, reason=data.reason)
 
-    def _rejected(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _rejected(self, tx: Tx, event: Event[RejectedByRestaurant], order: OrderRow,
                   now: datetime) -> Applied:
-        data: RejectedByRestaurant = event.data
+        data = event.data
         if order.stage not in ("received", "rejected") and order.status in status.WORKING:
             raise _refuse(order.stage, "rejected", "an accepted order is cancelled, not rejected")
-        return self._called_off(conn, event, order, now, "rejected", data.reason)
+        return self._called_off(tx, event, order, now, "rejected", data.reason,
+                                reason=data.reason)
 
-    def _called_off(self, conn: sqlite3.Connection, event: Event, order: _Order,
-                    now: datetime, stage: str, why: str) -> Applied:
-        result = Applied(order.order_id, "applied")
+    def _called_off(self, tx: Tx, event: Event[Any], order: OrderRow,
+                    now: datetime, stage: str, why: str, *, reason_code: str | None = None,
+                    reason: str | None = None) -> Applied:
+        result = Applied(order.order_id, Effect.APPLIED)
         if order.status in ("cancelled", "void"):
-            return _repeat(conn, event, result, f"Order {stage}", now)
-        self._call_off(conn, event, order, result, now, why)
-        self._set(conn, order.order_id, now, kitchen_stage=stage)
+            return _repeat(tx, event, result, f"Order {stage}", now)
+        self._call_off(tx, event, order, result, now, why)
+        self._set(tx, order.order_id, now, kitchen_stage=stage)
+        tx.emit(OrderStageChanged(order.order_id, order.channel, stage, order.stage,
+                                  reason_code=reason_code, reason=reason))
         return result
 
-    def _stage(self, conn: sqlite3.Connection, event: Event, order: _Order, now: datetime,
+    def _stage(self, tx: Tx, event: Event[Any], order: OrderRow, now: datetime,
                target: str, label: str, **extra: Any) -> Applied:
-        result = Applied(order.order_id, "applied")
+        result = Applied(order.order_id, Effect.APPLIED)
         if order.stage == target:
-            return _repeat(conn, event, result, label, now)
+            return _repeat(tx, event, result, label, now)
         if order.status in ("cancelled", "void"):
             raise _refuse(order.status, target)
         status.check_stage(order.stage, target)
-        self._set(conn, order.order_id, now, kitchen_stage=target, **extra)
-        add_activity(conn, event, label, now, extra)
+        self._set(tx, order.order_id, now, kitchen_stage=target, **extra)
+        tx.emit(OrderStageChanged(order.order_id, order.channel, target, order.stage,
+                                  prep_minutes=extra.get("prep_minutes")))
+        add_activity(tx, event, label, now, extra)
         return result
 
-    def _accepted(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _accepted(self, tx: Tx, event: Event[Accepted], order: OrderRow,
                   now: datetime) -> Applied:
-        data: Accepted = event.data
-        return self._stage(conn, event, order, now, "accepted", "Order accepted",
-                           prep_minutes=data.prep_minutes)
+        data = event.data
+        result = self._stage(tx, event, order, now, "accepted", "Order accepted",
+                             prep_minutes=data.prep_minutes)
+        if result.effect is Effect.APPLIED and order.requires_acceptance:
+            acceptance.withdraw_reminders(tx, order.order_id)
+            # The tickets that waited for this yes go on to whatever else they wait for.
+            for job in kitchen.order_jobs(tx, order.order_id):
+                if job.state == "waiting" and job.wait_reason == "acceptance":
+                    due = _when(job.not_before)
+                    wait = "held" if order.status == "held" else (
+                        "scheduled" if due is not None and due > now else None)
+                    self._release(tx, event, result, job, now, wait)
+        return result
 
-    def _ready(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _ready(self, tx: Tx, event: Event[Any], order: OrderRow,
                now: datetime) -> Applied:
-        return self._stage(conn, event, order, now, "ready", "Order ready")
+        return self._stage(tx, event, order, now, "ready", "Order ready")
 
-    def _out_for_delivery(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _out_for_delivery(self, tx: Tx, event: Event[Any], order: OrderRow,
                           now: datetime) -> Applied:
         if order.fulfillment != "delivery" and order.stage != "out_for_delivery":
             raise _refuse(order.stage, "out_for_delivery",
                           f"a {order.fulfillment} order is not delivered")
-        return self._stage(conn, event, order, now, "out_for_delivery", "Order out for delivery")
+        return self._stage(tx, event, order, now, "out_for_delivery", "Order out for delivery")
 
-    def _completed(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _completed(self, tx: Tx, event: Event[Any], order: OrderRow,
                    now: datetime) -> Applied:
         moves_status = order.stage != "completed" and order.status in status.WORKING
         if moves_status:
             status.check(order.status, "completed")
-        result = self._stage(conn, event, order, now, "completed", "Order completed")
-        if result.effect == "applied" and moves_status:
-            self._set(conn, order.order_id, now, status="completed")
+        result = self._stage(tx, event, order, now, "completed", "Order completed")
+        if result.effect is Effect.APPLIED and moves_status:
+            self._set(tx, order.order_id, now, status="completed")
         return result
 
-    def _course_fired(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _course_fired(self, tx: Tx, event: Event[CourseFired], order: OrderRow,
                       now: datetime) -> Applied:
-        data: CourseFired = event.data
-        result = Applied(order.order_id, "applied")
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
         if order.fired_course is not None and data.course <= order.fired_course:
-            return _repeat(conn, event, result, f"Course {data.course} fired", now)
+            return _repeat(tx, event, result, f"Course {data.course} fired", now)
         if order.status not in status.WORKING:
             raise _refuse(order.status, order.status, "a called-off order has no courses to fire")
-        for job in kitchen.order_jobs(conn, order.order_id):
+        for job in kitchen.order_jobs(tx, order.order_id):
             course = _course_of(job.change_ref)
             if job.state == "waiting" and job.wait_reason == "course" and course is not None \
                     and course <= data.course:
-                kitchen.set_wait(conn, job.job_key, "held" if order.status == "held" else None,
-                                 now)
-                if order.status != "held":
-                    result.new_jobs.append(job.job_key)
-        self._set(conn, order.order_id, now, fired_course=data.course)
-        add_activity(conn, event, f"Course {data.course} fired", now, {})
+                wait = "acceptance" if order.awaits_acceptance else (
+                    "held" if order.status == "held" else None)
+                self._release(tx, event, result, job, now, wait)
+        self._set(tx, order.order_id, now, fired_course=data.course)
+        add_activity(tx, event, f"Course {data.course} fired", now, {})
         return result
 
-    def _payment_added(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _payment_added(self, tx: Tx, event: Event[PaymentAdded], order: OrderRow,
                        now: datetime) -> Applied:
-        data: PaymentAdded = event.data
-        result = Applied(order.order_id, "applied")
-        if _seen(conn, order.order_id, "payment_id", data.payment_id):
-            return _repeat(conn, event, result, "Payment added", now)
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
+        if _seen(tx, order.order_id, "payment_id", data.payment_id):
+            return _repeat(tx, event, result, "Payment added", now)
         target = "completed" if data.completes else order.status
         if order.status not in ("sent_to_kitchen", "partially_sent"):
             raise _refuse(order.status, "completed", "payment is taken once the order reached "
                           "the kitchen and before it is final")
-        if not _active_lines(conn, order.order_id, include_voided=False):
+        if not _active_lines(tx, order.order_id, include_voided=False):
             raise _refuse(order.status, "completed", "cancelled items can't be paid")
-        self._set(conn, order.order_id, now, paid_cents=order.paid_cents + data.amount_cents,
+        self._set(tx, order.order_id, now, paid_cents=order.paid_cents + data.amount_cents,
                   status=target)
-        add_activity(conn, event, "Payment added", now,
+        add_activity(tx, event, "Payment added", now,
                      {"payment_id": data.payment_id, "amount_cents": data.amount_cents,
                       "method": data.method})
         if data.completes:
-            add_activity(conn, event, "Order completed / Payment Confirmed", now, {})
+            add_activity(tx, event, "Order completed / Payment Confirmed", now, {})
         return result
 
-    def _refunded(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _refunded(self, tx: Tx, event: Event[Refunded], order: OrderRow,
                   now: datetime) -> Applied:
-        data: Refunded = event.data
-        result = Applied(order.order_id, "applied")
-        if _seen(conn, order.order_id, "refund_id", data.refund_id):
-            return _repeat(conn, event, result, "Refund", now)
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
+        if _seen(tx, order.order_id, "refund_id", data.refund_id):
+            return _repeat(tx, event, result, "Refund", now)
         total = order.refunded_cents + data.amount_cents
         target = "refunded" if total >= order.paid_cents else "partially_refunded"
         if order.status not in ("completed", "partially_refunded"):
@@ -461,17 +463,17 @@ class Applier:
                           f"refunds never exceed what was paid (paid {order.paid_cents}, "
                           f"refunded {order.refunded_cents}, asked {data.amount_cents})")
         status.check(order.status, target)
-        self._set(conn, order.order_id, now, refunded_cents=total, status=target)
-        add_activity(conn, event, "Refund", now,
+        self._set(tx, order.order_id, now, refunded_cents=total, status=target)
+        add_activity(tx, event, "Refund", now,
                      {"refund_id": data.refund_id, "amount_cents": data.amount_cents,
                       "method": data.method, "reason": data.reason})
         return result
 
-    def _items_complimented(self, conn: sqlite3.Connection, event: Event, order: _Order,
+    def _items_complimented(self, tx: Tx, event: Event[ItemsComplimented], order: OrderRow,
                             now: datetime) -> Applied:
-        data: ItemsComplimented = event.data
-        result = Applied(order.order_id, "applied")
-        states = _line_states(conn, order.order_id)
+        data = event.data
+        result = Applied(order.order_id, Effect.APPLIED)
+        states = _line_states(tx, order.order_id)
         for line in data.line_ids:
             if line not in states:
                 raise Rejected(f"data.line_ids: unknown line_id '{line}' on this order")
@@ -482,41 +484,33 @@ class Applier:
             raise _refuse(order.status, order.status, "items of a final order can't be changed")
         fresh = [x for x in data.line_ids if states[x] != "comped"]
         if not fresh:
-            result.effect = "repeat"
+            result.effect = Effect.REPEAT
             return result
-        conn.executemany("UPDATE order_lines SET state='comped' WHERE order_id=? AND line_id=?",
-                         [(order.order_id, x) for x in fresh])
-        add_activity(conn, event, "Items complimented", now,
+        orders.set_line_state(tx.conn, order.order_id, fresh, "comped")
+        add_activity(tx, event, "Items complimented", now,
                      {"line_ids": fresh, "reason": data.reason})
         return result
 
 
-def _repeat(conn: sqlite3.Connection, event: Event, result: Applied, what: str,
+def _repeat(tx: Tx, event: Event[Any], result: Applied, what: str,
             now: datetime) -> Applied:
     """The order already has this change (a platform repeating itself, a retry under a new
     event_id): log it in the order's activities and change nothing."""
-    result.effect = "repeat"
-    add_activity(conn, event, f"{what} again (repeat ignored)", now, {})
+    result.effect = Effect.REPEAT
+    add_activity(tx, event, f"{what} again (repeat ignored)", now, {})
     return result
 
 
-def _line_states(conn: sqlite3.Connection, order_id: str) -> dict[str, str]:
-    return dict(conn.execute(
-        "SELECT line_id, state FROM order_lines WHERE order_id=?", (order_id,)).fetchall())
+def _line_states(tx: Tx, order_id: str) -> dict[str, str]:
+    return orders.line_states(tx.conn, order_id)
 
 
-def _active_lines(conn: sqlite3.Connection, order_id: str, *, include_voided: bool) -> set[str]:
-    sql = "SELECT line_id FROM order_lines WHERE order_id=?"
-    if not include_voided:
-        sql += " AND state != 'voided'"
-    return {r[0] for r in conn.execute(sql, (order_id,))}
+def _active_lines(tx: Tx, order_id: str, *, include_voided: bool) -> set[str]:
+    return orders.line_ids(tx.conn, order_id, include_voided=include_voided)
 
 
-def _seen(conn: sqlite3.Connection, order_id: str, key: str, value: str) -> bool:
-    return conn.execute(
-        "SELECT 1 FROM activities WHERE order_id=? AND json_extract(detail, ?) = ? LIMIT 1",
-        (order_id, f"$.{key}", value),
-    ).fetchone() is not None
+def _seen(tx: Tx, order_id: str, key: str, value: str) -> bool:
+    return orders.has_activity_with(tx.conn, order_id, key, value)
 
 
 def _when(text: str | None) -> datetime | None:
@@ -530,23 +524,47 @@ def _course_of(change_ref: str) -> int | None:
     return int(tail) if sep and tail.isdigit() else None
 
 
-def refresh_progress(conn: sqlite3.Connection, order_id: str, now: datetime) -> None:
-    """Move Created / Sent to Kitchen / Partially Sent to match what reached a printer."""
-    row = conn.execute("SELECT status FROM orders WHERE order_id=?", (order_id,)).fetchone()
-    if row is None:
-        return
-    active = _active_lines(conn, order_id, include_voided=False)
-    reached: set[str] = set()
-    for lines in kitchen.reached_lines_by_station(kitchen.order_jobs(conn, order_id)).values():
-        reached.update(lines)
-    target = status.progress_status(len(active), len(reached & active), row[0])
-    if target != row[0]:
-        status.check(row[0], target)
-        conn.execute("UPDATE orders SET status=?, updated_at=? WHERE order_id=?",
-                     (target, rfc3339_ms(now), order_id))
-        if target == "sent_to_kitchen" or (row[0] == "created" and target == "partially_sent"):
-            conn.execute(
-                "INSERT INTO activities (order_id, event_id, what, channel, device, at, detail) "
-                "VALUES (?, NULL, 'Order sentToKitchen', 'kitchen', NULL, ?, '{}')",
-                (order_id, rfc3339_ms(now)),
-            )
+# -- the one registry of event types ------------------------------------------------------
+
+Handler = Callable[["Applier", Tx, Event[D], Any, datetime], Applied]
+
+
+@dataclass(frozen=True)
+class On(Generic[D]):
+    """How one event type is read (`model`, its `data`) and applied (`handler`). Every type
+    but order.created needs the order to exist (`needs_order`)."""
+
+    model: type[D]
+    handler: Handler[D]
+    needs_order: bool = True
+
+
+EVENTS: Mapping[EventType, On[Any]] = {
+    EventType.CREATED: On(OrderCreated, Applier._created, needs_order=False),
+    EventType.ITEMS_ADDED: On(ItemsAdded, Applier._items_added),
+    EventType.ITEMS_VOIDED: On(ItemsVoided, Applier._items_voided),
+    EventType.HELD: On(Empty, Applier._held),
+    EventType.RESUMED: On(Empty, Applier._resumed),
+    EventType.CANCELLED: On(Cancelled, Applier._cancelled),
+    EventType.ACCEPTED: On(Accepted, Applier._accepted),
+    EventType.REJECTED: On(RejectedByRestaurant, Applier._rejected),
+    EventType.READY: On(Empty, Applier._ready),
+    EventType.OUT_FOR_DELIVERY: On(Empty, Applier._out_for_delivery),
+    EventType.COMPLETED: On(Empty, Applier._completed),
+    EventType.COURSE_FIRED: On(CourseFired, Applier._course_fired),
+    EventType.PAYMENT_ADDED: On(PaymentAdded, Applier._payment_added),
+    EventType.REFUNDED: On(Refunded, Applier._refunded),
+    EventType.ITEMS_COMPLIMENTED: On(ItemsComplimented, Applier._items_complimented),
+}
+
+
+def decode(envelope: Envelope, raw: str) -> Event[EventData]:
+    """The typed event of a valid envelope: its type known, its data valid for that type."""
+    try:
+        kind = EventType(envelope.type)
+    except ValueError:
+        raise Rejected(f"unknown event type '{envelope.type}'", RejectKind.UNKNOWN_TYPE) from None
+    return Event(envelope, kind, parse_data(EVENTS[kind].model, envelope), raw)
+
+
+__all__ = ["EVENTS", "Applied", "Applier", "Effect", "On", "Plan", "decode"]

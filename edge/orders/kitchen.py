@@ -1,5 +1,7 @@
 """Print-job bookkeeping inside the writer transaction: what each station has seen, and
-creating, holding and withdrawing jobs.
+creating, holding and withdrawing jobs. The SQL is `edge.store.jobs`'; every job created,
+queued or withdrawn here is also a change on the transaction (`JobCreated`, `JobQueued`,
+`JobWithdrawn`).
 
 "Reached a printer" means a job is `printed`, `sending` or `unconfirmed` (its bytes may be on
 paper): a job caught mid-send counts as printed for VOID and CANCELLED tickets, so the
@@ -8,16 +10,28 @@ kitchen is never left cooking something it was not told to stop.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from edge.clock import rfc3339_ms
+from edge.feed import JobCreated, JobQueued, JobWithdrawn
+from edge.store import Tx, jobs
 
-REACHED = ("printed", "sending", "unconfirmed")
-OPEN = ("waiting", "queued")
+
+class JobState(StrEnum):
+    WAITING = "waiting"            # held, a later course, or scheduled
+    QUEUED = "queued"
+    SENDING = "sending"
+    UNCONFIRMED = "unconfirmed"    # delivered, not confirmed
+    PRINTED = "printed"
+    FAILED = "failed"
+    WITHDRAWN = "withdrawn"
+
+
+REACHED = (JobState.PRINTED, JobState.SENDING, JobState.UNCONFIRMED)
+OPEN = (JobState.WAITING, JobState.QUEUED)
 FOOD_KINDS = ("NEW", "ADDED", "FIRE")
 NOTICE_KINDS = ("VOID", "HOLD", "FIRE", "CANCELLED")
 
@@ -43,21 +57,14 @@ class JobRow:
         return self.state in REACHED or (self.state in OPEN and self.may_be_duplicate)
 
 
-def order_jobs(conn: sqlite3.Connection, order_id: str) -> list[JobRow]:
-    rows = conn.execute(
-        "SELECT job_key, station_id, kind, change_ref, line_ids, state, wait_reason, "
-        "not_before, reprint_of, may_be_duplicate FROM print_jobs WHERE order_id = ? "
-        "ORDER BY rowid",
-        (order_id,),
-    ).fetchall()
-    return [
-        JobRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
-        for r in rows
-    ]
+def order_jobs(tx: Tx, order_id: str) -> list[JobRow]:
+    return [JobRow(j.job_key, j.station_id, j.kind, j.change_ref, j.line_ids, j.state,
+                   j.wait_reason, j.not_before, j.reprint_of, j.may_be_duplicate)
+            for j in jobs.for_order(tx.conn, order_id)]
 
 
-def food_jobs(jobs: Iterable[JobRow]) -> list[JobRow]:
-    return [j for j in jobs if j.kind in FOOD_KINDS and j.reprint_of is None]
+def food_jobs(rows: Iterable[JobRow]) -> list[JobRow]:
+    return [j for j in rows if j.kind in FOOD_KINDS and j.reprint_of is None]
 
 
 def cooks(kind: str, change_ref: str) -> bool:
@@ -70,22 +77,22 @@ def cooks(kind: str, change_ref: str) -> bool:
     return kind in ("NEW", "ADDED") or (kind == "FIRE" and "-course-" in change_ref)
 
 
-def reached_lines_by_station(jobs: Iterable[JobRow]) -> dict[str, list[str]]:
+def reached_lines_by_station(rows: Iterable[JobRow]) -> dict[str, list[str]]:
     """station -> line ids whose food ticket reached that station's printer, in order."""
     out: dict[str, list[str]] = {}
-    for job in food_jobs(jobs):
+    for job in food_jobs(rows):
         if job.reached:
             seen = out.setdefault(job.station_id, [])
             seen.extend(line for line in job.line_ids if line not in seen)
     return out
 
 
-def any_reached(jobs: Iterable[JobRow]) -> bool:
-    return any(j.reached for j in food_jobs(jobs))
+def any_reached(rows: Iterable[JobRow]) -> bool:
+    return any(j.reached for j in food_jobs(rows))
 
 
 def insert_job(
-    conn: sqlite3.Connection,
+    tx: Tx,
     *,
     job_key: str,
     order_id: str,
@@ -100,65 +107,55 @@ def insert_job(
     reprint_of: str | None = None,
     note: str | None = None,
 ) -> bool:
-    """Insert the job unless its key exists; True when a new job was created."""
-    state = "waiting" if wait_reason else "queued"
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO print_jobs (job_key, order_id, station_id, kind, change_ref, "
-        "reprint_of, line_ids, state, wait_reason, not_before, due_at, created_at, queued_at, "
-        "note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            job_key, order_id, station_id, kind, change_ref, reprint_of,
-            json.dumps(list(line_ids)), state, wait_reason,
-            rfc3339_ms(not_before) if not_before else None,
-            rfc3339_ms(due_at) if due_at else None,
-            rfc3339_ms(now), None if wait_reason else rfc3339_ms(now), note,
-        ),
-    )
-    return cur.rowcount == 1
+    """Create the job unless its key exists; True when a new job was created."""
+    state = JobState.WAITING if wait_reason else JobState.QUEUED
+    stamp = rfc3339_ms(now)
+    created = jobs.add(
+        tx.conn, job_key=job_key, order_id=order_id, station_id=station_id, kind=kind,
+        change_ref=change_ref, line_ids=line_ids, state=state, wait_reason=wait_reason,
+        not_before=rfc3339_ms(not_before) if not_before else None,
+        due_at=rfc3339_ms(due_at) if due_at else None, created_at=stamp,
+        queued_at=None if wait_reason else stamp, reprint_of=reprint_of, note=note)
+    if created:
+        tx.emit(JobCreated(job_key, order_id, station_id, kind, state))
+        if state is JobState.QUEUED:
+            tx.emit(JobQueued(job_key, order_id, station_id))
+    return created
 
 
-def set_wait(conn: sqlite3.Connection, job_key: str, reason: str | None, now: datetime) -> None:
+def set_wait(tx: Tx, order_id: str, job: JobRow, reason: str | None, now: datetime) -> None:
+    """An open job is queued now (`reason` None) or waits for `reason`."""
     if reason is None:
-        conn.execute(
-            "UPDATE print_jobs SET state='queued', wait_reason=NULL, queued_at=? "
-            "WHERE job_key=? AND state IN ('waiting','queued')",
-            (rfc3339_ms(now), job_key),
-        )
+        jobs.queue_open(tx.conn, job.job_key, rfc3339_ms(now))
+        tx.emit(JobQueued(job.job_key, order_id, job.station_id))
     else:
-        conn.execute(
-            "UPDATE print_jobs SET state='waiting', wait_reason=? "
-            "WHERE job_key=? AND state IN ('waiting','queued')",
-            (reason, job_key),
-        )
+        jobs.hold_open(tx.conn, job.job_key, reason)
 
 
-def withdraw(conn: sqlite3.Connection, job_key: str, reason: str) -> bool:
-    cur = conn.execute(
-        "UPDATE print_jobs SET state='withdrawn', reason=? "
-        "WHERE job_key=? AND state IN ('waiting','queued')",
-        (reason, job_key),
-    )
-    return cur.rowcount == 1
+def withdraw(tx: Tx, order_id: str, job_key: str, reason: str) -> bool:
+    if jobs.withdraw(tx.conn, job_key, reason):
+        tx.emit(JobWithdrawn(job_key, order_id, reason))
+        return True
+    return False
 
 
-def set_lines(conn: sqlite3.Connection, job_key: str, line_ids: Sequence[str]) -> None:
-    conn.execute("UPDATE print_jobs SET line_ids=? WHERE job_key=?",
-                 (json.dumps(list(line_ids)), job_key))
+def set_lines(tx: Tx, job_key: str, line_ids: Sequence[str]) -> None:
+    jobs.set_lines(tx.conn, job_key, line_ids)
 
 
-def retract_notices(conn: sqlite3.Connection, order_id: str, station_id: str) -> list[str]:
+def retract_notices(tx: Tx, order_id: str, station_id: str) -> list[str]:
     """Withdraw the unprinted notices (VOID, HOLD, FIRE, CANCELLED) at a station about lines
     that never reached it after all: a ticket counted as on paper while it was being sent,
     and then left without a byte written. Returns the withdrawn job keys."""
-    jobs = order_jobs(conn, order_id)
-    reached = set(reached_lines_by_station(jobs).get(station_id, []))
+    rows = order_jobs(tx, order_id)
+    reached = set(reached_lines_by_station(rows).get(station_id, []))
     gone: list[str] = []
-    for job in jobs:
+    for job in rows:
         if job.station_id != station_id or job.state not in OPEN or job.reprint_of is not None:
             continue
         if job.kind not in NOTICE_KINDS or cooks(job.kind, job.change_ref):
             continue
         if not reached & set(job.line_ids) and withdraw(
-                conn, job.job_key, "the station never received the ticket it was about"):
+                tx, order_id, job.job_key, "the station never received the ticket it was about"):
             gone.append(job.job_key)
     return gone

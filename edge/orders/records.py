@@ -2,60 +2,83 @@
 change: activity entries (the order's own log), and outbox records for the upstream:
 one `confirmation` per order, `print_job` records for job state changes, and a `status`
 record whenever the public timeline changes (CONTRACT sections 6 and 7).
+
+Each record written is also a `RecordQueued("upstream")` change, and a changed timeline a
+`TimelineChanged` one: once committed, the sender wakes and the timeline is published.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from edge.clock import rfc3339_ms
-from edge.ingest.events import Event
-from edge.timeline import build_timeline
-from edge.upstream.outbox import add_record
+from edge.feed import RecordQueued, TimelineChanged
+from edge.orders.events import Event
+from edge.orders.timeline import build_timeline
+from edge.store import Tx, calls, jobs, orders, outbox
+
+UPSTREAM = "upstream"
 
 
-def add_activity(conn: sqlite3.Connection, event: Event | None, what: str, now: datetime,
+def add_activity(tx: Tx, event: Event[Any] | None, what: str, now: datetime,
                  detail: dict[str, Any], *, order_id: str | None = None) -> None:
     env = event.envelope if event else None
-    conn.execute(
-        "INSERT INTO activities (order_id, event_id, what, channel, device, at, detail) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (
-            env.order_id if env else order_id,
-            env.event_id if env else None,
-            what,
-            env.source.channel if env else "kitchen",
-            env.source.device if env else None,
-            rfc3339_ms(now),
-            json.dumps({k: v for k, v in detail.items() if v is not None}, ensure_ascii=False),
-        ),
+    orders.add_activity(
+        tx.conn,
+        order_id=env.order_id if env else order_id,
+        event_id=env.event_id if env else None,
+        what=what,
+        channel=env.source.channel if env else "kitchen",
+        device=env.source.device if env else None,
+        at=rfc3339_ms(now),
+        detail=detail,
     )
 
 
-def confirmation_if_first(conn: sqlite3.Connection, order_id: str, job_key: str,
-                          now: datetime) -> None:
+def add_record(tx: Tx, *, kind: str, record_id: str, order_id: str | None,
+               body: dict[str, Any], created_at: datetime) -> int | None:
+    """An outbox record (see `edge.store.outbox.add_record`), announced once committed."""
+    seq = outbox.add_record(tx.conn, kind=kind, record_id=record_id, order_id=order_id,
+                            body=body, created_at=created_at)
+    if seq is not None:
+        tx.emit(RecordQueued(UPSTREAM, order_id))
+    return seq
+
+
+def queue_call(tx: Tx, destination: str, *, order_id: str | None, method: str, path: str,
+               body: dict[str, Any] | None, now: datetime,
+               call_key: str | None = None) -> int | None:
+    """A call to a partner (`edge.store.calls`), sent once committed, in order per order;
+    None when `call_key` was queued before (a change applied again calls once)."""
+    text = None if body is None else json.dumps(body, ensure_ascii=False,
+                                                 separators=(",", ":"))
+    call_id = calls.add(tx.conn, destination=destination, order_id=order_id,
+                        method=method.upper(), path=path, body=text, at=rfc3339_ms(now),
+                        call_key=call_key)
+    if call_id is not None:
+        tx.emit(RecordQueued(destination, order_id))
+    return call_id
+
+
+def confirmation_if_first(tx: Tx, order_id: str, job_key: str, now: datetime) -> None:
     """The customer-notification request, once per order, with its first kitchen job."""
-    row = conn.execute(
-        "SELECT channel, display_id, fulfillment, scheduled_for FROM orders WHERE order_id=?",
-        (order_id,),
-    ).fetchone()
-    if row is None:
+    order = orders.get(tx.conn, order_id)
+    if order is None:
         return
     add_record(
-        conn,
+        tx,
         kind="confirmation",
         record_id=f"confirmation:{order_id}",
         order_id=order_id,
         body={
             "order_id": order_id,
-            "channel": row[0],
-            "display_id": row[1],
-            "fulfillment": row[2],
-            "scheduled_for": row[3],
+            "channel": order.channel,
+            "display_id": order.display_id,
+            "fulfillment": order.fulfillment,
+            "scheduled_for": order.scheduled_for,
             "first_job_key": job_key,
             "status": "Confirmation recorded",
         },
@@ -63,43 +86,44 @@ def confirmation_if_first(conn: sqlite3.Connection, order_id: str, job_key: str,
     )
 
 
-def sync_records(conn: sqlite3.Connection, order_id: str, now: datetime, *,
+def sync_records(tx: Tx, order_id: str, now: datetime, *,
                  timeline: bool = True) -> dict[str, Any] | None:
     """Outbox records for whatever changed about the order since the last call. Returns the
-    timeline when it changed (the caller publishes it once committed), else None."""
-    jobs = conn.execute(
-        "SELECT job_key, station_id, kind, state, printer_id, backup_from, may_be_duplicate, "
-        "reprint_of, reason, created_at, printed_at FROM print_jobs "
-        "WHERE order_id=? AND state IS NOT reported_state ORDER BY rowid",
-        (order_id,),
-    ).fetchall()
-    for job in jobs:
+    timeline when it changed (also emitted as `TimelineChanged`), else None."""
+    for job in jobs.unreported(tx.conn, order_id):
         add_record(
-            conn,
+            tx,
             kind="print_job",
-            record_id=f"print_job:{job[0]}:{job[3]}:{rfc3339_ms(now)}",
+            record_id=f"print_job:{job.job_key}:{job.state}:{rfc3339_ms(now)}",
             order_id=order_id,
             body={
-                "job_key": job[0], "station_id": job[1], "kind": job[2], "state": job[3],
-                "printer_id": job[4], "backup_from": job[5], "may_be_duplicate": bool(job[6]),
-                "reprint_of": job[7], "reason": job[8], "created_at": job[9],
-                "printed_at": job[10],
+                "job_key": job.job_key, "station_id": job.station_id, "kind": job.kind,
+                "state": job.state, "printer_id": job.printer_id,
+                "backup_from": job.backup_from, "may_be_duplicate": job.may_be_duplicate,
+                "reprint_of": job.reprint_of, "reason": job.reason,
+                "created_at": job.created_at, "printed_at": job.printed_at,
             },
             created_at=now,
         )
-        conn.execute("UPDATE print_jobs SET reported_state=state WHERE job_key=?", (job[0],))
+        jobs.mark_reported(tx.conn, job.job_key)
     if not timeline:
         return None
-    current = build_timeline(conn, order_id)
+    current = build_timeline(tx.conn, order_id)
     if current is None:
         return None
     text = json.dumps(current, sort_keys=True, ensure_ascii=False)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    row = conn.execute("SELECT timeline_digest FROM orders WHERE order_id=?",
-                       (order_id,)).fetchone()
-    if row is not None and row[0] == digest:
+    order = orders.get(tx.conn, order_id)
+    if order is not None and order.timeline_digest == digest:
         return None
-    conn.execute("UPDATE orders SET timeline_digest=? WHERE order_id=?", (digest, order_id))
-    add_record(conn, kind="status", record_id=f"status:{order_id}:{digest}", order_id=order_id,
+    orders.set_timeline_digest(tx.conn, order_id, digest)
+    add_record(tx, kind="status", record_id=f"status:{order_id}:{digest}", order_id=order_id,
                body=current, created_at=now)
+    tx.emit(TimelineChanged(order_id, current))
     return current
+
+
+__all__ = [
+    "UPSTREAM", "add_activity", "add_record", "confirmation_if_first", "queue_call",
+    "sync_records",
+]

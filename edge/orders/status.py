@@ -10,16 +10,36 @@ Cancelled.
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
 
-from edge.ingest.events import Rejected
+from edge.orders.events import Rejected, RejectKind
 
-Status = Literal[
-    "created", "sent_to_kitchen", "partially_sent", "held", "completed",
-    "cancelled", "void", "refunded", "partially_refunded",
-]
-Stage = Literal["received", "accepted", "ready", "out_for_delivery", "completed",
-                "cancelled", "rejected"]
+
+class Status(StrEnum):
+    """Seed 003's order statuses, as stored (snake_case)."""
+
+    CREATED = "created"
+    SENT_TO_KITCHEN = "sent_to_kitchen"
+    PARTIALLY_SENT = "partially_sent"
+    HELD = "held"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    VOID = "void"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+class Stage(StrEnum):
+    """Where the food is (seeds 001 and 004), what the public timeline shows."""
+
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    READY = "ready"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
 
 WORKING: frozenset[str] = frozenset({"created", "sent_to_kitchen", "partially_sent", "held"})
 FINAL: frozenset[str] = frozenset({"completed", "cancelled", "void", "refunded",
@@ -47,7 +67,7 @@ class TransitionRefused(Rejected):
 
     def __init__(self, current: str, target: str, why: str | None = None) -> None:
         message = f'Cannot transition from "{current}" to "{target}"'
-        super().__init__(f"{message}: {why}" if why else message)
+        super().__init__(f"{message}: {why}" if why else message, RejectKind.TRANSITION)
         self.current, self.target = current, target
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from edge.printing.ticket import Ticket, TicketItem
+from edge.orders.ticket import Ticket, TicketItem
 
 Size = Literal["normal", "tall", "large"]  # tall: double height; large: double width+height
 

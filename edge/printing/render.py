@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 from escpos.printer import Dummy
 
+from edge.orders.ticket import Ticket
 from edge.printing.codepages import CodePage, CodePageError, CodePageSet, codepage_set
 from edge.printing.layout import Block, Style, font_b_columns, layout_ticket
 from edge.printing.raster import draw_line, gs_v0, line_width_px
-from edge.printing.ticket import Ticket
 
 __all__ = ["CodePageError", "render_test_ticket", "render_ticket"]
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -33,8 +33,10 @@ import structlog
 from edge import crashpoints
 from edge.backoff import Backoff
 from edge.clock import Clock, rfc3339
-from edge.config.models import Config, MdnsConnection, PrinterConfig, TcpConnection
-from edge.printing import jobs
+from edge.config.models import Config, PrinterConfig
+from edge.feed import Feed, PrinterStateChanged
+from edge.orders import acceptance
+from edge.orders import printjobs as jobs
 from edge.printing.render import render_ticket
 from edge.printing.status import PrinterStatus
 from edge.printing.transport import (
@@ -42,52 +44,20 @@ from edge.printing.transport import (
     NotReady,
     Outcome,
     PrinterUnavailable,
-    TcpTransport,
     Transport,
 )
-from edge.store import Store
+from edge.printing.transports import AddressLookup, make_transport
+from edge.store import Store, registry
+from edge.store import jobs as job_rows
 
 log = structlog.get_logger(__name__)
 
-StatePublisher = Callable[[str, dict[str, object]], None]
-AddressLookup = Callable[[str], tuple[str, int] | None]
 
 # How often an idle, ready printer is asked for its state (one cheap round trip on an open
 # connection): the published state stays fresh, and a printer switched off is noticed.
 IDLE_POLL = 2.0
 # The scheduler's longest sleep: scheduled tickets and unconfirmed copies are let go on time.
 SCHEDULER_TICK = 1.0
-
-
-def make_transport(printer: PrinterConfig, cfg: Config,
-                   mdns_lookup: AddressLookup | None) -> Transport:
-    target = printer.target
-    timing = cfg.printing
-    if isinstance(target, TcpConnection):
-        host, port = target.host, target.port
-
-        def fixed() -> tuple[str, int] | None:
-            return host, port
-
-        return TcpTransport(fixed, name=printer.id, connect_timeout=timing.connect_timeout,
-                            write_timeout=timing.write_timeout,
-                            status_timeout=timing.status_timeout,
-                            status_back=printer.pushes_status)
-    if isinstance(target, MdnsConnection):
-        service = target.service_name
-
-        def resolved() -> tuple[str, int] | None:
-            return mdns_lookup(service) if mdns_lookup else None
-
-        return TcpTransport(resolved, name=printer.id, connect_timeout=timing.connect_timeout,
-                            write_timeout=timing.write_timeout,
-                            status_timeout=timing.status_timeout,
-                            status_back=printer.pushes_status)
-    from edge.printing.usb import UsbTransport
-
-    return UsbTransport(target.vendor_id, target.product_id, target.serial, name=printer.id,
-                        timeout_ms=int(timing.write_timeout * 1000),
-                        status_timeout_ms=int(timing.status_timeout * 1000))
 
 
 @dataclass
@@ -126,18 +96,16 @@ class Unconfirmed:
 
 
 class Spooler:
-    def __init__(self, cfg: Config, store: Store, clock: Clock, publish: StatePublisher, *,
+    def __init__(self, cfg: Config, store: Store, clock: Clock, feed: Feed, *,
                  mdns_lookup: AddressLookup | None = None,
                  transports: dict[str, Transport] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
-        self.publish = publish
+        # Printer states go to the feed directly; what a job does goes with its transaction.
+        self.feed = feed
         self.workers: dict[str, Worker] = {}
         self.printed = 0
-        self.on_printed: Callable[[jobs.Claimed, dict[str, Any] | None], None] | None = None
-        # An order's timeline changed outside a print (a held ticket confirmed later).
-        self.on_timeline: Callable[[str, dict[str, Any]], None] | None = None
         # Jobs delivered, not confirmed, waiting for their copy's turn.
         self.unconfirmed: dict[str, Unconfirmed] = {}
         # Workers between "about to claim" and "ticket done": a claim is a transaction on
@@ -176,14 +144,14 @@ class Spooler:
         keys = await self.store.transact(jobs.recover_after_crash)
         for key in keys:
             log.warning("job_requeued_after_crash", job_key=key, mark="MAY BE DUPLICATE")
-        waiting = await self.store.read(_unconfirmed_rows)
+        waiting = await self.store.read(job_rows.unconfirmed_jobs)
         now = self.clock.monotonic()
-        for key, printer_id, station_id in waiting:
+        for job in waiting:
             # The connection that carried them is gone with the old process: they can no
             # longer be confirmed, only copied (from now, after the usual wait).
-            self.unconfirmed[key] = Unconfirmed(printer_id, station_id, now)
+            self.unconfirmed[job.job_key] = Unconfirmed(job.printer_id, job.station_id, now)
         if waiting:
-            log.warning("jobs_unconfirmed_at_start", jobs=[k for k, _, _ in waiting])
+            log.warning("jobs_unconfirmed_at_start", jobs=[j.job_key for j in waiting])
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -206,10 +174,27 @@ class Spooler:
                     log.info("job_released", job_key=key, why="scheduled time reached")
                 self.kick()
             await self._release_copies()
+            await self._remind()
             due = await self.store.read(jobs.next_due)
             wait = SCHEDULER_TICK if due is None else max(
                 0.05, min(SCHEDULER_TICK, (due - now).total_seconds()))
             await self.clock.sleep(wait)
+
+    async def _remind(self) -> None:
+        """Orders nobody answered (accept or reject): one ATTENTION ticket each."""
+        after = timedelta(seconds=self.cfg.acceptance.attention_after)
+        station, now = self.cfg.default_station, self.clock.now()
+        # A read first: most ticks nobody is waiting, and the writer is left alone.
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        if not any(w.waited_s >= after.total_seconds() and not w.reminded for w in waiting):
+            return
+        made = await self.store.transact(
+            lambda tx: acceptance.remind(tx, now, after, station))
+        for key in made:
+            log.warning("order_waiting_for_acceptance", job_key=key,
+                        after_s=self.cfg.acceptance.attention_after)
+        if made:
+            self.kick()
 
     def _station_printers(self, station_id: str) -> list[str]:
         for station in self.cfg.stations:
@@ -266,16 +251,14 @@ class Spooler:
     async def _publish_state(self, worker: Worker) -> None:
         printer_id, stations = worker.printer.id, worker.primary_for
         queued, unconfirmed = await self.store.read(lambda c: (
-            jobs.queued_count(c, stations), jobs.unconfirmed_on(c, printer_id)))
+            job_rows.queued_count(c, stations), job_rows.unconfirmed_on(c, printer_id)))
         health = worker.health
-        body: dict[str, object] = {"printer_id": printer_id, "state": health.state,
-                                   "since": health.since_wall, "queued": queued,
-                                   "unconfirmed": unconfirmed}
-        if health.detail:
-            body["detail"] = health.detail
+        change = PrinterStateChanged(printer_id, health.state, health.since_wall, queued,
+                                     tuple(unconfirmed), health.detail or None)
+        body = change.body()
         if body != worker.last_published:
             worker.last_published = body
-            self.publish(printer_id, body)
+            self.feed.publish([change])
 
     async def _set_health(self, worker: Worker, state: str, detail: str | None) -> None:
         health = worker.health
@@ -290,11 +273,8 @@ class Spooler:
             health.since_wall = rfc3339(self.clock.now())
             log.info("printer_state", printer_id=worker.printer.id, state=state, detail=detail)
             printer_id, since = worker.printer.id, health.since_wall
-            await self.store.transact(lambda c: c.execute(
-                "INSERT INTO printer_states (printer_id, state, since, detail) VALUES (?,?,?,?) "
-                "ON CONFLICT(printer_id) DO UPDATE SET state=excluded.state, "
-                "since=excluded.since, detail=excluded.detail",
-                (printer_id, state, since, detail)))
+            await self.store.transact(lambda tx: registry.set_printer_state(
+                tx.conn, printer_id, state, since, detail))
         await self._publish_state(worker)
         # A primary going down may hand its stations to a backup after failover_after.
         if state != "online":
@@ -331,14 +311,14 @@ class Spooler:
             return
         now = self.clock.now()
         printer_id = worker.printer.id
-        done = await self.store.transact(lambda c: jobs.confirm(c, keys, printer_id, now))
-        for key, order_id, timeline in done:
+        # The order's records and timeline change with the confirmation, in its
+        # transaction: published from the feed like a print.
+        done = await self.store.transact(lambda tx: jobs.confirm(tx, keys, printer_id, now))
+        for key, order_id, _timeline in done:
             self.unconfirmed.pop(key, None)
             self.printed += 1
             log.info("ticket_confirmed_after_fault", job_key=key, order_id=order_id,
                      printer_id=printer_id)
-            if timeline is not None and self.on_timeline is not None:
-                self.on_timeline(order_id, timeline)
 
     async def _watch_or_wake(self, worker: Worker, seconds: float) -> PrinterStatus | None:
         """Up to `seconds`, until the printer pushes a status (returned) or a job wakes the
@@ -398,7 +378,7 @@ class Spooler:
             stations = self._serving(worker)
             copies = self._copies_for(worker)
             key = await self.store.read(functools.partial(
-                jobs.next_queued, printer_id=worker.printer.id, stations=stations,
+                job_rows.next_queued, printer_id=worker.printer.id, stations=stations,
                 copies_for=copies))
             if key is None:
                 # Idle: wake at once for new jobs, ask the printer now and then.
@@ -426,10 +406,18 @@ class Spooler:
         backups = self._backups(worker)
         printer = worker.printer
         claimed = await self.store.transact(
-            lambda c: jobs.claim(c, stations, printer.id, backups, now,
+            lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
                                  self.cfg.printing.late_after, copies))
         if claimed is None:
             return
+        # Everything logged while this ticket is on its way (the transport's lines too)
+        # names the job, its order and the printer.
+        with structlog.contextvars.bound_contextvars(
+                job_key=claimed.job_key, order_id=claimed.order_id, printer_id=printer.id):
+            await self._print_claimed(worker, claimed)
+
+    async def _print_claimed(self, worker: Worker, claimed: jobs.Claimed) -> None:
+        printer = worker.printer
         log_ = log.bind(job_key=claimed.job_key, order_id=claimed.order_id,
                         printer_id=printer.id)
         try:
@@ -438,14 +426,14 @@ class Spooler:
         except Exception as exc:  # a rendering bug must not stop the kitchen
             log_.exception("ticket_render_failed")
             why, at = f"render failed: {exc}", self.clock.now()
-            await self.store.transact(lambda c: jobs.fail(c, claimed, why, at))
+            await self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at))
             return
         try:
             delivery = await worker.transport.send(data)
         except PrinterUnavailable as exc:
             # Not a byte left: the job goes back as it was, unmarked.
             reason = exc.reason
-            await self.store.transact(lambda c: jobs.unclaim(c, claimed, reason),
+            await self.store.transact(lambda tx: jobs.unclaim(tx, claimed, reason),
                                       durable=False)
             state = exc.status.state if isinstance(exc, NotReady) else "offline"
             log_.debug("ticket_not_sent", reason=reason)
@@ -456,13 +444,10 @@ class Spooler:
             await self._unconfirmed(worker, claimed, delivery, log_)
             return
         done = self.clock.now()
-        timeline = await self.store.transact(lambda c: jobs.printed(c, claimed, done),
-                                             durable=False)
+        await self.store.transact(lambda tx: jobs.printed(tx, claimed, done), durable=False)
         self.printed += 1
         log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
                   backup_from=claimed.backup_from, bytes=len(data))
-        if self.on_printed is not None:
-            self.on_printed(claimed, timeline)
 
     async def _unconfirmed(self, worker: Worker, claimed: jobs.Claimed, delivery: Delivery,
                            log_: Any) -> None:
@@ -470,7 +455,7 @@ class Spooler:
         at = self.clock.now()
         # Durable: a power cut must not turn this back into `sending`, which a restart would
         # send to this printer again.
-        await self.store.transact(lambda c: jobs.unconfirmed(c, claimed, reason, at))
+        await self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at))
         if delivery.outcome is Outcome.HELD:
             worker.held[claimed.job_key] = delivery.generation
         self.unconfirmed[claimed.job_key] = Unconfirmed(
@@ -480,7 +465,3 @@ class Spooler:
         state = delivery.status.state if delivery.status is not None else "offline"
         await self._failed(worker, state, reason)
 
-
-def _unconfirmed_rows(conn: Any) -> list[tuple[str, str, str]]:
-    return [(r["job_key"], r["printer_id"], r["station_id"]) for r in conn.execute(
-        "SELECT job_key, printer_id, station_id FROM print_jobs WHERE state='unconfirmed'")]

@@ -7,40 +7,25 @@ may refuse us until the daemon's connection idles, which the result says.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
-from edge.config import Config, MdnsConnection
+from edge.config import Config
 from edge.printing.render import render_test_ticket
-from edge.printing.spooler import make_transport
 from edge.printing.transport import PrinterUnavailable
+from edge.printing.transports import AddressLookup, make_transport
 
-MDNS_WAIT = 5.0
 
-
-async def test_print(cfg: Config, printer_id: str) -> dict[str, Any]:
+async def test_print(cfg: Config, printer_id: str, *,
+                     mdns_lookup: AddressLookup | None = None) -> dict[str, Any]:
+    """`mdns_lookup` resolves an mdns:// printer (the caller browses: printing does not
+    import discovery)."""
     try:
         printer = cfg.printer(printer_id)
     except KeyError:
         known = ", ".join(p.id for p in cfg.printers)
         return {"printer_id": printer_id, "printed": False,
                 "error": f"no printer '{printer_id}' in the config (known: {known})"}
-    browser = None
-    target = printer.target
-    if isinstance(target, MdnsConnection):
-        from edge.discovery.mdns import MdnsBrowser
-
-        found = asyncio.Event()
-        name = target.service_name
-        browser = MdnsBrowser(interfaces=cfg.discovery.interfaces,
-                              on_change=lambda n, rec: found.set() if n == name and rec else None)
-        await browser.start()
-        if browser.lookup(name) is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(MDNS_WAIT):
-                    await found.wait()
-    transport = make_transport(printer, cfg, browser.lookup if browser else None)
+    transport = make_transport(printer, cfg, mdns_lookup)
     result: dict[str, Any] = {"printer_id": printer_id, "connection": printer.connection}
     try:
         status = await transport.status()
@@ -58,6 +43,4 @@ async def test_print(cfg: Config, printer_id: str) -> dict[str, Any]:
         result.update(printed=False, state="offline", error=exc.reason)
     finally:
         await transport.close()
-        if browser is not None:
-            await browser.stop()
     return result

@@ -23,6 +23,7 @@ import structlog
 import usb.core
 import usb.util
 
+from edge import usbdev
 from edge.printing.status import (
     ASSUMED_READY,
     OFFLINE_BIT,
@@ -35,60 +36,31 @@ from edge.printing.status import (
     parse_status,
 )
 from edge.printing.transport import Delivery, NotReady, Outcome, PrinterUnavailable
+from edge.usbdev import (
+    ACCESS_DENIED,
+    LIBUSB_TIMEOUT,
+    PRINTER_CLASS,
+    UDEV_RULES,
+    VENDOR_CLASS,
+    UsbUnavailable,
+    is_unplugged,
+    printer_interface,
+    read_string,
+    usb_error_reason,
+)
 
 log = structlog.get_logger(__name__)
 
-UDEV_RULES = "/etc/udev/rules.d/60-kitchen-edge-printers.rules"
-ACCESS_DENIED = (
-    f"access denied to the USB printer: install {UDEV_RULES} (from systemd/ in the "
-    "kitchen-edge source), add the daemon's user to the 'lp' group, then replug the printer"
-)
-
-PRINTER_CLASS = 7
-VENDOR_CLASS = 0xFF
 # Bulk OUT writes go in chunks of this many max-size packets.
 _PACKETS_PER_CHUNK = 64
-
-# libusb error codes, for backends that set no errno.
-_LIBUSB_ACCESS = -3
-_LIBUSB_NO_DEVICE = -4
-_LIBUSB_BUSY = -6
-_LIBUSB_TIMEOUT = -7
-_LIBUSB_PIPE = -9
 
 
 def default_backend() -> Any:
     """pyusb's libusb-1.0 backend; PrinterUnavailable when libusb is not installed."""
-    import usb.backend.libusb1
-
-    backend = usb.backend.libusb1.get_backend()
-    if backend is None:
-        raise PrinterUnavailable("libusb-1.0 not found (install the libusb-1.0-0 package)")
-    return backend
-
-
-def usb_error_reason(exc: usb.core.USBError) -> str:
-    """The operator's words for a pyusb error."""
-    code = exc.backend_error_code
-    if exc.errno == errno.EACCES or code == _LIBUSB_ACCESS:
-        return ACCESS_DENIED
-    if is_unplugged(exc):
-        return "unplugged"
-    if isinstance(exc, usb.core.USBTimeoutError) or exc.errno == errno.ETIMEDOUT:
-        return "timed out"
-    if exc.errno == errno.EBUSY or code == _LIBUSB_BUSY:
-        return "busy: another program has claimed the printer interface (CUPS?)"
-    if exc.errno == errno.EPIPE or code == _LIBUSB_PIPE:
-        return "endpoint stalled"
-    return f"usb error: {exc}"
-
-
-def is_unplugged(exc: usb.core.USBError) -> bool:
-    return (
-        exc.errno == errno.ENODEV
-        or exc.backend_error_code == _LIBUSB_NO_DEVICE
-        or "No such device" in str(exc)
-    )
+    try:
+        return usbdev.default_backend()
+    except UsbUnavailable as exc:
+        raise PrinterUnavailable(exc.reason) from None
 
 
 @dataclass
@@ -191,7 +163,7 @@ class UsbTransport:
                     written = int(claimed.device.write(claimed.ep_out, piece, self._timeout_ms))
                     if written <= 0:
                         raise usb.core.USBTimeoutError(
-                            "printer accepted no data", _LIBUSB_TIMEOUT, errno.ETIMEDOUT
+                            "printer accepted no data", LIBUSB_TIMEOUT, errno.ETIMEDOUT
                         )
                     # A short count means the transfer timed out part-way; the next chunk
                     # then times out too and the loop ends in an error.
@@ -240,7 +212,7 @@ class UsbTransport:
                     return byte
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
-                raise usb.core.USBTimeoutError("no status reply", _LIBUSB_TIMEOUT, errno.ETIMEDOUT)
+                raise usb.core.USBTimeoutError("no status reply", LIBUSB_TIMEOUT, errno.ETIMEDOUT)
             self._pending += bytes(claimed.device.read(claimed.ep_in, claimed.in_packet, left_ms))
 
     def _fail(self, exc: usb.core.USBError, during: str) -> PrinterUnavailable:
@@ -382,27 +354,6 @@ class UsbTransport:
                 return
 
 
-def read_string(device: Any, index: int) -> str | None:
-    """A string descriptor, None when the device has none.
-
-    Access denied and unplugged are raised: pyusb's own `Device.serial_number` turns them
-    into "no langid", which would make a printer we may not open look absent.
-    """
-    if not index:
-        return None
-    try:
-        langids = usb.util.get_langids(device)
-        if not langids:
-            return None
-        return str(usb.util.get_string(device, index, langids[0]))
-    except usb.core.USBError as exc:
-        if exc.errno == errno.EACCES or exc.backend_error_code == _LIBUSB_ACCESS:
-            raise
-        if is_unplugged(exc):
-            raise
-        return None  # a device that stalls string requests has no strings to offer
-
-
 def _serial_of(device: Any) -> str | None:
     return read_string(device, int(device.iSerialNumber))
 
@@ -412,39 +363,18 @@ def _dispose(device: Any) -> None:
         usb.util.dispose_resources(device)
 
 
-def _bulk(interface: Any, direction: int) -> Any:
-    return usb.util.find_descriptor(
-        interface,
-        custom_match=lambda ep: (
-            usb.util.endpoint_type(ep.bmAttributes) == usb.util.ENDPOINT_TYPE_BULK
-            and usb.util.endpoint_direction(ep.bEndpointAddress) == direction
-        ),
-    )
-
-
 def _printer_interface(config: Any) -> tuple[Any, Any, Any]:
-    """The interface to print on and its bulk OUT and IN endpoints, from the descriptors.
-
-    Printer class first (bidirectional protocol preferred, so status can be read), then a
-    vendor-specific interface with a bulk OUT endpoint (common on cheap ESC/POS printers).
-    """
-    ranked: list[tuple[tuple[int, int], Any]] = []
-    for interface in config:
-        cls = int(interface.bInterfaceClass)
-        if cls == PRINTER_CLASS:
-            rank = (0, 0 if int(interface.bInterfaceProtocol) in (2, 3) else 1)
-        elif cls == VENDOR_CLASS:
-            rank = (1, 0)
-        else:
-            continue
-        ranked.append((rank, interface))
-    ranked.sort(key=lambda pair: pair[0])
-    for _, interface in ranked:
-        ep_out = _bulk(interface, usb.util.ENDPOINT_OUT)
-        if ep_out is not None:
-            return interface, ep_out, _bulk(interface, usb.util.ENDPOINT_IN)
-    raise PrinterUnavailable("no printer interface with a bulk OUT endpoint on this device")
+    """The interface to print on and its bulk OUT and IN endpoints (`edge.usbdev`)."""
+    choice = printer_interface(config)
+    if choice is None:
+        raise PrinterUnavailable("no printer interface with a bulk OUT endpoint on this device")
+    return choice.interface, choice.ep_out, choice.ep_in
 
 
 def _alt_count(config: Any, number: int) -> int:
     return sum(1 for i in config if int(i.bInterfaceNumber) == number)
+
+
+# Re-exported: the operator's words and classes belong to edge.usbdev, shared with discovery.
+__all__ = ["ACCESS_DENIED", "PRINTER_CLASS", "UDEV_RULES", "VENDOR_CLASS", "UsbTransport",
+           "default_backend", "is_unplugged", "read_string", "usb_error_reason"]

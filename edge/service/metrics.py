@@ -69,6 +69,17 @@ outbox_oldest_unsent_age_seconds = Gauge(
     "Age of the oldest upstream record not yet accepted (0 when none).",
     registry=REGISTRY,
 )
+orders_awaiting_acceptance = Gauge(
+    "orders_awaiting_acceptance",
+    "Orders a channel sent for acceptance that nobody accepted or rejected yet: marketplaces "
+    "cancel unanswered orders.",
+    registry=REGISTRY,
+)
+oldest_awaiting_acceptance_seconds = Gauge(
+    "oldest_awaiting_acceptance_seconds",
+    "How long the oldest order waiting for acceptance has waited (0 when none).",
+    registry=REGISTRY,
+)
 wan_up = Gauge(
     "wan_up",
     "1 when the last upstream request got an HTTP answer, else 0.",

@@ -1,26 +1,33 @@
 """Opening the database and running work on its single writer.
 
-All writes go through `Store.transact(fn)`: `fn` receives the sqlite3 connection and runs
-on aiosqlite's worker thread as one unit, inside BEGIN IMMEDIATE ... COMMIT. A batch of
-incoming events therefore costs one thread hop and one fsync, not one per statement.
+All writes go through `Store.transact(fn)`: `fn` receives a `Tx` (the sqlite3 connection and
+the list of changes it makes) and runs on aiosqlite's worker thread as one unit, inside
+BEGIN IMMEDIATE ... COMMIT. A batch of incoming events therefore costs one thread hop and one
+fsync, not one per statement. After COMMIT, on the event loop, the changes go to the feed.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar
 
 import aiosqlite
 
+from edge.feed import C, Change, Feed
+from edge.store.aiosqlite_compat import run_on_thread
 from edge.store.migrate import SchemaTooNew, migrate
+from edge.store.tx import Reaction, Tx
 
 DB_FILENAME = "kitchen-edge.db"
 
 T = TypeVar("T")
 
-__all__ = ["DB_FILENAME", "SchemaTooNew", "Store", "connect_sync", "open_readonly"]
+__all__ = [
+    "DB_FILENAME", "SchemaTooNew", "Store", "connect_sync", "open_readonly", "operator_read",
+    "operator_write",
+]
 
 
 def _tune(conn: sqlite3.Connection) -> None:
@@ -56,13 +63,64 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def operator_read(path: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn` on a read-only connection, in one read transaction (a consistent view)."""
+    conn = open_readonly(path)
+    try:
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def operator_write(path: Path, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """One short write transaction from an operator command, safe while the daemon runs
+    (both sides wait on busy_timeout). The file must exist at this kitchen-edge's schema."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no database here (has the daemon ever run?)")
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        from edge.store.migrate import latest_version
+
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > latest_version():
+            raise SchemaTooNew(
+                f"{path}: schema version {version} is newer than this kitchen-edge")
+        if version < latest_version():
+            raise RuntimeError(
+                f"{path}: schema version {version} is older than this kitchen-edge's "
+                f"{latest_version()}; start the daemon once to migrate it")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+    finally:
+        conn.close()
+
+
 class Store:
     """The daemon's handle on its database: one writer connection, one reader connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, feed: Feed | None = None) -> None:
         self.path = path
+        self.feed = feed if feed is not None else Feed()
+        self._reactions: list[tuple[type[Change], Reaction]] = []
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+
+    def react(self, kind: type[C], fn: Callable[[Tx, C], None]) -> None:
+        """Run `fn(tx, change)` inside every write transaction, for each change of `kind`
+        that commits, before COMMIT (see `edge.store.tx`). Register at build time."""
+        self._reactions.append((kind, fn))
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,15 +148,11 @@ class Store:
 
     @staticmethod
     async def _run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # aiosqlite has no public "run this function on your thread"; `_execute` is that,
-        # and it is what every public method of it uses. Pinned below 0.23 in pyproject.
-        raw = conn._conn
-        execute = cast(Callable[..., Awaitable[T]], conn._execute)
-        return await execute(fn, raw)
+        return await run_on_thread(conn, fn)
 
-    async def transact(self, fn: Callable[[sqlite3.Connection], T], *,
-                       durable: bool = True) -> T:
+    async def transact(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
         """Run `fn` inside one IMMEDIATE transaction on the writer; commit, or roll back.
+        Once committed, the changes `fn` emitted are published to the feed.
 
         `durable=False` commits without waiting for the disk (WAL, synchronous=NORMAL): a
         process crash keeps it, a power cut may lose it, and the next durable commit makes it
@@ -107,13 +161,18 @@ class Store:
         if self._writer is None:
             raise RuntimeError("store is not open")
 
+        tx: Tx | None = None
+
         def unit(conn: sqlite3.Connection) -> T:
+            nonlocal tx
             if not durable:
                 conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                tx = Tx(conn, self._reactions)
                 try:
-                    result = fn(conn)
+                    result = fn(tx)
+                    tx.react()
                     conn.execute("COMMIT")
                 except BaseException:
                     # Also when COMMIT itself failed (disk full, I/O error): a connection
@@ -126,7 +185,10 @@ class Store:
                     conn.execute("PRAGMA synchronous=FULL")
             return result
 
-        return await self._run(self._writer, unit)
+        result = await self._run(self._writer, unit)
+        if tx is not None and tx.changes:
+            self.feed.publish(tx.changes)
+        return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the reader connection inside one read transaction (a consistent view)."""
@@ -142,6 +204,3 @@ class Store:
 
         return await self._run(self._reader, unit)
 
-
-def rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    return [dict(r) for r in cursor.fetchall()]

@@ -1,6 +1,5 @@
-"""Upstream sync: the outbox of records for the restaurant core, and the task that sends it."""
+"""Upstream sync: the task that sends the outbox (`edge.store.outbox`) to the restaurant core."""
 
-from edge.upstream.outbox import OutboxRecord, OutboxStats, add_record
 from edge.upstream.sender import Sender
 
-__all__ = ["OutboxRecord", "OutboxStats", "Sender", "add_record"]
+__all__ = ["Sender"]

@@ -8,27 +8,18 @@ on its next poll.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.store.db import open_readonly
-from edge.store.migrate import SchemaTooNew, latest_version
-from edge.upstream import outbox
+from edge.store import outbox
+from edge.store.db import operator_read, operator_write
 
 
 def outbox_status(db_path: Path, *, as_json: bool) -> str:
     """The outbox at a glance: backlog, age, last success, and every parked record."""
-    conn = open_readonly(db_path)
-    try:
-        conn.execute("BEGIN")
-        try:
-            summary = outbox.stats(conn, datetime.now(UTC))
-            parked = outbox.parked_records(conn)
-        finally:
-            conn.execute("ROLLBACK")
-    finally:
-        conn.close()
+    now = datetime.now(UTC)
+    summary, parked = operator_read(
+        db_path, lambda c: (outbox.stats(c, now), outbox.parked_records(c)))
     if as_json:
         return json.dumps({**summary.as_dict(), "parked_records": parked}, sort_keys=True)
     age = summary.oldest_unsent_age_s
@@ -55,28 +46,4 @@ def outbox_status(db_path: Path, *, as_json: bool) -> str:
 
 def retry_parked(db_path: Path) -> int:
     """Put every parked record back in line; returns how many."""
-    if not db_path.exists():
-        raise FileNotFoundError(f"{db_path}: no database here (has the daemon ever run?)")
-    conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=10.0)
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > latest_version():
-            raise SchemaTooNew(
-                f"{db_path}: schema version {version} is newer than this kitchen-edge"
-            )
-        if version < latest_version():
-            raise RuntimeError(
-                f"{db_path}: schema version {version} is older than this kitchen-edge's "
-                f"{latest_version()}; start the daemon once to migrate it"
-            )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            count = outbox.retry_parked(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return count
-    finally:
-        conn.close()
+    return operator_write(db_path, outbox.retry_parked)

@@ -29,11 +29,12 @@ from typing import Literal
 import httpx
 import structlog
 
-from edge.clock import Clock, SystemClock, rfc3339_ms
+from edge.backoff import Backoff
+from edge.clock import Clock, SystemClock
 from edge.config.models import UpstreamConfig
+from edge.store import outbox
 from edge.store.db import Store
-from edge.upstream import outbox
-from edge.upstream.outbox import OutboxRecord
+from edge.store.outbox import OutboxRecord
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +105,8 @@ class Sender:
         # found by polling this often.
         self._poll_interval = poll_interval
         self._housekeeping_interval = housekeeping_interval
-        self._rng = rng or random.Random()
+        # Full jitter (towards a server, spreading retriers best); Retry-After wins, capped.
+        self._backoff = Backoff(backoff_base, cfg.backoff_max, rng=rng or random.Random())
         self._endpoint = f"{cfg.url}/v1/sites/{site}/records"
         self._client: httpx.AsyncClient | None = None
         # Loading the CA bundle takes 50-80 ms of event loop; the client is rebuilt after
@@ -117,14 +119,14 @@ class Sender:
         self._token_problem: str | None = None
         self._last_housekeeping: float | None = None
         self._wan_up: bool | None = None
-        # Read by metrics and the status page.
+        # Read by the health check (edge.web) and the drain benchmark.
         self.last_success_at: datetime | None = None
-        self.consecutive_failures = 0
         self.last_error: str | None = None
-        self.last_backoff_s = 0.0
-        self.requests_sent = 0
         self.records_accepted = 0
-        self.records_parked = 0
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._backoff.failures
 
     @property
     def wan_up(self) -> bool | None:
@@ -162,8 +164,7 @@ class Sender:
                     # A database hiccup (disk full, a locked file) must not end syncing for
                     # good: log it and come back later.
                     log.exception("upstream_sender_error", error=repr(exc))
-                    self._note_failure(repr(exc))
-                    await self._clock.sleep(self._backoff(None))
+                    await self._clock.sleep(self._failed(repr(exc), None))
         finally:
             await self._drop_client()
             log.info("upstream_sender_stopped")
@@ -187,13 +188,13 @@ class Sender:
         # Applied events are committed without an fsync (docs/architecture.md). Nothing may
         # leave the box that a power cut could take back: its seq and record_id would be
         # reused for something else. One durable write makes everything before it durable.
-        await self._store.transact(partial(_durable_point, at=self._clock.now()))
+        at = self._clock.now()
+        await self._store.transact(lambda tx: outbox.make_durable_point(tx.conn, at))
         answer = await self._deliver(batch)
         if answer is None:
-            self.consecutive_failures = 0
+            self._backoff.succeeded()
             return
-        self._note_failure(answer.error)
-        delay = self._backoff(answer.retry_after)
+        delay = self._failed(answer.error, answer.retry_after)
         log.info(
             "upstream_backoff", delay_s=round(delay, 3), status=answer.status,
             error=answer.error, failures=self.consecutive_failures, records=len(batch),
@@ -208,22 +209,13 @@ class Sender:
         else:
             await self._clock.sleep(delay)
 
-    def _note_failure(self, error: str) -> None:
-        self.consecutive_failures += 1
+    def _failed(self, error: str, retry_after: float | None) -> float:
+        """Count a failure; the seconds to wait before the next attempt."""
         self.last_error = error
-
-    def _backoff(self, retry_after: float | None) -> float:
-        # Full jitter: anywhere between zero and the capped exponential ceiling.
-        exponent = min(self.consecutive_failures - 1, 30)
-        ceiling = min(self._cfg.backoff_max, self._backoff_base * (2.0 ** max(0, exponent)))
-        delay = self._rng.uniform(0.0, ceiling)
-        if retry_after is not None:
-            if retry_after > self._cfg.backoff_max:
-                log.warning("upstream_retry_after_capped", retry_after_s=retry_after,
-                            backoff_max_s=self._cfg.backoff_max)
-            delay = max(delay, min(retry_after, self._cfg.backoff_max))
-        self.last_backoff_s = delay
-        return delay
+        if retry_after is not None and retry_after > self._cfg.backoff_max:
+            log.warning("upstream_retry_after_capped", retry_after_s=retry_after,
+                        backoff_max_s=self._cfg.backoff_max)
+        return self._backoff.failed(retry_after)
 
     async def _wait(self, seconds: float, *, kickable: bool) -> None:
         if seconds <= 0:
@@ -259,10 +251,8 @@ class Sender:
             log.warning("upstream_rejected_batch", status=answer.status, records=len(batch),
                         error=answer.error)
             return await self._isolate(batch, answer)
-        await self._store.transact(
-            partial(outbox.mark_failed, record_ids=[r.record_id for r in batch],
-                    error=answer.error)
-        )
+        await self._write(partial(outbox.mark_failed, record_ids=[r.record_id for r in batch],
+                                  error=answer.error))
         return answer
 
     async def _isolate(self, rejected: Sequence[OutboxRecord], answer: _Answer) -> _Answer | None:
@@ -284,20 +274,16 @@ class Sender:
                 if outcome is not None:
                     return outcome
             else:
-                await self._store.transact(
-                    partial(outbox.mark_failed, record_ids=[r.record_id for r in half],
-                            error=reply.error)
-                )
+                await self._write(partial(outbox.mark_failed,
+                                          record_ids=[r.record_id for r in half],
+                                          error=reply.error))
                 return reply
         return None
 
     async def _park(self, record: OutboxRecord, answer: _Answer) -> None:
         error = f"HTTP {answer.status}: {answer.error}"
-        await self._store.transact(
-            partial(outbox.park, record_ids=[record.record_id], error=error,
-                    at=self._clock.now())
-        )
-        self.records_parked += 1
+        await self._write(partial(outbox.park, record_ids=[record.record_id], error=error,
+                                  at=self._clock.now()))
         log.error("upstream_record_parked", record_id=record.record_id, kind=record.kind,
                   order_id=record.order_id, seq=record.seq, status=answer.status,
                   error=answer.error)
@@ -309,11 +295,15 @@ class Sender:
         now = self._clock.now()
         # No fsync of its own: lost to a power cut, these records are sent again, and the
         # upstream accepts an id it has seen before (CONTRACT section 7).
-        await self._store.transact(partial(outbox.mark_accepted, record_ids=ids, at=now),
-                                   durable=False)
+        await self._write(partial(outbox.mark_accepted, record_ids=ids, at=now),
+                          durable=False)
         self.last_success_at = now
         self.records_accepted += len(ids)
         return len(ids)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], object], *,
+                     durable: bool = True) -> None:
+        await self._store.transact(lambda tx: fn(tx.conn), durable=durable)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -328,7 +318,6 @@ class Sender:
             "User-Agent": "kitchen-edge",
         }
         client = self._get_client()
-        self.requests_sent += 1
         try:
             async with asyncio.timeout(self._cfg.timeout * DEADLINE_FACTOR):
                 response = await client.post(self._endpoint, content=payload, headers=headers)
@@ -338,6 +327,7 @@ class Sender:
                 reason = "overall deadline exceeded"
             # The pooled connection may be half dead; start the next request on a fresh one.
             await self._drop_client()
+            self.last_error = reason
             self._set_wan(False, reason)
             return _Answer("retry", error=reason)
         self._set_wan(True, f"HTTP {response.status_code}")
@@ -437,17 +427,12 @@ class Sender:
         while True:
             # Small transactions: the kitchen's writer is never held for long.
             touched = await self._store.transact(
-                partial(outbox.compact, older_than=cutoff, limit=_COMPACT_CHUNK)
-            )
+                lambda tx: outbox.compact(tx.conn, older_than=cutoff, limit=_COMPACT_CHUNK))
             total += touched
             if touched < _COMPACT_CHUNK:
                 break
         if total:
             log.info("outbox_compacted", rows=total)
         budget = int(self._cfg.disk_budget_mb * 1024 * 1024)
-        await self._store.transact(partial(outbox.enforce_budget, budget_bytes=budget))
-
-
-def _durable_point(conn: sqlite3.Connection, at: datetime) -> None:
-    conn.execute("INSERT INTO kv (key, value) VALUES ('outbox_durable_point', ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (rfc3339_ms(at),))
+        await self._store.transact(
+            lambda tx: outbox.enforce_budget(tx.conn, budget_bytes=budget))

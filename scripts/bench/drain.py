@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from edge.config.models import UpstreamConfig  # noqa: E402
+from edge.store import outbox  # noqa: E402
 from edge.store.db import Store, connect_sync  # noqa: E402
-from edge.upstream import outbox  # noqa: E402
 from edge.upstream.sender import Sender  # noqa: E402
 
 TOKEN = "bench-token"

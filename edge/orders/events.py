@@ -1,19 +1,22 @@
-"""The order event schema of CONTRACT section 4, and its validation.
+"""The order event schema of CONTRACT section 4: the envelope, the event types and their
+data models, and `Rejected`, the refusal that names the field at fault.
 
-`parse_event` turns raw MQTT bytes into a typed `Event` or raises `Rejected` with a reason
-naming the field at fault; rejected messages are dead-lettered, never applied.
+Nothing here knows where an event came from (MQTT, a connector): the ingest side turns bytes
+into a document, `parse_envelope` checks the envelope, and `edge.orders.apply.decode` picks
+the data model from the one registry of event types (`edge.orders.apply.EVENTS`). A refused
+message is dead-lettered, never applied.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-MAX_PAYLOAD = 256 * 1024
 ORDER_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -22,17 +25,54 @@ Channel = Literal[
 ]
 
 
+class RejectKind(StrEnum):
+    """Why a message was refused, as the `reason_kind` metric label says it."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    TOO_LARGE = "too_large"
+    TRANSITION = "transition"
+    UNKNOWN_TYPE = "unknown_type"
+    TOPIC_MISMATCH = "topic_mismatch"
+    BAD_TOPIC = "bad_topic"
+    OTHER = "other"
+
+
 class Rejected(Exception):
     """The message is not applied; `reason` goes to the dead-letter topic and table."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: RejectKind = RejectKind.OTHER) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
+
+
+class EventType(StrEnum):
+    CREATED = "order.created"
+    ITEMS_ADDED = "order.items_added"
+    ITEMS_VOIDED = "order.items_voided"
+    HELD = "order.held"
+    RESUMED = "order.resumed"
+    CANCELLED = "order.cancelled"
+    ACCEPTED = "order.accepted"
+    REJECTED = "order.rejected"
+    READY = "order.ready"
+    OUT_FOR_DELIVERY = "order.out_for_delivery"
+    COMPLETED = "order.completed"
+    # Additions (docs/contract-additions.md, AsyncAPI): courses, payment, refunds, compliments.
+    COURSE_FIRED = "order.course_fired"
+    PAYMENT_ADDED = "order.payment_added"
+    REFUNDED = "order.refunded"
+    ITEMS_COMPLIMENTED = "order.items_complimented"
 
 
 class _Model(BaseModel):
     # Publishers may add fields of their own; we keep the payload, and ignore what we do not use.
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EventData(_Model):
+    """The `data` of one event type."""
 
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=512)]
@@ -84,13 +124,17 @@ def _unique_lines(items: list[Item]) -> list[Item]:
     return items
 
 
-class OrderCreated(_Model):
+class OrderCreated(EventData):
     display_id: str | None = None
     fulfillment: Fulfillment
     customer: Customer | None = None
     scheduled_for: datetime | None = None
     note: str | None = None
     items: Annotated[list[Item], Field(min_length=1)]
+    # Addition: an order a channel sends for the restaurant to accept or reject (seeds 001,
+    # 004, without auto-accept). Its tickets wait for `order.accepted`; `order.rejected`
+    # calls it off before anything printed.
+    requires_acceptance: Annotated[bool, Field(strict=True)] = False
 
     _lines = field_validator("items")(_unique_lines)
 
@@ -100,76 +144,58 @@ class OrderCreated(_Model):
         return None if value is None else _sane_time(value)
 
 
-class ItemsAdded(_Model):
+class ItemsAdded(EventData):
     batch_id: Annotated[str, Field(min_length=1, max_length=128)]
     items: Annotated[list[Item], Field(min_length=1)]
 
     _lines = field_validator("items")(_unique_lines)
 
 
-class ItemsVoided(_Model):
+class ItemsVoided(EventData):
     line_ids: Annotated[list[str], Field(min_length=1)]
     reason: str | None = None
 
 
-class Empty(_Model):
+class Empty(EventData):
     pass
 
 
-class Cancelled(_Model):
+class Cancelled(EventData):
     reason_code: NonEmpty
     reason: str | None = None
 
 
-class Accepted(_Model):
+class Accepted(EventData):
     prep_minutes: Annotated[int, Field(ge=0, le=24 * 60, strict=True)] | None = None
 
 
-class RejectedByRestaurant(_Model):
+class RejectedByRestaurant(EventData):
     reason: NonEmpty
+    # Addition: why, as a code a channel can map (the marketplace's reason ids, seed 001).
+    reason_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
-class CourseFired(_Model):
+class CourseFired(EventData):
     course: Annotated[int, Field(ge=1, le=20, strict=True)]
 
 
-class PaymentAdded(_Model):
+class PaymentAdded(EventData):
     payment_id: Annotated[str, Field(min_length=1, max_length=128)]
     amount_cents: Annotated[int, Field(ge=1, strict=True)]
     method: NonEmpty
     completes: bool = True
 
 
-class Refunded(_Model):
+class Refunded(EventData):
     refund_id: Annotated[str, Field(min_length=1, max_length=128)]
     amount_cents: Annotated[int, Field(ge=1, strict=True)]
     method: NonEmpty
     reason: NonEmpty
 
 
-class ItemsComplimented(_Model):
+class ItemsComplimented(EventData):
     line_ids: Annotated[list[str], Field(min_length=1)]
     reason: NonEmpty
-
-
-DATA_MODELS: dict[str, type[_Model]] = {
-    "order.created": OrderCreated,
-    "order.items_added": ItemsAdded,
-    "order.items_voided": ItemsVoided,
-    "order.held": Empty,
-    "order.resumed": Empty,
-    "order.cancelled": Cancelled,
-    "order.accepted": Accepted,
-    "order.rejected": RejectedByRestaurant,
-    "order.ready": Empty,
-    "order.out_for_delivery": Empty,
-    "order.completed": Empty,
-    # Additions (docs/contract-additions.md, AsyncAPI): courses, payment, refunds, compliments.
-    "order.course_fired": CourseFired,
-    "order.payment_added": PaymentAdded,
-    "order.refunded": Refunded,
-    "order.items_complimented": ItemsComplimented,
-}
 
 
 class Envelope(_Model):
@@ -186,13 +212,16 @@ class Envelope(_Model):
         return _sane_time(value)
 
 
-class Event(BaseModel):
-    """A validated event: the envelope plus its typed data, and the raw payload as received."""
+D = TypeVar("D", bound=EventData)
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+@dataclass(frozen=True)
+class Event(Generic[D]):
+    """A validated event: the envelope, its typed data, and the payload as received."""
 
     envelope: Envelope
-    data: Any
+    type: EventType
+    data: D
     raw: str
 
     @property
@@ -203,12 +232,8 @@ class Event(BaseModel):
     def order_id(self) -> str:
         return self.envelope.order_id
 
-    @property
-    def type(self) -> str:
-        return self.envelope.type
 
-
-def _field_errors(exc: ValidationError, prefix: str) -> str:
+def field_errors(exc: ValidationError, prefix: str) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = prefix + "".join(
@@ -222,47 +247,15 @@ def _field_errors(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def topic_order_id(topic: str, root: str) -> str | None:
-    """The order_id in `{root}/orders/{order_id}/events`, or None if the topic is not that."""
-    prefix, suffix = f"{root}/orders/", "/events"
-    if topic.startswith(prefix) and topic.endswith(suffix):
-        middle = topic[len(prefix) : -len(suffix)]
-        if "/" not in middle:
-            return middle
-    return None
+def parse_envelope(document: dict[str, Any]) -> Envelope:
+    try:
+        return Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise Rejected(f"schema: {field_errors(exc, '')}", RejectKind.SCHEMA) from None
 
 
-def parse_event(topic: str, payload: bytes, root: str) -> Event:
-    if len(payload) > MAX_PAYLOAD:
-        raise Rejected(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD} (256 KiB)")
-    topic_order = topic_order_id(topic, root)
-    if topic_order is None or not ORDER_ID.match(topic_order):
-        raise Rejected(f"topic '{topic}' does not name a valid order_id")
+def parse_data(model: type[D], envelope: Envelope) -> D:
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejected(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Rejected(f"payload is not valid JSON: {exc.msg} at line {exc.lineno} "
-                       f"column {exc.colno}") from None
-    except RecursionError:
-        raise Rejected("payload is not valid JSON: nested too deeply") from None
-    if not isinstance(document, dict):
-        raise Rejected("payload must be a JSON object")
-    try:
-        envelope = Envelope.model_validate(document)
+        return model.model_validate(envelope.data)
     except ValidationError as exc:
-        raise Rejected(f"schema: {_field_errors(exc, '')}") from None
-    if envelope.order_id != topic_order:
-        raise Rejected(f"order_id '{envelope.order_id}' does not match the topic's "
-                       f"'{topic_order}'")
-    model = DATA_MODELS.get(envelope.type)
-    if model is None:
-        raise Rejected(f"unknown event type '{envelope.type}'")
-    try:
-        data = model.model_validate(envelope.data)
-    except ValidationError as exc:
-        raise Rejected(f"schema: {_field_errors(exc, 'data')}") from None
-    return Event(envelope=envelope, data=data, raw=text)
+        raise Rejected(f"schema: {field_errors(exc, 'data')}", RejectKind.SCHEMA) from None

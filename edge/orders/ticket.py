@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-TicketKind = Literal["NEW", "ADDED", "VOID", "HOLD", "FIRE", "CANCELLED", "TEST"]
+TicketKind = Literal["NEW", "ADDED", "VOID", "HOLD", "FIRE", "CANCELLED", "TEST", "ATTENTION"]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""The `printer_registry` table: what discovery has seen, where, and when.
+"""The `printer_registry` table (what discovery has seen, where, and when) and the
+`printer_states` table (what each configured printer last said).
 
 Plain synchronous SQL on a `sqlite3.Connection`, meant to run inside `Store.transact` (writes)
-or `Store.read` / `open_readonly` (reads). Shared by every discovery source ('mdns', 'usb').
+or `Store.read` / `open_readonly` (reads). The registry is shared by every discovery source
+('mdns', 'usb'); discovery writes it, nothing else.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["list_registry", "mark_gone", "mark_source_absent", "upsert_seen"]
+from edge.store.rows import query
+
+__all__ = [
+    "list_registry", "mark_gone", "mark_source_absent", "printer_states", "set_printer_state",
+    "upsert_seen",
+]
 
 
 def upsert_seen(
@@ -25,7 +32,7 @@ def upsert_seen(
     seen_at: str,
 ) -> None:
     """Record that `name` was seen now: present again, latest address; first_seen is kept."""
-    conn.execute(
+    query(conn,
         """
         INSERT INTO printer_registry
             (source, name, address, port, details, first_seen, last_seen, present)
@@ -43,14 +50,14 @@ def upsert_seen(
 
 def mark_gone(conn: sqlite3.Connection, *, source: str, name: str) -> None:
     """The printer withdrew or stopped answering; last_seen stays the last time it answered."""
-    conn.execute(
+    query(conn,
         "UPDATE printer_registry SET present = 0 WHERE source = ? AND name = ?", (source, name)
     )
 
 
 def mark_source_absent(conn: sqlite3.Connection, source: str) -> int:
     """At start-up nothing of a source has been seen yet in this run; rows turn present on sight."""
-    return conn.execute(
+    return query(conn,
         "UPDATE printer_registry SET present = 0 WHERE source = ? AND present = 1", (source,)
     ).rowcount
 
@@ -67,18 +74,31 @@ def list_registry(conn: sqlite3.Connection, source: str | None = None) -> list[d
         params = (source,)
     sql += " ORDER BY last_seen DESC, source, name"
     out: list[dict[str, Any]] = []
-    for row in conn.execute(sql, params).fetchall():
-        source_, name, address, port, details, first_seen, last_seen, present = tuple(row)
+    for row in query(conn, sql, params).fetchall():
         out.append(
             {
-                "source": source_,
-                "name": name,
-                "address": address,
-                "port": port,
-                "details": json.loads(details) if details else {},
-                "first_seen": first_seen,
-                "last_seen": last_seen,
-                "present": bool(present),
+                "source": row["source"],
+                "name": row["name"],
+                "address": row["address"],
+                "port": row["port"],
+                "details": json.loads(row["details"]) if row["details"] else {},
+                "first_seen": row["first_seen"],
+                "last_seen": row["last_seen"],
+                "present": bool(row["present"]),
             }
         )
     return out
+
+
+def set_printer_state(conn: sqlite3.Connection, printer_id: str, state: str, since: str,
+                      detail: str | None) -> None:
+    query(conn,
+        "INSERT INTO printer_states (printer_id, state, since, detail) VALUES (?,?,?,?) "
+        "ON CONFLICT(printer_id) DO UPDATE SET state=excluded.state, "
+        "since=excluded.since, detail=excluded.detail",
+        (printer_id, state, since, detail))
+
+
+def printer_states(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    cur = query(conn, "SELECT * FROM printer_states ORDER BY printer_id")
+    return [dict(row) for row in cur.fetchall()]

@@ -11,33 +11,11 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path("/etc/kitchen-edge/station.yaml")
-
-
-def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    if as_json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    else:
-        print(render(data))
-
-
-def _db(args: argparse.Namespace) -> Path:
-    from edge.config import load_config
-    from edge.daemon import db_path
-
-    if getattr(args, "db", None):
-        return Path(args.db)
-    return db_path(load_config(Path(args.config)))
-
-
-def _ro(args: argparse.Namespace) -> Any:
-    from edge.store import open_readonly
-
-    return open_readonly(_db(args))
+from edge.cli import answers
+from edge.cli.common import _db, _emit, _ro, table, with_config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -47,11 +25,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, load_config
+    from edge.config import ConfigError
+    from edge.daemon import load_station
 
     path = Path(args.path)
     try:
-        cfg = load_config(path)
+        cfg = load_station(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -63,16 +42,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     rows = ops.jobs_list(_ro(args), state=args.state, order_id=args.order, limit=args.limit)
-    _emit(rows, args.json, lambda r: ops.table(
+    _emit(rows, args.json, lambda r: table(
         r, ["job_key", "kind", "state", "station_id", "printer_id", "attempts", "created_at"]))
     return 0
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     job = ops.job_show(_ro(args), args.job_key)
     if job is None:
@@ -86,8 +65,8 @@ def cmd_jobs_reprint(args: argparse.Namespace) -> int:
     import asyncio
 
     from edge.clock import SystemClock
-    from edge.config import load_config
     from edge.daemon import db_path, plan_of
+    from edge.daemon import load_station as load_config
     from edge.ingest.pipeline import Incoming, Pipeline
     from edge.orders.apply import Applier
     from edge.store import Store
@@ -120,7 +99,7 @@ def cmd_jobs_reprint(args: argparse.Namespace) -> int:
 
 
 def cmd_orders_show(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     order = ops.order_show(_ro(args), args.order_id)
     if order is None:
@@ -133,9 +112,9 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
                 f"fulfillment {o['fulfillment']} {o['table_label'] or ''}")
         return "\n\n".join([
             head,
-            "LINES\n" + ops.table(o["lines"], ["line_id", "qty", "name", "category", "state"]),
-            "ACTIVITIES\n" + ops.table(o["activities"], ["at", "what", "channel", "device"]),
-            "JOBS\n" + ops.table(o["jobs"], ["job_key", "kind", "state", "printer_id"]),
+            "LINES\n" + table(o["lines"], ["line_id", "qty", "name", "category", "state"]),
+            "ACTIVITIES\n" + table(o["activities"], ["at", "what", "channel", "device"]),
+            "JOBS\n" + table(o["jobs"], ["job_key", "kind", "state", "printer_id"]),
         ])
 
     _emit(order, args.json, render)
@@ -143,17 +122,17 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    from edge import ops
+    from edge.orders import views as ops
 
     rows = ops.dead_letters(_ro(args), limit=args.limit)
-    _emit(rows, args.json, lambda r: ops.table(r, ["id", "received_at", "topic", "reason",
+    _emit(rows, args.json, lambda r: table(r, ["id", "received_at", "topic", "reason",
                                                    "seen"]))
     return 0
 
 
 def cmd_printers_list(args: argparse.Namespace) -> int:
-    from edge import ops
-    from edge.config import load_config
+    from edge.daemon import load_station as load_config
+    from edge.orders import views as ops
 
     cfg = load_config(Path(args.config))
     conn = _ro(args)
@@ -164,7 +143,7 @@ def cmd_printers_list(args: argparse.Namespace) -> int:
              "since": states.get(p.id, {}).get("since"),
              # Delivered, not confirmed: may be on paper, may not; a reprint settles it.
              "unconfirmed": unconfirmed.get(p.id, [])} for p in cfg.printers]
-    _emit(rows, args.json, lambda r: ops.table(
+    _emit(rows, args.json, lambda r: table(
         [{**x, "unconfirmed": " ".join(x["unconfirmed"]) or None} for x in r],
         ["printer_id", "connection", "state", "since", "unconfirmed"]))
     return 0
@@ -173,13 +152,45 @@ def cmd_printers_list(args: argparse.Namespace) -> int:
 def cmd_printers_test(args: argparse.Namespace) -> int:
     import asyncio
 
-    from edge.config import load_config
-    from edge.printing.testprint import test_print
+    from edge.daemon import load_station as load_config
 
     cfg = load_config(Path(args.config))
-    result = asyncio.run(test_print(cfg, args.printer_id))
+    result = asyncio.run(_test_print(cfg, args.printer_id))
     _emit(result, args.json, lambda r: "\n".join(f"{k:10} {v}" for k, v in r.items()))
     return 0 if result.get("printed") else 1
+
+
+MDNS_WAIT = 5.0
+
+
+async def _test_print(cfg: Any, printer_id: str) -> dict[str, Any]:
+    """A test ticket; an mdns:// printer is looked up first (for up to MDNS_WAIT s)."""
+    import asyncio
+    import contextlib
+
+    from edge.config import MdnsConnection
+    from edge.printing.testprint import test_print
+
+    target = None
+    with contextlib.suppress(KeyError):
+        target = cfg.printer(printer_id).target
+    if not isinstance(target, MdnsConnection):
+        return await test_print(cfg, printer_id)
+    from edge.discovery.mdns import MdnsBrowser
+
+    found = asyncio.Event()
+    name = target.service_name
+    browser = MdnsBrowser(interfaces=cfg.discovery.interfaces,
+                          on_change=lambda n, rec: found.set() if n == name and rec else None)
+    await browser.start()
+    try:
+        if browser.lookup(name) is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MDNS_WAIT):
+                    await found.wait()
+        return await test_print(cfg, printer_id, mdns_lookup=browser.lookup)
+    finally:
+        await browser.stop()
 
 
 def cmd_printers_discover(args: argparse.Namespace) -> int:
@@ -215,14 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kitchen-edge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser, db: bool = True) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", default=str(DEFAULT_CONFIG),
-                       help=f"station config (default {DEFAULT_CONFIG})")
-        if db:
-            p.add_argument("--db", help="database file (default: state_dir from the config)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
-
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--config", "-c", required=True)
     run.set_defaults(fn=cmd_run)
@@ -254,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     os_ = with_config(orders.add_parser("show", help="an order, its activity log and jobs"))
     os_.add_argument("order_id")
     os_.set_defaults(fn=cmd_orders_show)
+    answers.register(sub, orders)
 
     printers = sub.add_parser("printers", help="printers").add_subparsers(
         dest="printers_command", required=True)

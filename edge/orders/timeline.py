@@ -1,7 +1,8 @@
 """The public status timeline of an order (CONTRACT section 6, seed 000).
 
 A read-only evidence view: every step is derived from a row that proves it, and reading a
-timeline runs SELECT statements only. The first five steps, in this fixed order:
+timeline only reads (through the table owners in `edge.store`). The first five steps, in
+this fixed order:
 
 1. `order_accepted` - the order's intake event (`orders.intake_event_id`); at: its
    `occurred_at`.
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from edge.clock import parse_rfc3339, rfc3339
+from edge.store import events, jobs, orders, outbox
 
 LABELS = {
     "order_accepted": "Order accepted",
@@ -72,19 +74,13 @@ _CONTACT_KEYS = ("phone", "mail", "tel", "msisdn", "whatsapp", "telegram", "cont
 
 
 def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
-    """The timeline of `order_id`, or None if no such order. Only SELECTs are run."""
-    order = conn.execute(
-        "SELECT order_id, channel, intake_event_id, created_at FROM orders WHERE order_id = ?",
-        (order_id,),
-    ).fetchone()
+    """The timeline of `order_id`, or None if no such order. Only reads."""
+    order = orders.get(conn, order_id)
     if order is None:
         return None
-    intake_id = str(order[2])
-    intake = conn.execute(
-        "SELECT occurred_at, received_at FROM events WHERE event_id = ? AND order_id = ?",
-        (intake_id, order_id),
-    ).fetchone()
-    created_at = str(order[3])
+    intake_id = order.intake_event_id
+    intake = events.times(conn, intake_id, order_id)
+    created_at = order.created_at
     steps: list[dict[str, Any]] = []
 
     def add(key: str, at: str | None, evidence: str | None, **extra: Any) -> None:
@@ -94,51 +90,35 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
         }
         steps.append(step)
 
-    add("order_accepted", intake[0] if intake else created_at, intake_id)
+    add("order_accepted", intake.occurred_at if intake else created_at, intake_id)
 
-    jobs = conn.execute(
-        "SELECT job_key, state, created_at, queued_at, printed_at FROM print_jobs"
-        " WHERE order_id = ? AND reprint_of IS NULL AND kind != 'TEST'"
-        " ORDER BY change_ref != 'initial', created_at, rowid",
-        (order_id,),
-    ).fetchall()
-    has_lines = conn.execute(
-        "SELECT 1 FROM order_lines WHERE order_id = ? LIMIT 1", (order_id,)
-    ).fetchone()
+    kitchen_jobs = jobs.for_timeline(conn, order_id)
     ingest = f"ingest_{intake_id}"
-    if has_lines is not None or jobs:
-        add("routed_to_core", intake[1] if intake else created_at, ingest)
-    if jobs:
-        add("kitchen_ticket_created", str(jobs[0][2]), ingest)
-    handed = next((j for j in jobs if j[1] in _HANDED_TO_PRINTER), None)
+    if kitchen_jobs or orders.has_lines(conn, order_id):
+        add("routed_to_core", intake.received_at if intake else created_at, ingest)
+    if kitchen_jobs:
+        add("kitchen_ticket_created", kitchen_jobs[0].created_at, ingest)
+    handed = next((j for j in kitchen_jobs if j.state in _HANDED_TO_PRINTER), None)
     if handed is not None:
-        add("printer_job_created", handed[4] or handed[3] or handed[2], str(handed[0]))
+        add("printer_job_created", handed.printed_at or handed.queued_at or handed.created_at,
+            handed.job_key)
 
-    confirmation = conn.execute(
-        "SELECT record_id, created_at FROM outbox WHERE order_id = ? AND kind = 'confirmation'"
-        " ORDER BY seq LIMIT 1",
-        (order_id,),
-    ).fetchone()
+    confirmation = outbox.first_confirmation(conn, order_id)
     if confirmation is not None:
-        add("confirmation_outboxed", str(confirmation[1]), str(confirmation[0]))
+        add("confirmation_outboxed", confirmation.created_at, confirmation.record_id)
 
-    marks = ",".join("?" * len(LIFECYCLE))
     seen: set[str] = set()
-    for event_id, kind, occurred_at, payload in conn.execute(
-        f"SELECT event_id, type, occurred_at, payload FROM events"
-        f" WHERE order_id = ? AND applied = 1 AND type IN ({marks})"
-        f" ORDER BY received_at, rowid",
-        (order_id, *LIFECYCLE),
-    ):
-        key = LIFECYCLE[str(kind)]
+    for applied in events.applied_of_types(conn, order_id, LIFECYCLE):
+        key = LIFECYCLE[applied.type]
         if key in seen:
             continue
         seen.add(key)
-        add(key, str(occurred_at), str(event_id), **_lifecycle_extra(str(kind), payload))
+        add(key, applied.occurred_at, applied.event_id,
+            **_lifecycle_extra(applied.type, applied.payload))
 
     document: dict[str, Any] = {
         "order_id": order_id,
-        "channel": str(order[1]),
+        "channel": order.channel,
         "read_only": True,
         "external_mutation": False,
         "steps": steps,
@@ -216,8 +196,7 @@ def _known_contacts(conn: sqlite3.Connection, intake_id: str) -> tuple[set[str],
     whose schema carries the customer's contact."""
     phones: set[str] = set()
     emails: set[str] = set()
-    for (payload,) in conn.execute("SELECT payload FROM events WHERE event_id = ?",
-                                   (intake_id,)):
+    for payload in events.payloads(conn, intake_id):
         try:
             doc = json.loads(payload)
         except (TypeError, ValueError):

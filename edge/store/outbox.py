@@ -1,4 +1,4 @@
-"""The upstream outbox: records waiting to reach the restaurant core (CONTRACT section 7).
+"""The `outbox` table: records waiting to reach the restaurant core (CONTRACT section 7).
 
 Every function here is synchronous and takes the caller's `sqlite3.Connection`; none of them
 commits. The kitchen calls `add_record` inside the writer transaction that makes the change
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,8 @@ from typing import Any
 import structlog
 
 from edge.clock import parse_rfc3339, rfc3339_ms
+from edge.store import kv
+from edge.store.rows import query
 
 log = structlog.get_logger(__name__)
 
@@ -124,13 +126,14 @@ _COLUMNS = "seq, record_id, kind, order_id, created_at, body, size, attempts, st
 _KV_LAST_SUCCESS = "upstream.last_success"
 
 
-def _record(row: Sequence[Any]) -> OutboxRecord:
-    seq, record_id, kind = int(row[0]), str(row[1]), str(row[2])
-    order_id = None if row[3] is None else str(row[3])
-    created_at, body_json = str(row[4]), str(row[5])
+def _record(row: sqlite3.Row) -> OutboxRecord:
+    seq, record_id, kind = int(row["seq"]), str(row["record_id"]), str(row["kind"])
+    order_id = None if row["order_id"] is None else str(row["order_id"])
+    created_at, body_json = str(row["created_at"]), str(row["body"])
     return OutboxRecord(
         seq=seq, record_id=record_id, kind=kind, order_id=order_id, created_at=created_at,
-        body_json=body_json, size=int(row[6]), attempts=int(row[7]), state=str(row[8]),
+        body_json=body_json, size=int(row["size"]), attempts=int(row["attempts"]),
+        state=str(row["state"]),
         wire_json=_wire(seq, record_id, kind, order_id, created_at, body_json),
     )
 
@@ -151,7 +154,7 @@ def add_record(
     """
     body_json = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     size = len(body_json.encode("utf-8"))
-    cur = conn.execute(
+    cur = query(conn,
         "INSERT OR IGNORE INTO outbox (record_id, kind, order_id, created_at, body, size)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (record_id, kind, order_id, rfc3339_ms(created_at), body_json, size),
@@ -160,7 +163,7 @@ def add_record(
         return None
     seq = int(cur.lastrowid or 0)
     if kind == "status" and order_id is not None:
-        conn.execute(
+        query(conn,
             "UPDATE outbox SET state = 'superseded'"
             " WHERE order_id = ? AND kind = 'status' AND state = 'pending' AND seq < ?",
             (order_id, seq),
@@ -189,7 +192,7 @@ def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int) ->
     """
     batch: list[OutboxRecord] = []
     total = _BATCH_FRAME
-    for row in conn.execute(_NEXT, (max_records,)):
+    for row in query(conn, _NEXT, (max_records,)):
         record = _record(row)
         cost = len(record.wire().encode("utf-8")) + 1
         if batch and total + cost > max_bytes:
@@ -216,7 +219,7 @@ def _update(conn: sqlite3.Connection, record_ids: Iterable[str], assignments: st
     changed = 0
     for chunk in _chunks(record_ids):
         marks = ",".join("?" * len(chunk))
-        cur = conn.execute(
+        cur = query(conn,
             f"UPDATE outbox SET {assignments} WHERE record_id IN ({marks}) AND {only_state}",
             (*params, *chunk),
         )
@@ -230,11 +233,7 @@ def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datet
     changed = _update(conn, record_ids, "state = 'accepted', accepted_at = ?, last_error = NULL",
                       "state != 'accepted'", (stamp,))
     if changed:
-        conn.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (_KV_LAST_SUCCESS, stamp),
-        )
+        kv.put(conn, _KV_LAST_SUCCESS, stamp)
     return changed
 
 
@@ -253,7 +252,7 @@ def park(conn: sqlite3.Connection, record_ids: Iterable[str], error: str, at: da
 
 def retry_parked(conn: sqlite3.Connection) -> int:
     """Operator's call: parked records become pending again (and unblock their orders)."""
-    cur = conn.execute(
+    cur = query(conn,
         "UPDATE outbox SET state = 'pending', parked_at = NULL WHERE state = 'parked'"
     )
     return cur.rowcount
@@ -269,13 +268,13 @@ def compact(conn: sqlite3.Connection, *, older_than: datetime, limit: int | None
     """
     cutoff = rfc3339_ms(older_than)
     cap = -1 if limit is None else limit
-    deleted = conn.execute(
+    deleted = query(conn,
         "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE"
         " (state = 'accepted' AND kind != 'confirmation' AND accepted_at < ?)"
         " OR (state = 'superseded' AND created_at < ?) LIMIT ?)",
         (cutoff, cutoff, cap),
     ).rowcount
-    emptied = conn.execute(
+    emptied = query(conn,
         "UPDATE outbox SET body = ?, size = ? WHERE seq IN (SELECT seq FROM outbox WHERE"
         " state = 'accepted' AND kind = 'confirmation' AND accepted_at < ? AND body != ?"
         " LIMIT ?)",
@@ -285,8 +284,9 @@ def compact(conn: sqlite3.Connection, *, older_than: datetime, limit: int | None
 
 
 def outbox_bytes(conn: sqlite3.Connection) -> int:
-    row = conn.execute(f"SELECT COALESCE(SUM(size), 0) + {ROW_OVERHEAD} * COUNT(*) FROM outbox")
-    return int(row.fetchone()[0])
+    row = query(conn,
+        f"SELECT COALESCE(SUM(size), 0) + {ROW_OVERHEAD} * COUNT(*) AS bytes FROM outbox")
+    return int(row.fetchone()["bytes"])
 
 
 def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetReport:
@@ -310,10 +310,10 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
         return BudgetReport(budget_bytes, before, before)
     log.warning("outbox_budget_exceeded", bytes=before, budget_bytes=budget_bytes)
 
-    compacted = conn.execute(
+    compacted = query(conn,
         "DELETE FROM outbox WHERE state = 'accepted' AND kind != 'confirmation'"
     ).rowcount
-    compacted += conn.execute(
+    compacted += query(conn,
         "UPDATE outbox SET body = ?, size = ? WHERE state = 'accepted'"
         " AND kind = 'confirmation' AND body != ?",
         (EMPTY_BODY, len(EMPTY_BODY), EMPTY_BODY),
@@ -321,7 +321,7 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
     now_bytes = outbox_bytes(conn)
     dropped_superseded = dropped_status = 0
     if now_bytes > budget_bytes:
-        dropped_superseded = conn.execute("DELETE FROM outbox WHERE state = 'superseded'").rowcount
+        dropped_superseded = query(conn, "DELETE FROM outbox WHERE state = 'superseded'").rowcount
         now_bytes = outbox_bytes(conn)
     if now_bytes > budget_bytes:
         dropped_status = _drop_moot_status(conn, budget_bytes, now_bytes)
@@ -336,7 +336,7 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
     }
     if report.over_budget:
         kinds = dict(
-            conn.execute(
+            query(conn,
                 "SELECT kind || ':' || state, COUNT(*) FROM outbox GROUP BY kind, state"
             ).fetchall()
         )
@@ -348,7 +348,7 @@ def enforce_budget(conn: sqlite3.Connection, *, budget_bytes: int) -> BudgetRepo
 
 
 def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int) -> int:
-    moot = conn.execute(
+    moot = query(conn,
         "SELECT seq, size FROM outbox AS o WHERE o.kind = 'status'"
         " AND o.state IN ('pending', 'parked') AND o.order_id IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM outbox AS n WHERE n.order_id = o.order_id"
@@ -356,14 +356,14 @@ def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int)
         " ORDER BY o.seq"
     ).fetchall()
     victims: list[int] = []
-    for seq, size in moot:
+    for row in moot:
         if current <= budget_bytes:
             break
-        victims.append(int(seq))
-        current -= int(size) + ROW_OVERHEAD
+        victims.append(int(row["seq"]))
+        current -= int(row["size"]) + ROW_OVERHEAD
     for start in range(0, len(victims), 500):
         chunk = victims[start:start + 500]
-        conn.execute(
+        query(conn,
             f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
         )
     return len(victims)
@@ -371,27 +371,28 @@ def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int)
 
 def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
     counts = dict(
-        conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        query(conn, "SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
     )
-    oldest = conn.execute(
+    oldest = query(conn,
         "SELECT created_at FROM outbox WHERE state IN ('pending', 'parked') ORDER BY seq LIMIT 1"
     ).fetchone()
-    blocked = conn.execute(
-        "SELECT COUNT(*) FROM outbox AS o WHERE o.state = 'pending' AND o.order_id IS NOT NULL"
+    blocked = query(conn,
+        "SELECT COUNT(*) AS n FROM outbox AS o WHERE o.state = 'pending'"
+        " AND o.order_id IS NOT NULL"
         " AND EXISTS (SELECT 1 FROM outbox AS p WHERE p.order_id = o.order_id"
         "             AND p.state = 'parked' AND p.seq < o.seq)"
-    ).fetchone()[0]
-    last = conn.execute("SELECT value FROM kv WHERE key = ?", (_KV_LAST_SUCCESS,)).fetchone()
+    ).fetchone()["n"]
+    last = kv.get(conn, _KV_LAST_SUCCESS)
     if last is None:
-        last = conn.execute("SELECT MAX(accepted_at) FROM outbox").fetchone()
+        last = query(conn, "SELECT MAX(accepted_at) AS at FROM outbox").fetchone()["at"]
     age = None
     if oldest is not None:
-        age = max(0.0, (now - parse_rfc3339(str(oldest[0]))).total_seconds())
+        age = max(0.0, (now - parse_rfc3339(str(oldest["created_at"]))).total_seconds())
     return OutboxStats(
         backlog=int(counts.get("pending", 0)),
         blocked=int(blocked),
         oldest_unsent_age_s=age,
-        last_success=None if last is None or last[0] is None else str(last[0]),
+        last_success=None if last is None else str(last),
         parked=int(counts.get("parked", 0)),
         superseded=int(counts.get("superseded", 0)),
         accepted=int(counts.get("accepted", 0)),
@@ -401,10 +402,29 @@ def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
 
 def parked_records(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
     """What the operator needs to judge a parked record, without its body."""
-    cur = conn.execute(
+    cur = query(conn,
         "SELECT seq, record_id, kind, order_id, created_at, attempts, last_error, parked_at"
         " FROM outbox WHERE state = 'parked' ORDER BY seq LIMIT ?",
         (limit,),
     )
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    record_id: str
+    created_at: str
+
+
+def first_confirmation(conn: sqlite3.Connection, order_id: str) -> Confirmation | None:
+    """The order's `confirmation` record (timeline evidence), in whatever state."""
+    row = query(conn,
+        "SELECT record_id, created_at FROM outbox WHERE order_id = ? AND kind = 'confirmation'"
+        " ORDER BY seq LIMIT 1", (order_id,)).fetchone()
+    return None if row is None else Confirmation(str(row["record_id"]), str(row["created_at"]))
+
+
+def make_durable_point(conn: sqlite3.Connection, at: datetime) -> None:
+    """One durable write: with it, everything committed before is on disk too."""
+    kv.put(conn, "outbox_durable_point", rfc3339_ms(at))
