@@ -11,7 +11,8 @@ Prints, as Markdown tables:
   synchronous switch, logging, timeline rebuilds, JSON, SQL statements (the leaf is a line
   of ours that calls execute/fetch), MQTT, ticket rendering, printer I/O, upstream HTTP,
   asyncio and sockets, other code of ours, the rest;
-- the busy samples' top leaf frames (self time) and top functions of edge/ (inclusive).
+- the busy samples' top leaf frames (self time, with their caller) and top functions of
+  edge/ (inclusive).
 
 Profiles taken with `--gil` hold only samples of the thread that held the GIL: Python CPU.
 Profiles taken with `--idle --threads` hold every thread at every sample: wall time, where
@@ -150,12 +151,15 @@ def summarise(path: Path, top: int, thread: str | None) -> str:
     funcs: Counter[str] = Counter()
     for name, frames, n in busy:
         cats[category(frames)] += n
-        leaves[f"{frames[-1]} [{name}]"] += n
+        # The caller too: a leaf in a shared helper (a query wrapper) says little alone.
+        caller = f" <- {frames[-2]}" if len(frames) > 1 else ""
+        leaves[f"{frames[-1]}{caller} [{name}]"] += n
         seen = set()
         for frame in frames:
             m = FRAME.match(frame)
             if (m and m["file"].startswith("edge/") and m["func"] not in seen
-                    and m["file"] not in ("edge/__main__.py", "edge/cli.py")
+                    and m["file"] != "edge/__main__.py" and m["file"] != "edge/cli.py"
+                    and not m["file"].startswith("edge/cli/")
                     and m["func"] != "run_daemon"):
                 seen.add(m["func"])
                 funcs[f"{m['func']} ({m['file']})"] += n
@@ -163,7 +167,8 @@ def summarise(path: Path, top: int, thread: str | None) -> str:
             "| what the busy samples were doing | samples | share of busy |", "|---|---|---|"]
     for cat, n in cats.most_common():
         out.append(f"| {cat} | {n} | {pct(n, busy_total)} |")
-    out += ["", "| top leaf frames (self) [thread] | samples | share of busy |", "|---|---|---|"]
+    out += ["", "| top leaf frames (self) <- caller [thread] | samples | share of busy |",
+            "|---|---|---|"]
     for leaf, n in leaves.most_common(top):
         out.append(f"| `{leaf}` | {n} | {pct(n, busy_total)} |")
     out += ["", "| top functions of edge/ (inclusive) | samples | share of busy |",
