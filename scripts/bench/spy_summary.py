@@ -1,6 +1,7 @@
 """Summarise a py-spy raw profile (`py-spy record --format raw`) of the daemon.
 
     .venv/bin/python scripts/bench/spy_summary.py PROFILE.txt [--top 20] [--thread NAME]
+        [--rev COMMIT]
 
 Prints, as Markdown tables:
 - per thread (with `--threads` profiles): samples and how many of them were busy (not
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from collections import Counter
 from functools import cache
@@ -43,12 +45,23 @@ IDLE_LEAVES = (
 )
 
 
+# The commit the profile was recorded on (--rev): its line numbers are that commit's.
+REV: list[str] = []
+
+
+@cache
+def _source(file: str) -> list[str]:
+    if REV:
+        shown = subprocess.run(["git", "show", f"{REV[0]}:{file}"], cwd=ROOT,
+                               capture_output=True, check=False)
+        return shown.stdout.decode(errors="replace").splitlines() if shown.returncode == 0 else []
+    path = ROOT / file
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
 @cache
 def source_line(file: str, line: int) -> str:
-    path = ROOT / file
-    if not path.exists():
-        return ""
-    lines = path.read_text(errors="replace").splitlines()
+    lines = _source(file)
     # A multi-line call may be reported at one of its argument lines: look a little up too.
     return "\n".join(lines[max(0, line - 4):line])
 
@@ -183,7 +196,12 @@ def main() -> int:
     parser.add_argument("profiles", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--thread", help="only threads whose name holds this")
+    parser.add_argument("--rev", help="the git commit the profile was recorded on (default: "
+                                      "the files as they are now); the categories read the "
+                                      "source lines the samples name")
     args = parser.parse_args()
+    if args.rev:
+        REV.append(args.rev)
     print("\n\n".join(summarise(p, args.top, args.thread) for p in args.profiles))
     return 0
 
