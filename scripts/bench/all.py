@@ -15,10 +15,11 @@ printers, fake upstream and daemon):
 - drain.py: the outbox drained to the fake upstream vs its own capacity; 50,000 records,
   three runs (median ratio).
 
-About 6-8 minutes on a 2-core machine (--quick: about 1). Every ratio is measured side by
-side in the same bench run (the naive consumer, the bare consumer, the fake upstream's own
-capacity); the machine is shared and noisy, so compare ratios, not absolute figures, between
-runs. Each bench's full output goes to WORKDIR/NAME.out, its figures to WORKDIR/NAME.json.
+About 6 minutes on a quiet 2-core machine, 10 on a loaded one (--quick: about 2). Every
+ratio is measured side by side in the same bench run (the naive consumer, the bare consumer,
+the fake upstream's own capacity); the machine is shared and noisy, so compare ratios, not
+absolute figures, between runs. Each bench's full output goes to WORKDIR/NAME.out, its
+figures to WORKDIR/NAME.json.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ from _common import (
     proc_sample,
     sqlite_bytes,
     stop_on_signals,
+    stop_pid,
     table,
 )
 
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         naive = Side("naive", NAIVE_SITE, list(naive_printers.values()))
         naive.pid = naive_proc.pid
         sides = [edge, naive]
+        tracer: subprocess.Popen[bytes] | None = None
         client = paho_client(broker.port, "bench-res-pos")
         try:
             # Warm-up: connections, caches, the sender's first request.
@@ -234,7 +236,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"{who} {v['cpu_ms_per_s']:.1f} CPU ms/s, {v['write_kib_per_s']:.1f} KiB/s "
                 "written" for who, v in idle.items()), flush=True)
 
-            tracer = None
             if args.strace:
                 tracer = strace_start(edge.pid, workdir / "strace.txt")
             for side in sides:
@@ -311,6 +312,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             client.loop_stop()
             client.disconnect()
+            if tracer is not None and tracer.poll() is None:
+                stop_pid(tracer, sig=signal.SIGINT)
     finally:
         for item in reversed(stack):
             item.stop()
