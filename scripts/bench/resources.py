@@ -26,8 +26,8 @@ schedule), so the machine's noise falls on both. Measured from /proc, all thread
 The idle cost (CPU and bytes per second with nothing arriving) is measured first, so the
 per-order figures can be read against it.
 
-The virtual printers write a few small files per ticket; at each checkpoint this script
-deletes them and makes the printers forget their job lists (POST /reset), so a long run
+The virtual printers write a few small files per ticket; every 1,000 orders a thread of this
+script deletes them and makes the printers forget their job lists (POST /reset), so a long run
 (`--orders 100000 --rss-every 10000`: about 35 minutes at the default 50/s) neither fills
 the disk nor grows the printers. Counting uses the printers' `last_seq`, which a reset keeps.
 """
@@ -42,6 +42,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ EDGE_SITE = "res-edge"
 NAIVE_SITE = "res-naive"
 WARMUP = 5
 SETTLE_TIMEOUT = 120.0
+PRUNE_EVERY = 1000   # orders between two clean-ups of the printers' files
 LAG_CHECK_S = 5.0   # how often (in publishing time) the consumers' backlog is looked at
 
 
@@ -249,6 +251,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             infos = []
             start = time.monotonic() + 0.05
             published = 0
+            printers = edge.printers + naive.printers
+            pruner = threading.Thread()
             fell_behind_at: int | None = None
             lag_every = max(1, int(args.rate * LAG_CHECK_S))
             for n in range(args.orders):
@@ -265,12 +269,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     infos.clear()
                     row = checkpoint(published, sides, daemon, upstream, base, log_base)
                     checkpoints.append(row)
-                    prune(edge.printers + naive.printers)
                     print(f"{published:>7} orders, {row['at'] - began:6.0f}s: daemon RSS "
                           f"{row['daemon']['rss_kib'] / 1024:.1f} MB, printed "
                           f"{row['daemon']['printed']}; naive RSS "
                           f"{row['naive']['rss_kib'] / 1024:.1f} MB, printed "
                           f"{row['naive']['printed']}; load {row['load1']:.2f}", flush=True)
+                if published % PRUNE_EVERY == 0 and not pruner.is_alive():
+                    # Off the publishing thread: deleting thousands of files must not hold
+                    # back the schedule (the orders would then come in a burst).
+                    pruner = threading.Thread(target=prune, args=(printers,), daemon=True)
+                    pruner.start()
                 if published % lag_every == 0 and args.max_lag > 0:
                     # Orders whose tickets are not out yet: a consumer that cannot keep up at
                     # this rate makes every per-order figure (and RSS) about its backlog.
@@ -285,6 +293,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for info in infos:
                 info.wait_for_publish(timeout=30)
             publish_s = time.monotonic() - began
+            if pruner.is_alive():
+                pruner.join()
             want = 2 * published
             settle = SETTLE_TIMEOUT + published / 100
             done_at: dict[str, float] = {}
