@@ -148,7 +148,8 @@ def count_events(db: Path, *, applied: bool = False) -> int:
 
 def daemon_run(broker: Broker, workdir: Path, k: int, events: int, mode: str,
                printer: VPrinterProc | None, receive_maximum: int, max_batch: int,
-               log_level: str, profile: bool = False) -> dict[str, Any]:
+               log_level: str, profile: bool = False,
+               profile_args: str = "--gil") -> dict[str, Any]:
     site = f"edge-{k}-{mode}"
     run_dir = workdir / site
     address = printer.address if printer is not None else OFFLINE_PRINTER
@@ -167,6 +168,7 @@ def daemon_run(broker: Broker, workdir: Path, k: int, events: int, mode: str,
     log_mark = daemon.log_path.stat().st_size
     if profile:
         daemon.profile_to = run_dir / "py-spy.txt"
+        daemon.profile_args = tuple(profile_args.split())
     daemon.start(wait_ready=False)
     deadline = time.monotonic() + RUN_TIMEOUT
     done_at = 0.0
@@ -272,7 +274,7 @@ def main_runs(args: argparse.Namespace) -> int:
                     for mode in which:
                         r = daemon_run(broker, workdir, k, args.events, mode,
                                        printer if mode == "printing" else None, rm, batch,
-                                       args.log_level, args.py_spy)
+                                       args.log_level, args.py_spy, args.py_spy_args)
                         results.append(r)
                         print(f"run {k} daemon {mode} rm={rm} batch={batch}: "
                               f"{r['rate_connect']:,.0f} ev/s from connect, "
@@ -327,6 +329,19 @@ def main_runs(args: argparse.Namespace) -> int:
     print(table(["printers", "recv_max", "max_batch", "runs", "bare ev/s", "daemon ev/s",
                  "daemon 1st", "daemon start", "ratio", "ratio 1st", "per-pair ratios"],
                 srows))
+    if args.json:
+        summaries = []
+        for rm, batch in settings:
+            for mode in modes if (rm, batch) == settings[0] else [modes[0]]:
+                s = series(results, mode, rm, batch)
+                d = [r for r in results if r["who"] == "daemon" and r["mode"] == mode
+                     and r["rm"] == rm and r["batch"] == batch and r["rate_applied"]]
+                s["daemon_applied"] = (statistics.median(r["rate_applied"] for r in d)
+                                       if d else None)
+                summaries.append(s)
+        Path(args.json).write_text(json.dumps(
+            {"events": args.events, "wall_s": time.monotonic() - started,
+             "results": results, "series": summaries}, indent=1))
     return 0
 
 
@@ -350,6 +365,10 @@ def main() -> int:
                         help="record the daemon's second start with py-spy (raw stacks in "
                              "WORKDIR/SITE/py-spy.txt); slows it down a little")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--py-spy-args", default="--gil",
+                        help="py-spy record sampling options (default '--gil'; "
+                             "'--idle --threads' for wall time per thread)")
     # Internal: this file runs itself as the bare consumer's process.
     parser.add_argument("--bare-consumer", choices=["subscribe", "consume"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
