@@ -566,7 +566,7 @@ def test_sigkill_after_the_202_and_before_the_ticket(tmp_path: Path, broker: Bro
             "ot-p-kill/new/grill", "ot-p-lost/new/grill"]
         assert all(not has_line(t, "MAY BE DUPLICATE") for t in tickets)
         for platform_id in ("p-lost", "p-kill"):
-            platform.wait_hooks(platform_id, ["accepted"])
+            platform.wait_hooks(platform_id, ["accepted"], resent_ok=True)
         assert daemon.scalar("SELECT COUNT(*) FROM orders") == 2
         assert daemon.scalar("SELECT COUNT(*) FROM calls") == 2
     finally:

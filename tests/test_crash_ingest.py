@@ -53,7 +53,9 @@ def test_sigkill_during_stream_applies_every_event_exactly_once(tmp_path: Path,
     thread = threading.Thread(target=publish)
     thread.start()
     try:
-        while not done.is_set():
+        # A start is slow on a loaded machine: at least three kills, in the stream or, if it
+        # was quicker, while the backlog it left is applied.
+        while not done.is_set() or kills < 3:
             time.sleep(rng.uniform(0.2, 0.9))
             d.kill()
             kills += 1
@@ -65,7 +67,6 @@ def test_sigkill_during_stream_applies_every_event_exactly_once(tmp_path: Path,
     finally:
         d.kill()
     print(f"kills={kills}")
-    assert kills >= 3
     assert d.scalar("SELECT COUNT(*) FROM events") == 2 * ORDERS
     assert d.scalar("SELECT COUNT(*) FROM orders") == ORDERS
     assert d.scalar("SELECT COUNT(*) FROM order_lines") == 2 * ORDERS
