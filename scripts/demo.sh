@@ -118,7 +118,6 @@ aggregator:
   webhook_token_file: platform.token
   auto_accept: true
   prep_minutes: 20
-timezone: Europe/Istanbul
 tables: ["1", "2", "7", "12"]
 menu: menu.yaml
 YAML
