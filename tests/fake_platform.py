@@ -6,67 +6,31 @@ kitchen's aggregator API, for tests that run the daemon in its own process."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from edge.connectors.aggregator.fake_platform import build_order
+from tests.procs import FakeServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
 API_TOKEN = "aggregator-test-token"
 WEBHOOK_TOKEN = "platform-test-token"
 
 
 @dataclass
-class FakePlatformProcess:
-    workdir: Path
+class FakePlatformProcess(FakeServerProcess):
+    module = ("edge.connectors.aggregator.fake_platform", "serve")
+    token_name = "platform.token"
+    extra_args = ("--base-path", "/hooks")
     token: str = WEBHOOK_TOKEN
-    port: int = 0
-    control_port: int = 0
-    url: str = ""
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def token_file(self) -> Path:
-        return self.workdir / "platform.token"
-
-    def start(self) -> FakePlatformProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.token_file.write_text(self.token + "\n")
-        self.token_file.chmod(0o600)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.connectors.aggregator.fake_platform", "serve",
-             "--port", str(self.port), "--token-file", str(self.token_file),
-             "--base-path", "/hooks"],
-            stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()    # one JSON line once listening
-        if not line:
-            self.stop()
-            raise RuntimeError("fake platform exited before it was listening")
-        info = json.loads(line)
-        self.port, self.control_port, self.url = info["port"], info["control_port"], info["url"]
-        return self
-
-    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = httpx.request(method, f"http://127.0.0.1:{self.control_port}{path}",
-                                 json=body, timeout=10)
-        response.raise_for_status()
-        return response.json()
 
     def set_fault(self, mode: str, **options: Any) -> dict[str, Any]:
         """none, down, slow, 429, 500, blackhole, reject (see the fake's docstring)."""
-        result: dict[str, Any] = self.control("POST", "/fault", {"mode": mode, **options})
-        return result
+        return super().set_fault(mode, **options)
 
     def requests(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.control("GET", "/requests")["requests"]
@@ -106,20 +70,6 @@ class FakePlatformProcess:
             time.sleep(0.05)
         raise AssertionError(f"webhooks for {order_id}: {self.kinds(order_id)}, not {kinds}; "
                              f"all: {self.requests()[-8:]}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
 
 
 class Api:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from edge.discovery.report import discover
 from tests.broker import Broker
 from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created, write_config
 from tests.printing_env import job_key_of
+from tests.procs import stop_by_pid
 from tests.test_mdns import _loopback_multicast_problem
 from tests.vprinter import VPrinterProc
 
@@ -65,15 +65,7 @@ class Advertiser:
 
     def stop(self) -> None:
         """SIGTERM: the advertiser says goodbye on the network before it exits."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_by_pid(self.proc)
 
 
 class Owned:

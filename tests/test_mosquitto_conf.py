@@ -13,7 +13,6 @@ import pwd
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.broker import free_port, wait_port
+from tests.procs import stop_by_pid
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "config" / "mosquitto.conf"
@@ -110,13 +110,7 @@ class KitchenBroker:
         """SIGTERM (Mosquitto saves its database on the way out), SIGKILL only if it hangs."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_by_pid(self.proc)
         self.proc = None
 
     def logs(self) -> str:
