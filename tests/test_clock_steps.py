@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 
 from edge import clock as clock_module
+from edge import daemon as daemon_module
 from edge.clock import HINT_FLOOR, ManualClock, parse_rfc3339, rfc3339
 from edge.config import load_config
 from edge.daemon import Daemon
 from edge.timesync import STA_UNSYNC, TIME_ERROR, SyncWatch, is_synced, kernel_synced, read_kernel
 from tests.broker import Broker
-from tests.daemon import Publisher, created, write_config
+from tests.daemon import ROOT, Listener, Publisher, created, write_config
 from tests.printing_env import has_line, job_key_of
 from tests.vprinter import VPrinterProc
 
@@ -368,32 +369,44 @@ async def test_a_synchronised_step_does_not_age_what_was_stamped_before_it(
 
 
 async def test_a_box_booted_years_behind_takes_the_publisher_s_time_then_syncs(
-        tmp_path: Path, broker: Broker) -> None:
+        tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_module, "CLOCK_POLL", 0.1)
     clock = ManualClock(START - timedelta(seconds=YEARS_2), synced=False)
-    async with kitchen(tmp_path, broker, clock) as k:
-        await k.send(created("s1", line("s1", "Beyti"),
-                             scheduled_for=stamp(START + timedelta(hours=1))), occurred_at=START)
-        await k.send(created("s2", line("s2", "Künefe"),
-                             scheduled_for=stamp(START + timedelta(hours=2))), occurred_at=START)
-        await k.until_state("s2/new/grill", "waiting")
-        assert abs((clock.now() - START).total_seconds()) < 5
-        clock.advance(40 * 60)                               # 09:40: s1's start time
-        await k.until_state("s1/new/grill", "printed")
-        assert await k.state("s2/new/grill") == "waiting"
+    state = await asyncio.to_thread(Listener, broker.port, f"{ROOT}/edge/state")
+    try:
+        async with kitchen(tmp_path, broker, clock) as k:
+            await asyncio.to_thread(state.wait_for, lambda _t, b: b.get("state") == "online"
+                                    and b.get("clock_synced") is False)
+            due = stamp(START + timedelta(hours=1))
+            await k.send(created("s1", line("s1", "Beyti"), scheduled_for=due),
+                         occurred_at=START)
+            due = stamp(START + timedelta(hours=2))
+            await k.send(created("s2", line("s2", "Künefe"), scheduled_for=due),
+                         occurred_at=START)
+            await k.until_state("s2/new/grill", "waiting")
+            assert abs((clock.now() - START).total_seconds()) < 5
+            clock.advance(40 * 60)                               # 09:40: s1's start time
+            await k.until_state("s1/new/grill", "printed")
+            assert await k.state("s2/new/grill") == "waiting"
 
-        clock.step_wall(YEARS_2)                             # the WAN came back: NTP
-        clock.set_synced(True)
-        await k.ticks()
-        assert await k.printed() == ["s1/new/grill"], "the sync fired s2 early"
-        clock.advance(60 * 60)                               # 10:40
-        await k.until_state("s2/new/grill", "printed")
-        first, second = await k.printers["hot"].ajobs()
-        assert has_line(first, "box clock not synced")
-        assert not has_line(second, "box clock not synced")
-        # The stamps the box wrote are in the publisher's year, not two years back.
-        (created_at,), = await k.rows(
-            "SELECT created_at FROM print_jobs WHERE job_key='s2/new/grill'")
-        assert parse_rfc3339(created_at).year == START.year
+            clock.step_wall(YEARS_2)                             # the WAN came back: NTP
+            clock.set_synced(True)
+            await k.ticks()
+            online = await asyncio.to_thread(state.wait_for, lambda _t, b: b.get("clock_synced"))
+            # Its start, stamped two years back, was carried over the step.
+            assert parse_rfc3339(online["since"]).year == START.year
+            assert await k.printed() == ["s1/new/grill"], "the sync fired s2 early"
+            clock.advance(60 * 60)                               # 10:40
+            await k.until_state("s2/new/grill", "printed")
+            first, second = await k.printers["hot"].ajobs()
+            assert has_line(first, "box clock not synced")
+            assert not has_line(second, "box clock not synced")
+            # The stamps the box wrote are in the publisher's year, not two years back.
+            (created_at,), = await k.rows(
+                "SELECT created_at FROM print_jobs WHERE job_key='s2/new/grill'")
+            assert parse_rfc3339(created_at).year == START.year
+    finally:
+        state.close()
 
 
 async def test_failover_waits_its_time_on_the_monotonic_clock(
