@@ -57,6 +57,8 @@ class Clock(Protocol):
 
     def restamp(self, stamp: datetime) -> datetime: ...
 
+    def unstamp(self, moment: datetime) -> datetime: ...
+
 
 class TimeSource(Protocol):
     """The raw clocks: the wall clock as the kernel has it, the monotonic clock, and whether
@@ -151,6 +153,16 @@ class KitchenClock:
             if moved <= step.before + timedelta(seconds=min(0.0, step.by)):
                 shift += step.by
         return stamp + timedelta(seconds=shift)
+
+    def unstamp(self, moment: datetime) -> datetime:
+        """The other way, for a window ("stamped since `moment`"): `moment` in the frame
+        of the stamps written then. Forward steps only: after a step back, a window reaches
+        up to B seconds further back than asked (cards stay on a screen longer, never
+        shorter)."""
+        for step in reversed(self.steps):
+            if step.by > 0 and moment < step.before + timedelta(seconds=step.by):
+                moment -= timedelta(seconds=step.by)
+        return moment
 
     def _jump(self, before: datetime, by: float, why: str) -> None:
         self.steps.append(Step(before, by, why))

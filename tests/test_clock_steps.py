@@ -22,9 +22,10 @@ import pytest
 
 from edge import clock as clock_module
 from edge import daemon as daemon_module
-from edge.clock import HINT_FLOOR, ManualClock, parse_rfc3339, rfc3339
+from edge.clock import HINT_FLOOR, ManualClock, parse_rfc3339, rfc3339, rfc3339_ms
 from edge.config import load_config
 from edge.daemon import Daemon
+from edge.store import Store, calls
 from edge.timesync import STA_UNSYNC, TIME_ERROR, SyncWatch, is_synced, kernel_synced, read_kernel
 from tests.broker import Broker
 from tests.daemon import ROOT, Listener, Publisher, created, write_config
@@ -137,6 +138,22 @@ def test_a_step_back_when_synchronised_never_makes_a_stamp_older() -> None:
     assert (now - clock.restamp(long_before)).total_seconds() == 26 * 3600
     # Within the day before it: it cannot be told from a stamp written after; not shifted.
     assert clock.restamp(just_before) == just_before
+
+
+def test_a_window_reaching_over_a_forward_step_reaches_into_the_old_frame() -> None:
+    clock = ManualClock(START)
+    card = clock.now()                                  # stamped 09:00, old frame
+    clock.advance(3600)
+    clock.step_wall(YEARS_2)
+    clock.advance(3600)
+    since = clock.unstamp(clock.now() - timedelta(hours=24))
+    assert since <= card                                # two hours old: still shown
+    fresh = clock.now()
+    assert since <= fresh
+    clock.advance(25 * 3600)                            # the step is a day behind us
+    since = clock.unstamp(clock.now() - timedelta(hours=24))
+    assert card < since and fresh < since               # both 26 hours old and more
+    assert since == clock.now() - timedelta(hours=24)
 
 
 def test_a_publisher_s_occurred_at_moves_an_unsynchronised_box_forward() -> None:
@@ -433,3 +450,22 @@ def test_rfc3339_of_the_kitchen_time_is_what_is_stored() -> None:
     clock = ManualClock(START, synced=False)
     clock.step_wall(YEARS_2)
     assert rfc3339(clock.now()) == "2026-11-21T09:00:00Z"
+
+
+async def test_a_partner_call_stamped_before_a_step_back_is_not_put_off(tmp_path: Path) -> None:
+    store = Store(tmp_path / "k.db")
+    await store.open()
+    try:
+        now = START
+        retry_at = rfc3339_ms(now + timedelta(seconds=DAY + 30))   # 30 s, before a day back
+        soon = rfc3339_ms(now + timedelta(seconds=30))
+        await store.transact(lambda tx: [calls.add(
+            tx.conn, destination="market", order_id=o, method="POST", path="/x", body=None,
+            at=at) for o, at in (("a", retry_at), ("b", soon))])
+        stamp_now = rfc3339_ms(now)
+        latest = rfc3339_ms(now + timedelta(seconds=600))
+        due = await store.read(lambda c: calls.due(c, "market", stamp_now, latest=latest))
+        assert [c.order_id for c in due] == ["a"]          # b waits its 30 s
+        assert await store.read(lambda c: calls.due(c, "market", stamp_now)) == []
+    finally:
+        await store.close()

@@ -75,7 +75,8 @@ class StoreCards:
         self.clock = clock
 
     def _since(self) -> str:
-        return rfc3339_ms(self.clock.now() - CARD_WINDOW)
+        # unstamp: a step of the clock (NTP syncing) does not take open cards off screens.
+        return rfc3339_ms(self.clock.unstamp(self.clock.now() - CARD_WINDOW))
 
     async def snapshot(self, stations: Sequence[str] | None) -> list[Card]:
         since = self._since()
