@@ -319,7 +319,8 @@ class Daemon:
         for state in ("waiting", "queued", "sending", "unconfirmed", "printed", "failed",
                       "withdrawn"):
             metrics.print_jobs.labels(state).set(by_state.get(state, 0))
-        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        restamp = self.clock.restamp
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now, restamp))
         metrics.orders_awaiting_acceptance.set(len(waiting))
         metrics.oldest_awaiting_acceptance_seconds.set(
             max((w.waited_s for w in waiting), default=0))
