@@ -27,7 +27,8 @@ from edge.config import load_config
 from edge.daemon import Daemon
 from edge.store import Store, calls
 from edge.timesync import STA_UNSYNC, TIME_ERROR, SyncWatch, is_synced, kernel_synced, read_kernel
-from tests.broker import Broker
+from edge.web.kitchen import StoreCards
+from tests.broker import Broker, free_port
 from tests.daemon import ROOT, Listener, Publisher, created, write_config
 from tests.printing_env import has_line, job_key_of
 from tests.vprinter import VPrinterProc
@@ -367,7 +368,8 @@ async def test_late_and_attention_follow_the_monotonic_clock_not_the_wall(
 async def test_a_synchronised_step_does_not_age_what_was_stamped_before_it(
         tmp_path: Path, broker: Broker) -> None:
     clock = ManualClock(START)
-    async with kitchen(tmp_path, broker, clock, printing={"retry_max": 1}) as k:
+    screens = {"listen": f"127.0.0.1:{free_port()}"}
+    async with kitchen(tmp_path, broker, clock, printing={"retry_max": 1}, http=screens) as k:
         hot = k.printers["hot"]
         await hot.aset_state("paper_out")
         await k.send(created("w3", line("w3", "Kebap")))
@@ -376,6 +378,10 @@ async def test_a_synchronised_step_does_not_age_what_was_stamped_before_it(
         clock.step_wall(YEARS_2)                     # the clock is believed: it jumps
         await k.ticks()
         assert round(sum(s.by for s in clock.steps)) == YEARS_2
+        # The kitchen screen still shows its card, a minute old, not two years.
+        [card] = await StoreCards(k.daemon.store, clock).snapshot(None)
+        age = clock.now() - parse_rfc3339(card.started_at)
+        assert timedelta(seconds=60) <= age < timedelta(seconds=70), age
         await hot.aset_state("online")
         await k.until_state("w3/new/grill", "printed")
         ticket = (await hot.ajobs())[0]
