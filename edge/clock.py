@@ -61,10 +61,10 @@ class Clock(Protocol):
 
 
 class TimeSource(Protocol):
-    """The raw clocks: the wall clock as the kernel has it, the monotonic clock, and whether
-    the kernel says the wall clock is synchronised."""
+    """The raw clocks: the wall clock as the kernel has it (POSIX seconds), the monotonic
+    clock, and whether the kernel says the wall clock is synchronised."""
 
-    def wall(self) -> datetime: ...
+    def wall(self) -> float: ...
 
     def monotonic(self) -> float: ...
 
@@ -92,41 +92,45 @@ def clock_synced() -> bool:
 
 class KitchenClock:
     def __init__(self, source: TimeSource) -> None:
-        self._source = source
-        self._anchor_wall = source.wall()
-        self._anchor_mono = source.monotonic()
-        self._synced = source.synced()
+        # Bound once: now() is on every write path, in floats until the one datetime.
+        self._wall = source.wall
+        self._mono = source.monotonic
+        self._sync = source.synced
+        self._anchor_wall = self._wall()
+        self._anchor_mono = self._mono()
+        self._synced = self._sync()
         self._ignored = 0.0                # the step ignored last, to log it once
         self.steps: list[Step] = []
         self._note_sync(self._synced, first=True)
 
     def monotonic(self) -> float:
-        return self._source.monotonic()
+        return self._mono()
 
     def synced(self) -> bool:
-        synced = self._source.synced()
-        if synced != self._synced:
+        synced = self._sync()
+        if synced is not self._synced:
             self._note_sync(synced)
         return synced
 
     def now(self) -> datetime:
-        wall, mono = self._source.wall(), self._source.monotonic()
-        kept = self._anchor_wall + timedelta(seconds=mono - self._anchor_mono)
-        drift = (wall - kept).total_seconds()
+        wall, mono = self._wall(), self._mono()
+        kept = self._anchor_wall + (mono - self._anchor_mono)
+        drift = wall - kept
         synced = self.synced()
         if -STEP_TOLERANCE < drift < STEP_TOLERANCE:
             self._anchor_wall, self._anchor_mono = wall, mono
             self._ignored = 0.0
-            return wall
+            return datetime.fromtimestamp(wall, UTC)
         if synced:
-            self._jump(kept, drift, "the clock is synchronised")
+            self._jump(_moment(kept), drift, "the clock is synchronised")
             self._anchor_wall, self._anchor_mono = wall, mono
-            return wall
+            return datetime.fromtimestamp(wall, UTC)
         if abs(drift - self._ignored) >= STEP_TOLERANCE:
             self._ignored = drift
-            log.warning("clock_step_ignored", by_s=round(drift, 3), kitchen_time=rfc3339(kept),
+            log.warning("clock_step_ignored", by_s=round(drift, 3),
+                        kitchen_time=rfc3339(_moment(kept)),
                         why="the system clock is not synchronised")
-        return kept
+        return _moment(kept)
 
     def hint(self, occurred_at: datetime) -> None:
         """A publisher says something happened at `occurred_at`: while the clock is not
@@ -138,7 +142,7 @@ class KitchenClock:
         if ahead <= HINT_TOLERANCE:
             return
         self._jump(kept, ahead, "a publisher's occurred_at is ahead of the unsynchronised clock")
-        self._anchor_wall, self._anchor_mono = occurred_at, self._source.monotonic()
+        self._anchor_wall, self._anchor_mono = occurred_at.timestamp(), self._mono()
 
     def restamp(self, stamp: datetime) -> datetime:
         """`stamp`, written by this kitchen before the steps it took since it started, in
@@ -181,18 +185,15 @@ class KitchenClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+def _moment(posix: float) -> datetime:
+    return datetime.fromtimestamp(posix, UTC)
+
+
 class _SystemSource:
     def __init__(self) -> None:
-        self._watch = SyncWatch()
-
-    def wall(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def synced(self) -> bool:
-        return self._watch.synced()
+        self.wall = time.time
+        self.monotonic = time.monotonic
+        self.synced = SyncWatch().synced
 
 
 class SystemClock(KitchenClock):
@@ -206,8 +207,8 @@ class _ManualSource:
         self.mono = 0.0
         self.is_synced = synced
 
-    def wall(self) -> datetime:
-        return self.wall_now
+    def wall(self) -> float:
+        return self.wall_now.timestamp()
 
     def monotonic(self) -> float:
         return self.mono
