@@ -302,7 +302,9 @@ async def test_scheduled_orders_fire_on_time_through_steps_of_an_unsynchronised_
         clock.advance(600)                                   # 09:10
         clock.step_wall(YEARS_2)                             # the wall says 2028
         await k.ticks()
-        assert await k.printed() == [], "a step forward fired scheduled tickets at once"
+        assert [await k.state(j) for j in ("a/new/grill", "b/new/grill", "c/new/cold")] \
+            == ["waiting"] * 3, "a step forward released scheduled tickets at once"
+        assert await k.printed() == []
 
         clock.advance(30 * 60 - 3)                           # 09:40 by the monotonic clock
         await k.printers["hot"].await_jobs(1)
@@ -311,6 +313,7 @@ async def test_scheduled_orders_fire_on_time_through_steps_of_an_unsynchronised_
 
         clock.step_wall(-YEARS_2 - DAY)                      # now a day behind the truth
         await k.ticks()
+        assert [await k.state(j) for j in ("b/new/grill", "c/new/cold")] == ["waiting"] * 2
         assert await k.printed() == ["a/new/grill"]
         clock.advance(60 * 60 - 3)                           # 10:40
         await k.until_state("b/new/grill", "printed")
