@@ -129,7 +129,9 @@ class KitchenClock:
             self._ignored = drift
             log.warning("clock_step_ignored", by_s=round(drift, 3),
                         kitchen_time=rfc3339(_moment(kept)),
-                        why="the system clock is not synchronised")
+                        why="the system clock is not synchronised",
+                        hint="a time set by hand on a box without NTP is taken at the next "
+                             "start of kitchen-edge")
         return _moment(kept)
 
     def hint(self, occurred_at: datetime) -> None:
