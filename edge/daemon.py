@@ -41,6 +41,8 @@ from edge.store import DB_FILENAME, SchemaTooNew, Store, jobs, outbox
 log = structlog.get_logger(__name__)
 
 CONFIG_POLL = 2.0
+# How often {root}/edge/state looks whether the clock's sync state changed.
+CLOCK_POLL = 5.0
 # A component's stop() bounds its own waits; this only keeps a broken one from hanging us.
 STOP_GUARD = 30.0
 
@@ -251,6 +253,15 @@ class Daemon:
                 seen = now
                 self.request_reload("config file changed")
 
+    async def _watch_clock(self) -> None:
+        """The kernel's clock sync state, republished on {root}/edge/state when it changes
+        (the kitchen clock asks the kernel at most every few seconds)."""
+        while True:
+            await asyncio.sleep(CLOCK_POLL)
+            synced = self.clock.synced()
+            if synced != self.link.extra_state.get("clock_synced"):
+                self.link.update_presence(clock_synced=synced)
+
     async def _run(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             if self.handle_signals:
@@ -258,12 +269,16 @@ class Daemon:
         # The menu file's products and stock, before anyone publishes availability.
         await self.store.transact(lambda tx: menu.sync(tx, self.cfg.menu_data, self.clock.now()))
         self.components = self._build()
+        # In {root}/edge/state from the first publish: whether the times this box sends can
+        # be trusted (docs/clock.md).
+        self.link.extra_state["clock_synced"] = self.clock.synced()
         for component in self.components:
             await component.start()
         async with asyncio.TaskGroup() as group:
             runs = [group.create_task(c.run(), name=c.name) for c in self.components]
             runs.append(group.create_task(self._announce_ready(), name="ready"))
             runs.append(group.create_task(self._watch_config(), name="config-watch"))
+            runs.append(group.create_task(self._watch_clock(), name="clock-watch"))
             await self.stop_requested.wait()
             if self.next_config is not None:
                 self.notifier.reloading()
@@ -304,7 +319,8 @@ class Daemon:
         for state in ("waiting", "queued", "sending", "unconfirmed", "printed", "failed",
                       "withdrawn"):
             metrics.print_jobs.labels(state).set(by_state.get(state, 0))
-        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        restamp = self.clock.restamp
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now, restamp))
         metrics.orders_awaiting_acceptance.set(len(waiting))
         metrics.oldest_awaiting_acceptance_seconds.set(
             max((w.waited_s for w in waiting), default=0))

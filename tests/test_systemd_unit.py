@@ -105,4 +105,9 @@ def test_unit_says_what_the_issue_asks_for() -> None:
     assert "PrivateDevices" not in svc
     unit = UNIT.read_text()
     assert "After=network-online.target mosquitto.service" in unit
+    # The kitchen starts without the WAN, so without NTP: never after time-sync.target
+    # (docs/clock.md), which would hold it until the WAN came back.
+    ordering = [ln for ln in unit.splitlines() if ln.startswith(("After=", "Wants=",
+                                                                  "Requires="))]
+    assert not any("time-sync.target" in ln or "time-set.target" in ln for ln in ordering)
 

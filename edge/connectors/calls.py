@@ -171,8 +171,11 @@ class CallSender(BaseComponent):
         """Send what is due; the seconds until something may be worth trying again."""
         name = self.destination.name
         self._kicked.clear()
-        now = rfc3339_ms(self.ctx.clock.now())
-        batch = await self.ctx.store.read(lambda c: calls.due(c, name, now))
+        moment = self.ctx.clock.now()
+        now = rfc3339_ms(moment)
+        # No retry is put off longer than the backoff's cap (Retry-After included).
+        latest = rfc3339_ms(moment + timedelta(seconds=2 * self.destination.backoff_max))
+        batch = await self.ctx.store.read(lambda c: calls.due(c, name, now, latest=latest))
         if batch:
             # Calls are written by applied events, which commit without an fsync. Nothing may
             # reach a partner that a power cut could take back: one durable write first.
@@ -200,6 +203,8 @@ class CallSender(BaseComponent):
         if upcoming is None:
             return self.destination.poll_interval
         wait = (parse_rfc3339(upcoming) - self.ctx.clock.now()).total_seconds()
+        if wait > 2 * self.destination.backoff_max:
+            wait = 0.0              # stamped before the clock stepped back: due (see above)
         return max(0.05, min(wait, self.destination.poll_interval))
 
     async def _send(self, client: httpx.AsyncClient, call: Call) -> float | None:

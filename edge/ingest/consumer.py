@@ -25,7 +25,7 @@ from edge.clock import Clock
 from edge.component import IntakeClosed
 from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
-from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
+from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline, Result
 from edge.orders.commands import COMMANDS
 from edge.store import Store, Tx
 
@@ -100,6 +100,7 @@ class Ingest:
             self.committed += taken
             self._pending.set()
         for result in results:
+            self._hint(result)
             self._log(result)
         return value
 
@@ -156,8 +157,17 @@ class Ingest:
                 raise
             finally:
                 self.idle.set()
+            self._hint(result)
             self._pending.set()
             self._log(result)
+
+    def _hint(self, result: BatchResult) -> None:
+        """Publishers' clocks tell an unsynchronised box that it is behind (edge.clock);
+        before the applier takes its `now` for these events' tickets."""
+        stamps = [o.occurred_at for o in result.outcomes
+                  if o.occurred_at is not None and o.result is Result.ACCEPTED]
+        if stamps:
+            self.clock.hint(max(stamps))
 
     async def run_applier(self) -> None:
         """Apply stored events until cancelled; first whatever a crash left unapplied."""

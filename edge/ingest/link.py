@@ -91,8 +91,10 @@ class BrokerLink:
         return f"{self.cfg.root}/edge/state"
 
     def _presence(self, state: str) -> bytes:
+        # restamp: a step of the clock since the start (NTP syncing) moves the start with it.
         return encode({"state": state, "version": __version__, "since": rfc3339(
-            self.started_at if state == "online" else self.clock.now()), **self.extra_state})
+            self.clock.restamp(self.started_at) if state == "online" else self.clock.now()),
+            **self.extra_state})
 
     def publish(self, topic: str, body: dict[str, Any] | bytes, *, retain: bool = False,
                 on_sent: Callable[[], Awaitable[None]] | None = None) -> None:

@@ -70,6 +70,7 @@ class Outcome:
     reject_kind: RejectKind | None = None
     dead_letter_id: int | None = None
     new_jobs: list[str] = field(default_factory=list)
+    occurred_at: datetime | None = None      # the publisher's, of an accepted event
 
 
 @dataclass
@@ -248,7 +249,7 @@ class Pipeline:
     def _accept(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
         event = parse_event(message.topic, message.payload, self.root)
         base = Outcome(message.topic, Result.ACCEPTED, event.event_id, event.order_id,
-                       event.type)
+                       event.type, occurred_at=event.envelope.occurred_at)
         if events.seen(tx.conn, event.event_id):
             base.result = Result.DUPLICATE
             tx.emit(EventDuplicate(event.event_id, event.order_id))

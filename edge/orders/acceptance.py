@@ -11,6 +11,7 @@ kitchen to accept or reject it (CONTRACT section 9).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ from edge.store import Tx, orders
 from edge.store.orders import OrderRow
 
 ATTENTION = "ATTENTION"
+Restamp = Callable[[datetime], datetime]
 
 
 @dataclass(frozen=True)
@@ -39,25 +41,33 @@ class Waiting:
     reminded: bool
 
 
-def waiting(conn: sqlite3.Connection, now: datetime) -> list[Waiting]:
-    """Orders waiting for acceptance, oldest first (read-only)."""
-    return [_waiting(o, now) for o in orders.awaiting_acceptance(conn)]
+def waiting(conn: sqlite3.Connection, now: datetime,
+            restamp: Restamp | None = None) -> list[Waiting]:
+    """Orders waiting for acceptance, oldest first (read-only). `restamp`: the clock's,
+    so a step of the clock since an order came does not change how long it waited."""
+    return [_waiting(o, now, restamp) for o in orders.awaiting_acceptance(conn)]
 
 
-def _waiting(order: OrderRow, now: datetime) -> Waiting:
-    since = parse_rfc3339(order.created_at)
+def _waiting(order: OrderRow, now: datetime, restamp: Restamp | None) -> Waiting:
+    since = _since(order, restamp)
     return Waiting(order.order_id, order.display_id, order.channel, order.device,
                    order.fulfillment, order.created_at,
                    max(0.0, (now - since).total_seconds()), order.attention_at is not None)
 
 
-def remind(tx: Tx, now: datetime, after: timedelta, station_id: str | None) -> list[str]:
+def _since(order: OrderRow, restamp: Restamp | None) -> datetime:
+    since = parse_rfc3339(order.created_at)
+    return restamp(since) if restamp else since
+
+
+def remind(tx: Tx, now: datetime, after: timedelta, station_id: str | None,
+           restamp: Restamp | None = None) -> list[str]:
     """One ATTENTION ticket for each order waiting longer than `after`; the new job keys."""
     if station_id is None:
         return []
     made: list[str] = []
     for order in orders.awaiting_acceptance(tx.conn):
-        if order.attention_at is not None or parse_rfc3339(order.created_at) + after > now:
+        if order.attention_at is not None or _since(order, restamp) + after > now:
             continue
         label = order.display_id or order.order_id
         where = order.device or order.channel

@@ -13,12 +13,12 @@ void that lands a moment later sees the job as possibly on paper and prints a VO
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from edge.clock import parse_rfc3339, rfc3339_ms
+from edge.clock import clock_synced, parse_rfc3339, rfc3339_ms
 from edge.feed import (
     JobClaimed,
     JobConfirmed,
@@ -35,6 +35,8 @@ from edge.orders.progress import refresh_progress
 from edge.orders.records import add_activity, sync_records
 from edge.orders.ticket import Ticket, TicketItem, TicketKind
 from edge.store import Tx, jobs, orders
+
+Restamp = Callable[[datetime], datetime]
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,11 @@ def _service(fulfillment: str | None, table: str | None, courier: str | None,
 
 
 def ticket_of(conn: sqlite3.Connection, job_key: str, now: datetime, late_after: float,
-              backup_from: Mapping[str, str]) -> tuple[jobs.ToPrint, Ticket] | None:
+              backup_from: Mapping[str, str],
+              restamp: Restamp | None = None) -> tuple[jobs.ToPrint, Ticket] | None:
     """What the job's ticket says if it printed at `now` (`backup_from`: station -> the
-    printer it is printing for). Only reads: the spooler's claim, and the screens' preview."""
+    printer it is printing for). Only reads: the spooler's claim, and the screens' preview.
+    `restamp` (the clock's) carries our own stamps over the clock's steps (edge.clock)."""
     job = jobs.to_print(conn, job_key)
     if job is None:
         return None
@@ -80,8 +84,9 @@ def ticket_of(conn: sqlite3.Connection, job_key: str, now: datetime, late_after:
         if (r := lines.get(line_id)) is not None and (job.kind == "VOID" or r.state != "voided")
     )
     created = parse_rfc3339(job.created_at)
+    # A scheduled job is late from its start time: the publisher's, no stamp of ours.
     reference = parse_rfc3339(job.not_before) if job.not_before and \
-        job.not_before > job.created_at else created
+        job.not_before > job.created_at else restamp(created) if restamp else created
     return job, Ticket(
         kind=cast(TicketKind, job.kind),   # written by the kitchen: one of the kinds
         station=job.station_id,
@@ -99,17 +104,19 @@ def ticket_of(conn: sqlite3.Connection, job_key: str, now: datetime, late_after:
         backup_from=backup_from.get(job.station_id),
         may_be_duplicate=job.may_be_duplicate,
         late=late_after > 0 and now - reference > timedelta(seconds=late_after),
+        clock_synced=clock_synced(),
     )
 
 
 def claim(tx: Tx, stations: Sequence[str], printer_id: str, backup_from: dict[str, str],
-          now: datetime, late_after: float, copies_for: Sequence[str] = ()) -> Claimed | None:
+          now: datetime, late_after: float, copies_for: Sequence[str] = (),
+          restamp: Restamp | None = None) -> Claimed | None:
     """Take the oldest job this printer may take (`edge.store.jobs.next_queued`), mark it
     sending, build its ticket."""
     key = jobs.next_queued(tx.conn, printer_id, stations, copies_for)
     if key is None:
         return None
-    found = ticket_of(tx.conn, key, now, late_after, backup_from)
+    found = ticket_of(tx.conn, key, now, late_after, backup_from, restamp)
     assert found is not None
     job, ticket = found
     came_from, created = ticket.backup_from, ticket.created_at

@@ -14,7 +14,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from edge.clock import rfc3339_ms
+from edge.clock import clock_synced, rfc3339_ms
 from edge.feed import RecordQueued, TimelineChanged
 from edge.orders.events import Event
 from edge.orders.timeline import build_timeline
@@ -40,7 +40,11 @@ def add_activity(tx: Tx, event: Event[Any] | None, what: str, now: datetime,
 
 def add_record(tx: Tx, *, kind: str, record_id: str, order_id: str | None,
                body: dict[str, Any], created_at: datetime) -> int | None:
-    """An outbox record (see `edge.store.outbox.add_record`), announced once committed."""
+    """An outbox record (see `edge.store.outbox.add_record`), announced once committed.
+    Written while the box's clock is unsynchronised, its body says so (`clock_synced:
+    false`): its times, and the record's `created_at`, may be far off."""
+    if not clock_synced():
+        body = {**body, "clock_synced": False}
     seq = outbox.add_record(tx.conn, kind=kind, record_id=record_id, order_id=order_id,
                             body=body, created_at=created_at)
     if seq is not None:

@@ -42,4 +42,5 @@ class Ticket:
     backup_from: str | None = None
     may_be_duplicate: bool = False
     late: bool = False
+    clock_synced: bool = True     # False: the box's clock is unsynchronised (times marked)
     extra_lines: tuple[str, ...] = field(default=())  # test tickets: check lines

@@ -41,7 +41,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from edge.clock import parse_rfc3339, rfc3339
+from edge.clock import clock_synced, parse_rfc3339, rfc3339
 from edge.store import events, jobs, orders, outbox
 
 LABELS = {
@@ -164,6 +164,10 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
         "read_only": True,
         "no_lan_block": True,
     }
+    if not clock_synced():
+        # The box's own times (routed, ticket, printer, confirmation) may be far off; the
+        # publishers' (accepted and the lifecycle steps) are theirs.
+        document["clock_synced"] = False
     return document
 
 

@@ -100,6 +100,9 @@ def wrap(text: str, width: int, first: str = "", rest: str | None = None) -> lis
     return lines
 
 
+UNSYNCED_NOTE = "(~ box clock not synced)"
+
+
 def hhmm(moment: datetime, tz: tzinfo | None) -> str:
     return _local(moment, tz).strftime("%H:%M")
 
@@ -135,10 +138,14 @@ def layout_ticket(ticket: Ticket, columns: int, tz: tzinfo | None = None) -> lis
     if ticket.service:
         add("service", Style(size="tall", bold=True), wrap(clean(ticket.service), columns))
     add("channel", NORMAL, wrap(clean(ticket.channel), columns, "Channel: ", "  "))
-    times = f"Time: {hhmm(ticket.created_at, tz)}"
+    # The box's own times: while its clock is unsynchronised they may be far off, and say
+    # so. The DUE time is the publisher's and stays unmarked.
+    approx = "" if ticket.clock_synced else "~"
+    times = f"Time: {approx}{hhmm(ticket.created_at, tz)}"
     if ticket.printed_at is not None:
-        times += f"  printed {hhmm(ticket.printed_at, tz)}"
-    add("time", NORMAL, [("", times)])
+        times += f"  printed {approx}{hhmm(ticket.printed_at, tz)}"
+    add("time", NORMAL, [("", times)] if ticket.clock_synced else
+        [("", times), *wrap(UNSYNCED_NOTE, columns)])
     if ticket.due_at is not None:
         due = _local(ticket.due_at, tz)
         day = "" if due.date() == _local(ticket.created_at, tz).date() else due.strftime("%d.%m ")

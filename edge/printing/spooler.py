@@ -185,11 +185,12 @@ class Spooler:
         after = timedelta(seconds=self.cfg.acceptance.attention_after)
         station, now = self.cfg.default_station, self.clock.now()
         # A read first: most ticks nobody is waiting, and the writer is left alone.
-        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        restamp = self.clock.restamp
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now, restamp))
         if not any(w.waited_s >= after.total_seconds() and not w.reminded for w in waiting):
             return
         made = await self.store.transact(
-            lambda tx: acceptance.remind(tx, now, after, station))
+            lambda tx: acceptance.remind(tx, now, after, station, restamp))
         for key in made:
             log.warning("order_waiting_for_acceptance", job_key=key,
                         after_s=self.cfg.acceptance.attention_after)
@@ -407,7 +408,7 @@ class Spooler:
         printer = worker.printer
         claimed = await self.store.transact(
             lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
-                                 self.cfg.printing.late_after, copies))
+                                 self.cfg.printing.late_after, copies, self.clock.restamp))
         if claimed is None:
             return
         # Everything logged while this ticket is on its way (the transport's lines too)

@@ -69,10 +69,14 @@ WHERE c.destination = ? AND c.state = 'pending'
 """
 
 
-def due(conn: sqlite3.Connection, destination: str, now: str, limit: int = 100) -> list[Call]:
-    """The calls to send now, oldest first: at most one per order."""
-    return [_call(r) for r in query(conn, _HEADS + " AND c.next_at <= ? ORDER BY c.id LIMIT ?",
-                                    (destination, now, limit))]
+def due(conn: sqlite3.Connection, destination: str, now: str, limit: int = 100,
+        latest: str | None = None) -> list[Call]:
+    """The calls to send now, oldest first: at most one per order. A `next_at` after
+    `latest` (further ahead than any retry is put off) was stamped before the clock stepped
+    back: it is due now, not in a year."""
+    return [_call(r) for r in query(
+        conn, _HEADS + " AND (c.next_at <= ? OR c.next_at > ?) ORDER BY c.id LIMIT ?",
+        (destination, now, latest or "9999", limit))]
 
 
 def next_at(conn: sqlite3.Connection, destination: str) -> str | None:

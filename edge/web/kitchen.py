@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from edge.clock import Clock, rfc3339_ms
+from edge.clock import Clock, parse_rfc3339, rfc3339_ms
 from edge.feed import JobQueued, OrderStageChanged, OrderStatusChanged
 from edge.store import Store, Tx, kds
 from edge.store.kds import Bumped
@@ -75,16 +75,29 @@ class StoreCards:
         self.clock = clock
 
     def _since(self) -> str:
-        return rfc3339_ms(self.clock.now() - CARD_WINDOW)
+        # unstamp: a step of the clock (NTP syncing) does not take open cards off screens.
+        return rfc3339_ms(self.clock.unstamp(self.clock.now() - CARD_WINDOW))
 
     async def snapshot(self, stations: Sequence[str] | None) -> list[Card]:
         since = self._since()
-        return await self.store.read(lambda c: load_cards(c, stations, since))
+        return self._restamped(await self.store.read(lambda c: load_cards(c, stations, since)))
 
     async def cards_of(self, stations: Sequence[str] | None,
                        order_ids: Iterable[str]) -> list[Card]:
         since, wanted = self._since(), list(order_ids)
-        return await self.store.read(lambda c: load_cards(c, stations, since, wanted))
+        return self._restamped(
+            await self.store.read(lambda c: load_cards(c, stations, since, wanted)))
+
+    def _restamped(self, cards: list[Card]) -> list[Card]:
+        """A card's timer counts from a stamp of ours: carried over the clock's steps (NTP
+        syncing), so a card's age does not jump by years."""
+        out = []
+        for card in cards:
+            started = parse_rfc3339(card.started_at)
+            moved = self.clock.restamp(started)
+            out.append(card if moved == started else
+                       replace(card, started_at=rfc3339_ms(moved)))
+        return out
 
     def now(self) -> str:
         return rfc3339_ms(self.clock.now())

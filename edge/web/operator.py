@@ -223,7 +223,8 @@ class AcceptancePanel:
 
     async def view(self) -> View:
         now = self.clock.now()
-        waiting = await self.store.read(lambda c: acceptance.waiting(c, now))
+        restamp = self.clock.restamp
+        waiting = await self.store.read(lambda c: acceptance.waiting(c, now, restamp))
         rows = [Row(
             [w.display_id or w.order_id, w.order_id, w.device or w.channel, when(w.since),
              _age(w.waited_s), "yes" if w.reminded else "no"],
