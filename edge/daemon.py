@@ -37,6 +37,7 @@ from edge.printing.component import Printing
 from edge.service import metrics
 from edge.service.sdnotify import Notifier
 from edge.store import DB_FILENAME, SchemaTooNew, Store, jobs, outbox
+from edge.store.trouble import StorageState, StorageTrouble
 
 log = structlog.get_logger(__name__)
 
@@ -152,6 +153,8 @@ class Daemon:
         self.ready = asyncio.Event()
         self._wan_up: bool | None = None   # as the upstream sender last judged it
         self.feed.subscribe(WanChanged, self._wan)
+        self._storage_unsubscribe = self.store.disk.subscribe(self._storage)
+        self.ctx.board.add("storage", self._storage_section)
 
     @property
     def said_goodbye(self) -> bool:
@@ -190,6 +193,7 @@ class Daemon:
         try:
             await self._run()
         finally:
+            self._storage_unsubscribe()
             self.notifier.close()   # a reload makes a new one
             await self.store.close()
         log.info("daemon_stopped")
@@ -255,13 +259,18 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             if self.handle_signals:
                 self._install_signals()
-        # The menu file's products and stock, before anyone publishes availability.
-        await self.store.transact(lambda tx: menu.sync(tx, self.cfg.menu_data, self.clock.now()))
+        self._storage(self.store.disk.current)
+        # The menu file's products and stock, before anyone publishes availability. Started
+        # on a full disk, the daemon waits here for space rather than exit (and be restarted
+        # by systemd into the same full disk, in a loop).
+        await self.store.disk.patiently(lambda: self.store.transact(
+            lambda tx: menu.sync(tx, self.cfg.menu_data, self.clock.now())), what="menu")
         self.components = self._build()
         for component in self.components:
             await component.start()
         async with asyncio.TaskGroup() as group:
-            runs = [group.create_task(c.run(), name=c.name) for c in self.components]
+            runs = [group.create_task(self._run_component(c), name=c.name)
+                    for c in self.components]
             runs.append(group.create_task(self._announce_ready(), name="ready"))
             runs.append(group.create_task(self._watch_config(), name="config-watch"))
             await self.stop_requested.wait()
@@ -281,6 +290,22 @@ class Daemon:
                 await component.close()
             except Exception:  # one piece failing to let go must not keep the others
                 log.exception("component_close_failed", component=component.name)
+
+    async def _run_component(self, component: Component) -> None:
+        """`component.run()`; run again, once the disk takes writes, if a write the disk
+        refused ended it. The writers that must not lose their place wait inside (the intake,
+        the spooler); for the others (the upstream sender's marks, discovery's registry, a
+        connector's records) starting over from what is stored is what they do at start."""
+        while True:
+            try:
+                await component.run()
+                return
+            except* StorageTrouble as group:
+                first = group.exceptions[0]
+                log.error("component_waiting_for_storage", component=component.name,
+                          error=str(first))
+            await self.store.disk.wait_ok()
+            log.info("component_restarted", component=component.name, why="storage is back")
 
     async def _announce_ready(self) -> None:
         await self.link.ever_connected.wait()
@@ -331,16 +356,35 @@ class Daemon:
             metrics.wan_up.set(1 if self._wan_up else 0)
 
     def status_line(self) -> str:
+        storage = self.store.disk.current
+        degraded = "" if storage.ok else f"{storage.label}; "
         if self.printing is None:
-            return "starting"
+            return f"{degraded}starting"
         spooler = self.printing.spooler
         up = sum(1 for w in spooler.workers.values() if w.health.state == "online")
         wan = "n/a" if self.cfg.upstream is None else ("up" if self._wan_up else "down")
-        return (f"printers {up}/{len(spooler.workers)} up; printed {spooler.printed}; "
+        return (f"{degraded}printers {up}/{len(spooler.workers)} up; "
+                f"printed {spooler.printed}; "
                 f"events {self.ingest.committed}; wan {wan}")
 
     def _wan(self, change: WanChanged) -> None:
         self._wan_up = change.up
+
+    def _storage(self, state: StorageState) -> None:
+        """The disk's state on the edge's retained state, sd_notify STATUS and a gauge, now:
+        a full disk is not a thing to learn about at the next watchdog tick."""
+        self.link.update_presence(health=state.label, storage=state.state,
+                                  storage_since=state.since)
+        metrics.storage_ok.set(1 if state.ok else 0)
+        if self.ready.is_set():
+            self.notifier.status(self.status_line())
+
+    async def _storage_section(self) -> dict[str, object]:
+        disk = self.store.disk
+        state = disk.current
+        return {"state": state.state, "health": state.label, "since": state.since,
+                "detail": state.detail, "writes_refused": disk.failures,
+                "probes": disk.probes}
 
 
 def _read_secret(path: Path | None) -> str | None:
