@@ -13,9 +13,11 @@ say why.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import random
+import sqlite3
 import subprocess
 import threading
 import time
@@ -26,6 +28,8 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.store import Store, kv
+from edge.store.trouble import PROBE_FILENAME, StorageTrouble, is_storage_error, storage_kind
 from tests.broker import Broker, free_port
 from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created
 from tests.printing_env import has_line, job_key_of, kitchen
@@ -107,6 +111,66 @@ def metric(port: int, name: str) -> float:
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"no {name} in /metrics")
+
+
+def test_storage_errors_are_told_apart_from_other_database_errors() -> None:
+    full = sqlite3.OperationalError("database or disk is full")
+    assert storage_kind(full) == "full"
+    assert storage_kind(sqlite3.OperationalError("disk I/O error")) == "io_error"
+    assert storage_kind(OSError(errno.ENOSPC, "No space left on device")) == "full"
+    assert storage_kind(OSError(errno.EIO, "Input/output error")) == "io_error"
+    assert storage_kind(sqlite3.OperationalError("no such table: orders")) is None
+    assert storage_kind(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
+    assert storage_kind(ValueError("database or disk is full")) is None
+    # SQLite rolled the whole transaction back on SQLITE_FULL, so the savepoint's own
+    # ROLLBACK TO failed: what is raised is that, in the handling of the full disk.
+    try:
+        try:
+            raise full
+        except sqlite3.OperationalError:
+            raise sqlite3.OperationalError("no such savepoint: message") from None
+    except sqlite3.OperationalError as exc:
+        assert storage_kind(exc) is None    # `from None`: nothing to follow
+    try:
+        try:
+            raise full
+        except sqlite3.OperationalError:
+            raise sqlite3.OperationalError("no such savepoint: message")  # noqa: B904
+    except sqlite3.OperationalError as exc:
+        assert storage_kind(exc) == "full"
+        assert is_storage_error(exc)
+
+
+async def test_a_store_on_a_full_disk_refuses_says_so_and_recovers_by_the_probe(
+        small_disk: Path) -> None:
+    store = Store(small_disk / "kitchen-edge.db")
+    await store.open()
+    seen: list[str] = []
+    store.disk.subscribe(lambda state: seen.append(state.label))
+    try:
+        await store.transact(lambda tx: kv.put(tx.conn, "before", "kept"))
+        fill(small_disk)
+        with pytest.raises(StorageTrouble) as refused:
+            await store.transact(lambda tx: kv.put(tx.conn, "during", "x" * 65536))
+        assert refused.value.kind == "full" and refused.value.label == "disk full"
+        assert store.disk.current.label == "degraded: disk full"
+        assert seen == ["degraded: disk full"]
+        # Still full: the probe fails (with backoff) and nobody is told it is back.
+        waiting = asyncio.create_task(store.disk.wait_ok())
+        await asyncio.sleep(1.0)
+        assert not waiting.done() and store.disk.probes >= 1
+        assert store.disk.current.state == "full"
+        # The writer connection was left usable: reads and, once there is room, writes.
+        assert await store.read(lambda c: kv.get(c, "before")) == "kept"
+        free(small_disk)
+        await asyncio.wait_for(waiting, timeout=10)
+        assert store.disk.ok and seen == ["degraded: disk full", "ok"]
+        await store.transact(lambda tx: kv.put(tx.conn, "after", "written"))
+        assert await store.read(lambda c: (kv.get(c, "during"), kv.get(c, "after"))) == (
+            None, "written")
+        assert not (small_disk / PROBE_FILENAME).exists()
+    finally:
+        await store.close()
 
 
 def test_disk_full_holds_the_orders_and_prints_them_once_when_space_returns(
@@ -218,8 +282,9 @@ def test_sigkill_while_the_disk_is_full_and_while_it_recovers_loses_nothing(
                 kills += 1
                 full_kills += 1
                 d.start()
-                # Restarted on a full disk: up, connected, and saying so.
-                time.sleep(rng.uniform(0.2, 0.6))
+                # Restarted on a full disk: up (start() waited for daemon_ready), taking the
+                # stream, and finding it cannot store it; it waits, it does not exit.
+                d.wait_log("storage_degraded", timeout=20)
             free(small_disk)
             while not done.is_set() or kills < full_kills + 3:
                 time.sleep(rng.uniform(0.15, 0.6))

@@ -94,7 +94,8 @@ def storage_kind(exc: BaseException | None) -> str | None:
                     return kind
         if isinstance(exc, OSError) and exc.errno in _ERRNOS:
             return _ERRNOS[exc.errno]
-        exc = exc.__cause__ or exc.__context__
+        # As a traceback follows it: the cause, else the context unless it was suppressed.
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
         seen += 1
     return None
 
