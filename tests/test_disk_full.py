@@ -28,10 +28,12 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.component import BaseComponent
+from edge.daemon import Daemon, load_station
 from edge.store import Store, kv
 from edge.store.trouble import PROBE_FILENAME, StorageTrouble, is_storage_error, storage_kind
 from tests.broker import Broker, free_port
-from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created
+from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created, write_config
 from tests.printing_env import has_line, job_key_of, kitchen
 from tests.test_sdnotify import NotifySocket
 
@@ -171,6 +173,35 @@ async def test_a_store_on_a_full_disk_refuses_says_so_and_recovers_by_the_probe(
         assert not (small_disk / PROBE_FILENAME).exists()
     finally:
         await store.close()
+
+
+async def test_a_component_a_refused_write_ended_runs_again_once_the_disk_takes_writes(
+        tmp_path: Path) -> None:
+    """The upstream sender's marks, discovery's registry, a connector's records: a write the
+    disk refused that ends a component's run() does not end the daemon."""
+    daemon = Daemon(load_station(write_config(tmp_path / "station.yaml", broker_port=1)),
+                    handle_signals=False)
+    await daemon.store.open()
+    runs: list[bool] = []
+
+    class Registry(BaseComponent):
+        name = "registry"
+
+        async def run(self) -> None:
+            runs.append(daemon.store.disk.ok)
+            if len(runs) == 1:
+                trouble = daemon.store.disk.refused(
+                    sqlite3.OperationalError("database or disk is full"))
+                assert trouble is not None
+                raise trouble
+
+    try:
+        await asyncio.wait_for(daemon._run_component(Registry()), timeout=10)
+    finally:
+        await daemon.store.close()
+    # Run again only once the probe (on a disk with room) said the disk takes writes.
+    assert runs == [True, True] and daemon.store.disk.ok and daemon.store.disk.probes >= 1
+    assert "degraded: disk full" not in daemon.status_line()
 
 
 def test_disk_full_holds_the_orders_and_prints_them_once_when_space_returns(

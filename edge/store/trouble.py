@@ -10,9 +10,9 @@ tells the `StorageHealth` here; a successful commit does not clear it, since a s
 may still fit in the WAL's free pages while the next batch does not: only a probe that
 writes `PROBE_BYTES` to a file beside the database and then commits does.
 
-The probe runs while somebody waits for storage (`StorageHealth.wait_ok`), with capped
-backoff, so a full disk costs one small write now and then, and no restart: the daemon
-never exits over it (systemd would restart it into the same full disk, in a loop).
+The probe runs from the first refused write until it succeeds, with capped backoff, so a
+full disk costs one small write now and then, and no restart: the daemon never exits over
+it (systemd would restart it into the same full disk, in a loop).
 """
 
 from __future__ import annotations
@@ -167,6 +167,9 @@ class StorageHealth:
                       hint="nothing is acknowledged until the disk takes writes again")
             self.degraded_since = time.monotonic()
             self._set(StorageState(kind, _utc_now(), detail))
+        # Probed from now even if nobody waits (a refused screen action, say): the state
+        # must come back to ok by itself.
+        self._ensure_probe()
         return exc if isinstance(exc, StorageTrouble) else StorageTrouble(kind, detail)
 
     def committed(self) -> None:
@@ -180,9 +183,7 @@ class StorageHealth:
         if self.ok:
             return
         event = self._event()
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(
-                self._probe_until_ok(), name="storage-probe")
+        self._ensure_probe()
         await event.wait()
 
     async def patiently(self, write: Callable[[], Awaitable[T]], *, what: str) -> T:
@@ -203,6 +204,11 @@ class StorageHealth:
             self._probe = None
 
     # -- inside ----------------------------------------------------------------------------
+
+    def _ensure_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(
+                self._probe_until_ok(), name="storage-probe")
 
     def _event(self) -> asyncio.Event:
         if self._ok is None:
