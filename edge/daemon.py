@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from edge import __version__
+from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock, rfc3339_ms
 from edge.component import Component, Context
 from edge.config import Config, ConfigError, MdnsConnection, load_config
@@ -37,13 +38,16 @@ from edge.printing.component import Printing
 from edge.service import metrics
 from edge.service.sdnotify import Notifier
 from edge.store import DB_FILENAME, SchemaTooNew, Store, jobs, outbox
-from edge.store.trouble import StorageState, StorageTrouble
+from edge.store.trouble import StorageState, StorageTrouble, storage_kind
 
 log = structlog.get_logger(__name__)
 
 CONFIG_POLL = 2.0
 # A component's stop() bounds its own waits; this only keeps a broken one from hanging us.
 STOP_GUARD = 30.0
+# Opening the database on a disk that refuses: tried again from 0.5 s, up to every 10 s.
+OPEN_RETRY_BASE = 0.5
+OPEN_RETRY_CAP = 10.0
 
 
 def load_station(path: Path) -> Config:
@@ -134,6 +138,7 @@ class Daemon:
         self.cfg = cfg
         self.handle_signals = handle_signals
         self._stopping = False
+        self.opened = False             # the database: a full disk may keep it shut
         self.next_config: Config | None = None
         self.config_path = config_path
         self.clock = clock or SystemClock()
@@ -187,7 +192,10 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
-        await self.store.open()
+        if not await self._open_store():
+            self.notifier.close()
+            log.info("daemon_stopped")
+            return 0
         log.info("daemon_starting", version=__version__, site=self.cfg.site,
                  database=str(self.store.path))
         try:
@@ -198,6 +206,33 @@ class Daemon:
             await self.store.close()
         log.info("daemon_stopped")
         return 0
+
+    async def _open_store(self) -> bool:
+        """Open the database; False if asked to stop first. A disk that refuses (full: the
+        WAL's shared-memory file cannot be made) is waited out with backoff, not exited on:
+        systemd would restart us into the same full disk, in a loop. systemd's start timeout
+        is extended meanwhile, and STATUS says why."""
+        backoff = Backoff(OPEN_RETRY_BASE, OPEN_RETRY_CAP, floor=0.5)
+        while True:
+            try:
+                await self.store.open()
+                self.opened = True
+                return True
+            except (sqlite3.Error, OSError) as exc:
+                kind = storage_kind(exc)
+                if kind is None:
+                    raise
+                delay = backoff.failed()
+                log.error("database_not_opened", storage=kind, error=str(exc),
+                          retry_in=round(delay, 1), database=str(self.store.path))
+                label = StorageState(kind, "").label
+                self.notifier.notify(f"STATUS={label}; database not open\n"
+                                     f"EXTEND_TIMEOUT_USEC={int((delay + 60) * 1_000_000)}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.stop_requested.wait()
+            if self.stop_requested.is_set():
+                return False
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -429,9 +464,10 @@ def run_daemon(config_path: Path) -> int:
             if stop:
                 daemon.request_stop(stop[-1])
             await daemon.run()
-            if stop and not daemon.said_goodbye:
+            if stop and not daemon.said_goodbye and daemon.opened:
                 # The stop landed after these pieces had shut down for a reload: come back
-                # just long enough to tell the broker we are offline.
+                # just long enough to tell the broker we are offline. (Not when the database
+                # never opened, the disk being full: coming back would only wait again.)
                 current = daemon.next_config or daemon.cfg
             else:
                 current = None if stop else daemon.next_config

@@ -14,6 +14,7 @@ say why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import random
@@ -275,6 +276,39 @@ def test_disk_full_holds_the_orders_and_prints_them_once_when_space_returns(
         assert events.count("daemon_starting") == 1, "recovered without a restart"
     finally:
         states.close()
+        ns.close()
+
+
+def test_started_on_a_full_disk_it_waits_to_open_the_database_and_does_not_exit(
+        tmp_path: Path, broker: Broker, small_disk: Path) -> None:
+    """After a clean stop the WAL's files are gone; on a full disk the next start cannot make
+    them (SQLITE_IOERR_SHMSIZE). Exiting would be systemd's restart loop: it waits."""
+    ns = NotifySocket(str(tmp_path / "notify.sock")).start()
+    d = DaemonProc(write_config(tmp_path / "station.yaml", broker_port=broker.port),
+                   env={"NOTIFY_SOCKET": ns.env_value})
+    try:
+        d.start()
+        assert d.stop() == 0
+        fill(small_disk)
+        d.start(wait_ready=False)
+        refused = d.wait_log("database_not_opened", timeout=20)
+        assert refused["storage"] in ("full", "io_error")
+        status = ns.wait_for("EXTEND_TIMEOUT_USEC")
+        assert status.fields["STATUS"].startswith("degraded: disk")
+        time.sleep(1.5)
+        assert d.proc is not None and d.proc.poll() is None, "it must not exit"
+        assert d.stop() == 0, "a SIGTERM while it waits is a clean stop"
+        d.start(wait_ready=False)
+        d.wait_log("database_not_opened", timeout=20)
+        free(small_disk)
+        d.wait_log("daemon_ready", timeout=30)
+        with contextlib.closing(Publisher(broker.port)) as pos:
+            pos.order(created("late-1"))
+        d.wait_until(lambda: d.scalar("SELECT COUNT(*) FROM orders") == 1, timeout=20,
+                     what="the order stored")
+        assert d.stop() == 0
+    finally:
+        d.kill()
         ns.close()
 
 
