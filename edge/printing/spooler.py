@@ -418,22 +418,26 @@ class Spooler:
                 if not worker.wake.is_set():
                     await self._check(worker)
                 continue
-            await self._print_one(worker, stations, copies)
+            if not await self._print_one(worker, stations, copies):
+                # The claim was refused (the disk): wait for the disk, not busy, so a
+                # shutdown meanwhile need not wait for us.
+                await self.store.disk.wait_ok()
 
-    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> None:
+    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> bool:
+        """False when the disk refused the claim: nothing was sent."""
         if self._stopping:
-            return
+            return True
         self._busy += 1
         self._idle.clear()
         try:
-            await self._claim_and_print(worker, stations, copies)
+            return await self._claim_and_print(worker, stations, copies)
         finally:
             self._busy -= 1
             if not self._busy:
                 self._idle.set()
 
     async def _claim_and_print(self, worker: Worker, stations: list[str],
-                               copies: list[str]) -> None:
+                               copies: list[str]) -> bool:
         now = self.clock.now()
         backups = self._backups(worker)
         printer = worker.printer
@@ -446,15 +450,15 @@ class Spooler:
             # it waits, queued, and the kitchen is told why (the log, the edge's state).
             log.error("ticket_not_claimed", printer_id=printer.id, storage=exc.kind,
                       hint="tickets wait until the disk takes writes again")
-            await self.store.disk.wait_ok()
-            return
+            return False
         if claimed is None:
-            return
+            return True
         # Everything logged while this ticket is on its way (the transport's lines too)
         # names the job, its order and the printer.
         with structlog.contextvars.bound_contextvars(
                 job_key=claimed.job_key, order_id=claimed.order_id, printer_id=printer.id):
             await self._print_claimed(worker, claimed)
+        return True
 
     async def _print_claimed(self, worker: Worker, claimed: jobs.Claimed) -> None:
         printer = worker.printer
