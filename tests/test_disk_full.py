@@ -312,6 +312,28 @@ def test_started_on_a_full_disk_it_waits_to_open_the_database_and_does_not_exit(
         ns.close()
 
 
+def test_a_sigterm_while_the_disk_is_full_stops_soon_and_the_broker_keeps_the_orders(
+        tmp_path: Path, broker: Broker, small_disk: Path) -> None:
+    d = DaemonProc(write_config(tmp_path / "station.yaml", broker_port=broker.port))
+    try:
+        d.start()
+        fill(small_disk)
+        with contextlib.closing(Publisher(broker.port)) as pos:
+            for i in range(5):
+                pos.order(created(f"t-{i}"))
+        d.wait_log("events_not_stored", timeout=20)
+        began = time.monotonic()
+        assert d.stop() == 0
+        # Nothing between COMMIT and PUBACK, no ticket on its way: no grace to wait out.
+        assert time.monotonic() - began < 8.0
+        free(small_disk)
+        d.start()
+        d.wait_until(lambda: d.scalar("SELECT COUNT(*) FROM orders") == 5, timeout=20,
+                     what="the orders the broker kept")
+    finally:
+        d.kill()
+
+
 def test_sigkill_while_the_disk_is_full_and_while_it_recovers_loses_nothing(
         tmp_path: Path, broker: Broker, small_disk: Path) -> None:
     seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 100_000))
