@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from edge import __version__
+from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock, rfc3339_ms
 from edge.component import Component, Context
 from edge.config import Config, ConfigError, MdnsConnection, load_config
@@ -37,6 +38,7 @@ from edge.printing.component import Printing
 from edge.service import metrics
 from edge.service.sdnotify import Notifier
 from edge.store import DB_FILENAME, SchemaTooNew, Store, jobs, outbox
+from edge.store.trouble import StorageState, StorageTrouble, storage_kind
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,9 @@ CONFIG_POLL = 2.0
 CLOCK_POLL = 5.0
 # A component's stop() bounds its own waits; this only keeps a broken one from hanging us.
 STOP_GUARD = 30.0
+# Opening the database on a disk that refuses: tried again from 0.5 s, up to every 10 s.
+OPEN_RETRY_BASE = 0.5
+OPEN_RETRY_CAP = 10.0
 
 
 def load_station(path: Path) -> Config:
@@ -135,6 +140,7 @@ class Daemon:
         self.cfg = cfg
         self.handle_signals = handle_signals
         self._stopping = False
+        self.opened = False             # the database: a full disk may keep it shut
         self.next_config: Config | None = None
         self.config_path = config_path
         self.clock = clock or SystemClock()
@@ -154,6 +160,8 @@ class Daemon:
         self.ready = asyncio.Event()
         self._wan_up: bool | None = None   # as the upstream sender last judged it
         self.feed.subscribe(WanChanged, self._wan)
+        self._storage_unsubscribe = self.store.disk.subscribe(self._storage)
+        self.ctx.board.add("storage", self._storage_section)
 
     @property
     def said_goodbye(self) -> bool:
@@ -186,16 +194,47 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
-        await self.store.open()
+        if not await self._open_store():
+            self.notifier.close()
+            log.info("daemon_stopped")
+            return 0
         log.info("daemon_starting", version=__version__, site=self.cfg.site,
                  database=str(self.store.path))
         try:
             await self._run()
         finally:
+            self._storage_unsubscribe()
             self.notifier.close()   # a reload makes a new one
             await self.store.close()
         log.info("daemon_stopped")
         return 0
+
+    async def _open_store(self) -> bool:
+        """Open the database; False if asked to stop first. A disk that refuses (full: the
+        WAL's shared-memory file cannot be made) is waited out with backoff, not exited on:
+        systemd would restart us into the same full disk, in a loop. systemd's start timeout
+        is extended meanwhile, and STATUS says why."""
+        backoff = Backoff(OPEN_RETRY_BASE, OPEN_RETRY_CAP, floor=0.5)
+        while True:
+            try:
+                await self.store.open()
+                self.opened = True
+                return True
+            except (sqlite3.Error, OSError) as exc:
+                kind = storage_kind(exc)
+                if kind is None:
+                    raise
+                delay = backoff.failed()
+                log.error("database_not_opened", storage=kind, error=str(exc),
+                          retry_in=round(delay, 1), database=str(self.store.path))
+                label = StorageState(kind, "").label
+                self.notifier.notify(f"STATUS={label}; database not open\n"
+                                     f"EXTEND_TIMEOUT_USEC={int((delay + 60) * 1_000_000)}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.stop_requested.wait()
+            if self.stop_requested.is_set():
+                return False
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -266,8 +305,12 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             if self.handle_signals:
                 self._install_signals()
-        # The menu file's products and stock, before anyone publishes availability.
-        await self.store.transact(lambda tx: menu.sync(tx, self.cfg.menu_data, self.clock.now()))
+        self._storage(self.store.disk.current)
+        # The menu file's products and stock, before anyone publishes availability. Started
+        # on a full disk, the daemon waits here for space rather than exit (and be restarted
+        # by systemd into the same full disk, in a loop).
+        await self.store.disk.patiently(lambda: self.store.transact(
+            lambda tx: menu.sync(tx, self.cfg.menu_data, self.clock.now())), what="menu")
         self.components = self._build()
         # In {root}/edge/state from the first publish: whether the times this box sends can
         # be trusted (docs/clock.md).
@@ -275,7 +318,8 @@ class Daemon:
         for component in self.components:
             await component.start()
         async with asyncio.TaskGroup() as group:
-            runs = [group.create_task(c.run(), name=c.name) for c in self.components]
+            runs = [group.create_task(self._run_component(c), name=c.name)
+                    for c in self.components]
             runs.append(group.create_task(self._announce_ready(), name="ready"))
             runs.append(group.create_task(self._watch_config(), name="config-watch"))
             runs.append(group.create_task(self._watch_clock(), name="clock-watch"))
@@ -296,6 +340,22 @@ class Daemon:
                 await component.close()
             except Exception:  # one piece failing to let go must not keep the others
                 log.exception("component_close_failed", component=component.name)
+
+    async def _run_component(self, component: Component) -> None:
+        """`component.run()`; run again, once the disk takes writes, if a write the disk
+        refused ended it. The writers that must not lose their place wait inside (the intake,
+        the spooler); for the others (the upstream sender's marks, discovery's registry, a
+        connector's records) starting over from what is stored is what they do at start."""
+        while True:
+            try:
+                await component.run()
+                return
+            except* StorageTrouble as group:
+                first = group.exceptions[0]
+                log.error("component_waiting_for_storage", component=component.name,
+                          error=str(first))
+            await self.store.disk.wait_ok()
+            log.info("component_restarted", component=component.name, why="storage is back")
 
     async def _announce_ready(self) -> None:
         await self.link.ever_connected.wait()
@@ -347,16 +407,35 @@ class Daemon:
             metrics.wan_up.set(1 if self._wan_up else 0)
 
     def status_line(self) -> str:
+        storage = self.store.disk.current
+        degraded = "" if storage.ok else f"{storage.label}; "
         if self.printing is None:
-            return "starting"
+            return f"{degraded}starting"
         spooler = self.printing.spooler
         up = sum(1 for w in spooler.workers.values() if w.health.state == "online")
         wan = "n/a" if self.cfg.upstream is None else ("up" if self._wan_up else "down")
-        return (f"printers {up}/{len(spooler.workers)} up; printed {spooler.printed}; "
+        return (f"{degraded}printers {up}/{len(spooler.workers)} up; "
+                f"printed {spooler.printed}; "
                 f"events {self.ingest.committed}; wan {wan}")
 
     def _wan(self, change: WanChanged) -> None:
         self._wan_up = change.up
+
+    def _storage(self, state: StorageState) -> None:
+        """The disk's state on the edge's retained state, sd_notify STATUS and a gauge, now:
+        a full disk is not a thing to learn about at the next watchdog tick."""
+        self.link.update_presence(health=state.label, storage=state.state,
+                                  storage_since=state.since)
+        metrics.storage_ok.set(1 if state.ok else 0)
+        if self.ready.is_set():
+            self.notifier.status(self.status_line())
+
+    async def _storage_section(self) -> dict[str, object]:
+        disk = self.store.disk
+        state = disk.current
+        return {"state": state.state, "health": state.label, "since": state.since,
+                "detail": state.detail, "writes_refused": disk.failures,
+                "probes": disk.probes}
 
 
 def _read_secret(path: Path | None) -> str | None:
@@ -401,9 +480,10 @@ def run_daemon(config_path: Path) -> int:
             if stop:
                 daemon.request_stop(stop[-1])
             await daemon.run()
-            if stop and not daemon.said_goodbye:
+            if stop and not daemon.said_goodbye and daemon.opened:
                 # The stop landed after these pieces had shut down for a reload: come back
-                # just long enough to tell the broker we are offline.
+                # just long enough to tell the broker we are offline. (Not when the database
+                # never opened, the disk being full: coming back would only wait again.)
                 current = daemon.next_config or daemon.cfg
             else:
                 current = None if stop else daemon.next_config

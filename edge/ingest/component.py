@@ -27,6 +27,7 @@ from edge.ingest.link import BrokerLink
 from edge.ingest.pipeline import cut_payload
 from edge.orders import availability, opening
 from edge.store import Store, events
+from edge.store.trouble import StorageTrouble
 
 log = structlog.get_logger(__name__)
 
@@ -163,8 +164,13 @@ class BrokerOut(BaseComponent):
                 return
 
             async def sent() -> None:
-                await self.store.transact(
-                    lambda tx: events.mark_dead_letter_published(tx.conn, row_id))
+                try:
+                    await self.store.transact(
+                        lambda tx: events.mark_dead_letter_published(tx.conn, row_id))
+                except StorageTrouble:
+                    # Not marked: published again at the next start, which is allowed (at
+                    # least once); stopping the broker link over it is not.
+                    log.warning("dead_letter_mark_not_stored", dead_letter_id=row_id)
 
             self.link.publish(f"{self.root}/dead-letter", {
                 "topic": row.topic, "reason": row.reason, "received_at": row.received_at,

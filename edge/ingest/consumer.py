@@ -28,6 +28,7 @@ from edge.ingest.parse import connector_topic
 from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline, Result
 from edge.orders.commands import COMMANDS
 from edge.store import Store, Tx
+from edge.store.trouble import StorageTrouble
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,7 @@ class Ingest:
         self.applier_idle = asyncio.Event()
         self.applier_idle.set()
         self.stopping = False
+        self._stopped = asyncio.Event()
         self._pending = asyncio.Event()
         self._backlog = 0          # messages waiting in the client's queue at the last look
 
@@ -125,6 +127,7 @@ class Ingest:
         the broker sends it again on this session's next connection; what is stored and not
         yet applied is applied at the next start."""
         self.stopping = True
+        self._stopped.set()
         self._pending.set()
 
     async def consume(self, session: Session) -> None:
@@ -139,10 +142,10 @@ class Ingest:
                     break
                 batch.append(more)
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
-            now = self.clock.now()
             try:
-                result = await self.store.transact(
-                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+                result = await self._store_batch(incoming)
+                if result is None:
+                    continue    # stopping while the disk was full: none of it acknowledged
                 crashpoints.reached("after_commit_before_ack")
                 # Committed: only now may the broker forget these messages.
                 for message in batch:
@@ -169,6 +172,37 @@ class Ingest:
         if stamps:
             self.clock.hint(max(stamps))
 
+    async def _store_batch(self, incoming: list[Incoming]) -> BatchResult | None:
+        """The batch in one durable transaction. While the disk refuses it, nothing is
+        acknowledged and nothing more is taken (the broker keeps the rest, Receive Maximum
+        bounds what it sends ahead): the same batch is tried again once the disk takes
+        writes. None when the daemon stops meanwhile: the broker sends the batch again on
+        the next connection."""
+        while True:
+            now = self.clock.now()
+            try:
+                return await self.store.transact(
+                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+            except StorageTrouble as exc:
+                log.error("events_not_stored", events=len(incoming), storage=exc.kind,
+                          error=exc.detail, hint="not acknowledged: the broker keeps them")
+            # Nothing is between COMMIT and PUBACK while we wait: shutdown need not wait.
+            self.idle.set()
+            try:
+                await self._until_storage_or_stop()
+            finally:
+                self.idle.clear()
+            if self.stopping:
+                return None
+
+    async def _until_storage_or_stop(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            back = group.create_task(self.store.disk.wait_ok())
+            stop = group.create_task(self._stopped.wait())
+            await asyncio.wait({back, stop}, return_when=asyncio.FIRST_COMPLETED)
+            back.cancel()
+            stop.cancel()
+
     async def run_applier(self) -> None:
         """Apply stored events until cancelled; first whatever a crash left unapplied."""
         self._pending.set()
@@ -189,10 +223,18 @@ class Ingest:
             now_wall = self.clock.now()
             self.applier_idle.clear()
             try:
-                result = await self.store.transact(
-                    functools.partial(self.pipeline.apply_pending, now=now_wall,
-                                      limit=APPLY_CHUNK),
-                    durable=False)
+                try:
+                    result = await self.store.transact(
+                        functools.partial(self.pipeline.apply_pending, now=now_wall,
+                                          limit=APPLY_CHUNK),
+                        durable=False)
+                except StorageTrouble as exc:
+                    # The events are stored; they are applied once the disk takes writes.
+                    log.error("events_not_applied", storage=exc.kind, error=exc.detail)
+                    self.applier_idle.set()
+                    await self.store.disk.wait_ok()
+                    self._pending.set()
+                    continue
                 if len(result.outcomes) >= APPLY_CHUNK:
                     self._pending.set()        # more to do
                 if result.outcomes:

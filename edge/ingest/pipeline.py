@@ -40,6 +40,7 @@ from edge.orders.records import sync_records
 from edge.store import Tx, as_tx, events
 from edge.store import openapp as openapp_messages
 from edge.store.events import DEAD_LETTER_CUT
+from edge.store.trouble import is_storage_error
 
 log = structlog.get_logger(__name__)
 
@@ -131,6 +132,8 @@ class Pipeline:
                 outcome = self._dead(tx, message.topic, message.payload, exc.reason, exc.kind,
                                      now)
             except Exception as exc:  # one odd message must not stop the kitchen
+                if is_storage_error(exc):
+                    raise       # the disk's fault, not the message's: nothing is stored
                 # A bug of ours, not the publisher's fault, but the message must still go
                 # somewhere: left unacknowledged it would come back and crash us forever.
                 log.exception("message_crashed_intake", topic=message.topic)
@@ -165,6 +168,8 @@ class Pipeline:
                                          applied.effect))
                     touched.add(event.order_id)
             except Exception as exc:  # Rejected, or a bug: never a poison pill
+                if is_storage_error(exc):
+                    raise       # not the event's fault: it is applied once the disk is back
                 # Not applied, so not a seen event_id: a corrected resend may still apply.
                 # An acknowledged event that crashed the applier would otherwise block every
                 # later event at every start.
@@ -203,6 +208,8 @@ class Pipeline:
                                   new_jobs=handled.new_jobs)
                 touched |= handled.touched
             except Exception as exc:  # never a poison pill, as for events
+                if is_storage_error(exc):
+                    raise
                 openapp_messages.forget(tx.conn, stored.rowid)
                 if isinstance(exc, Rejected):
                     reason, kind = exc.reason, exc.kind

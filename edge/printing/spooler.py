@@ -49,6 +49,7 @@ from edge.printing.transport import (
 from edge.printing.transports import AddressLookup, make_transport
 from edge.store import Store, registry
 from edge.store import jobs as job_rows
+from edge.store.trouble import StorageTrouble
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +112,7 @@ class Spooler:
         # Workers between "about to claim" and "ticket done": a claim is a transaction on
         # another thread, so shutdown must wait for this, not for a job state.
         self._busy = 0
+        self._recovered = True        # False while a crash's jobs wait to be recovered
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -141,7 +143,16 @@ class Spooler:
         await self._idle.wait()
 
     async def recover(self) -> None:
-        keys = await self.store.transact(jobs.recover_after_crash)
+        try:
+            keys = await self.store.transact(jobs.recover_after_crash)
+        except StorageTrouble as exc:
+            # Started on a full disk: the rest of the daemon comes up (and says so); the
+            # workers wait in run() until this is written, so nothing left `sending` by the
+            # crash is touched before it is marked MAY BE DUPLICATE.
+            log.error("jobs_not_recovered_yet", storage=exc.kind)
+            self._recovered = False
+            return
+        self._recovered = True
         for key in keys:
             log.warning("job_requeued_after_crash", job_key=key, mark="MAY BE DUPLICATE")
         waiting = await self.store.read(job_rows.unconfirmed_jobs)
@@ -154,6 +165,9 @@ class Spooler:
             log.warning("jobs_unconfirmed_at_start", jobs=[j.job_key for j in waiting])
 
     async def run(self) -> None:
+        while not self._recovered:
+            await self.store.disk.wait_ok()
+            await self.recover()
         async with asyncio.TaskGroup() as group:
             for worker in self.workers.values():
                 group.create_task(self._work(worker), name=f"printer-{worker.printer.id}")
@@ -167,18 +181,27 @@ class Spooler:
 
     async def _scheduler(self) -> None:
         while True:
-            now = self.clock.now()
-            released = await self.store.transact(functools.partial(jobs.release_due, now=now))
-            if released:
-                for key in released:
-                    log.info("job_released", job_key=key, why="scheduled time reached")
-                self.kick()
-            await self._release_copies()
-            await self._remind()
-            due = await self.store.read(jobs.next_due)
-            wait = SCHEDULER_TICK if due is None else max(
-                0.05, min(SCHEDULER_TICK, (due - now).total_seconds()))
-            await self.clock.sleep(wait)
+            try:
+                await self._schedule()
+            except StorageTrouble as exc:
+                # What is due is let go once the disk takes writes again.
+                log.error("scheduler_waiting_for_storage", storage=exc.kind)
+                await self.store.disk.wait_ok()
+
+    async def _schedule(self) -> None:
+        """One pass of the scheduler, then its sleep."""
+        now = self.clock.now()
+        released = await self.store.transact(functools.partial(jobs.release_due, now=now))
+        if released:
+            for key in released:
+                log.info("job_released", job_key=key, why="scheduled time reached")
+            self.kick()
+        await self._release_copies()
+        await self._remind()
+        due = await self.store.read(jobs.next_due)
+        wait = SCHEDULER_TICK if due is None else max(
+            0.05, min(SCHEDULER_TICK, (due - now).total_seconds()))
+        await self.clock.sleep(wait)
 
     async def _remind(self) -> None:
         """Orders nobody answered (accept or reject): one ATTENTION ticket each."""
@@ -209,10 +232,11 @@ class Spooler:
         for key, waiting in list(self.unconfirmed.items()):
             if now - waiting.since < limit:
                 continue
-            del self.unconfirmed[key]
             printers = self._station_printers(waiting.station_id)
             went = await self.store.transact(functools.partial(
                 jobs.release_copy, job_key=key, printers=printers, now=self.clock.now()))
+            # Only once that is written: a disk refusing it leaves the copy for the next pass.
+            self.unconfirmed.pop(key, None)
             if went is None:
                 log.warning("ticket_unconfirmed_no_copy", job_key=key,
                             printer_id=waiting.printer_id,
@@ -274,8 +298,14 @@ class Spooler:
             health.since_wall = rfc3339(self.clock.now())
             log.info("printer_state", printer_id=worker.printer.id, state=state, detail=detail)
             printer_id, since = worker.printer.id, health.since_wall
-            await self.store.transact(lambda tx: registry.set_printer_state(
-                tx.conn, printer_id, state, since, detail))
+            try:
+                await self.store.transact(lambda tx: registry.set_printer_state(
+                    tx.conn, printer_id, state, since, detail))
+            except StorageTrouble as exc:
+                # A record for the operator's tools, not for printing: the state still goes
+                # out on MQTT, and a queued ticket still gets its chance to be claimed.
+                log.warning("printer_state_not_stored", printer_id=printer_id, state=state,
+                            storage=exc.kind)
         await self._publish_state(worker)
         # A primary going down may hand its stations to a backup after failover_after.
         if state != "online":
@@ -314,7 +344,9 @@ class Spooler:
         printer_id = worker.printer.id
         # The order's records and timeline change with the confirmation, in its
         # transaction: published from the feed like a print.
-        done = await self.store.transact(lambda tx: jobs.confirm(tx, keys, printer_id, now))
+        done = await self.store.disk.patiently(
+            lambda: self.store.transact(lambda tx: jobs.confirm(tx, keys, printer_id, now)),
+            what="confirm held tickets")
         for key, order_id, _timeline in done:
             self.unconfirmed.pop(key, None)
             self.printed += 1
@@ -387,35 +419,48 @@ class Spooler:
                 if not worker.wake.is_set():
                     await self._check(worker)
                 continue
-            await self._print_one(worker, stations, copies)
+            if not await self._print_one(worker, stations, copies):
+                # The claim was refused (the disk): wait for the disk, not busy, so a
+                # shutdown meanwhile need not wait for us.
+                await self.store.disk.wait_ok()
 
-    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> None:
+    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> bool:
+        """False when the disk refused the claim: nothing was sent."""
         if self._stopping:
-            return
+            return True
         self._busy += 1
         self._idle.clear()
         try:
-            await self._claim_and_print(worker, stations, copies)
+            return await self._claim_and_print(worker, stations, copies)
         finally:
             self._busy -= 1
             if not self._busy:
                 self._idle.set()
 
     async def _claim_and_print(self, worker: Worker, stations: list[str],
-                               copies: list[str]) -> None:
+                               copies: list[str]) -> bool:
         now = self.clock.now()
         backups = self._backups(worker)
         printer = worker.printer
-        claimed = await self.store.transact(
-            lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
-                                 self.cfg.printing.late_after, copies, self.clock.restamp))
+        try:
+            claimed = await self.store.transact(
+                lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
+                                     self.cfg.printing.late_after, copies,
+                                     self.clock.restamp))
+        except StorageTrouble as exc:
+            # Never a ticket without a durable claim (a crash would print it again, silently):
+            # it waits, queued, and the kitchen is told why (the log, the edge's state).
+            log.error("ticket_not_claimed", printer_id=printer.id, storage=exc.kind,
+                      hint="tickets wait until the disk takes writes again")
+            return False
         if claimed is None:
-            return
+            return True
         # Everything logged while this ticket is on its way (the transport's lines too)
         # names the job, its order and the printer.
         with structlog.contextvars.bound_contextvars(
                 job_key=claimed.job_key, order_id=claimed.order_id, printer_id=printer.id):
             await self._print_claimed(worker, claimed)
+        return True
 
     async def _print_claimed(self, worker: Worker, claimed: jobs.Claimed) -> None:
         printer = worker.printer
@@ -427,15 +472,18 @@ class Spooler:
         except Exception as exc:  # a rendering bug must not stop the kitchen
             log_.exception("ticket_render_failed")
             why, at = f"render failed: {exc}", self.clock.now()
-            await self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at))
+            await self.store.disk.patiently(
+                lambda: self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at)),
+                what="ticket failed")
             return
         try:
             delivery = await worker.transport.send(data)
         except PrinterUnavailable as exc:
             # Not a byte left: the job goes back as it was, unmarked.
             reason = exc.reason
-            await self.store.transact(lambda tx: jobs.unclaim(tx, claimed, reason),
-                                      durable=False)
+            await self.store.disk.patiently(
+                lambda: self.store.transact(lambda tx: jobs.unclaim(tx, claimed, reason),
+                                            durable=False), what="ticket not sent")
             state = exc.status.state if isinstance(exc, NotReady) else "offline"
             log_.debug("ticket_not_sent", reason=reason)
             await self._failed(worker, state, None if isinstance(exc, NotReady) else reason)
@@ -445,7 +493,11 @@ class Spooler:
             await self._unconfirmed(worker, claimed, delivery, log_)
             return
         done = self.clock.now()
-        await self.store.transact(lambda tx: jobs.printed(tx, claimed, done), durable=False)
+        # Printed: the mark waits for the disk if it must (a crash meanwhile prints the
+        # ticket again marked MAY BE DUPLICATE, never silently).
+        await self.store.disk.patiently(
+            lambda: self.store.transact(lambda tx: jobs.printed(tx, claimed, done),
+                                        durable=False), what="ticket printed")
         self.printed += 1
         log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
                   backup_from=claimed.backup_from, bytes=len(data))
@@ -456,7 +508,9 @@ class Spooler:
         at = self.clock.now()
         # Durable: a power cut must not turn this back into `sending`, which a restart would
         # send to this printer again.
-        await self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at))
+        await self.store.disk.patiently(
+            lambda: self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at)),
+            what="ticket unconfirmed")
         if delivery.outcome is Outcome.HELD:
             worker.held[claimed.job_key] = delivery.generation
         self.unconfirmed[claimed.job_key] = Unconfirmed(

@@ -111,6 +111,13 @@ wan_up = Gauge(
     registry=REGISTRY,
 )
 
+storage_ok = Gauge(
+    "storage_ok",
+    "1 while the disk takes the database's writes, 0 while it refuses them (full, I/O "
+    "error): orders stay unacknowledged with the broker until it does again.",
+    registry=REGISTRY,
+)
+
 
 def render_latest() -> tuple[bytes, str]:
     """The exposition body and its Content-Type, ready for an HTTP response."""

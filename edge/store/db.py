@@ -18,6 +18,7 @@ import aiosqlite
 from edge.feed import C, Change, Feed
 from edge.store.aiosqlite_compat import run_on_thread
 from edge.store.migrate import SchemaTooNew, migrate
+from edge.store.trouble import StorageHealth
 from edge.store.tx import Reaction, Tx
 
 DB_FILENAME = "kitchen-edge.db"
@@ -116,6 +117,8 @@ class Store:
         self._reactions: list[tuple[type[Change], Reaction]] = []
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # Whether the disk takes writes (`edge.store.trouble`): told by every transaction.
+        self.disk = StorageHealth(path.parent, transact=self.transact)
 
     def react(self, kind: type[C], fn: Callable[[Tx, C], None]) -> None:
         """Run `fn(tx, change)` inside every write transaction, for each change of `kind`
@@ -141,6 +144,7 @@ class Store:
         self._writer, self._reader = writer, reader
 
     async def close(self) -> None:
+        await self.disk.close()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -185,7 +189,15 @@ class Store:
                     conn.execute("PRAGMA synchronous=FULL")
             return result
 
-        result = await self._run(self._writer, unit)
+        try:
+            result = await self._run(self._writer, unit)
+        except sqlite3.Error as exc:
+            # The disk refusing (full, I/O error) is told apart in one place: trouble.py.
+            trouble = self.disk.refused(exc)
+            if trouble is None:
+                raise
+            raise trouble from exc
+        self.disk.committed()
         if tx is not None and tx.changes:
             self.feed.publish(tx.changes)
         return result
