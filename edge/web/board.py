@@ -24,7 +24,9 @@ GOOD = frozenset({"online", "up", "open", "ok", "done", "connected"})
 BAD = frozenset({"offline", "down", "error", "paper_out", "cover_open", "paused", "parked",
                  "failed", "unconfirmed", "disconnected",
                  # a marketplace that does not answer (edge.connectors.marketplace)
-                 "timeout", "unauthorized", "rate_limited", "bad_answer"})
+                 "timeout", "unauthorized", "rate_limited", "bad_answer",
+                 # a disk that refuses the database's writes (edge.store.trouble)
+                 "full", "io_error", "degraded: disk full", "degraded: disk I/O error"})
 CELL_LIMIT = 200
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
 
