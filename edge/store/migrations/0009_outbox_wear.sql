@@ -1,0 +1,14 @@
+-- Schema version 9 (planned as 0011; issue 12, storage wear): the outbox's indexes hold only
+-- the rows the sender looks for. The two full indexes (state, seq) and (order_id, seq) took
+-- every record, accepted or not, and every change of state moved an entry; these partial
+-- indexes hold the unsent records (a few dozen while the upstream answers), so inserting,
+-- accepting and superseding touch one small index page each, and accepted records, the
+-- bulk of the table, sit in no index but the record_id one.
+DROP INDEX outbox_pending;
+DROP INDEX outbox_by_order;
+-- The sender's scan: unsent records in seq order.
+CREATE INDEX outbox_unsent ON outbox(seq) WHERE state = 'pending';
+-- Superseding: an order's unsent records.
+CREATE INDEX outbox_unsent_by_order ON outbox(order_id, seq) WHERE state = 'pending';
+-- Parked records hold their order back (none while all is well: an empty index).
+CREATE INDEX outbox_parked ON outbox(order_id, seq) WHERE state = 'parked';
