@@ -199,13 +199,16 @@ def test_accepting_by_seq_is_accepting_by_id(conn: sqlite3.Connection) -> None:
 
 
 def test_the_outbox_indexes_hold_only_waiting_records(conn: sqlite3.Connection) -> None:
-    """Issue 12: accepted records, the bulk of the table, are in no index but record_id's;
-    the rest are partial indexes over the unsent or parked records."""
+    """Issue 12: accepted records, the bulk of the table, are in no index but record_id's
+    (and confirmations in the timeline's); the rest are partial indexes over the unsent or
+    parked records."""
     indexes = dict(conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'"
         " AND sql IS NOT NULL").fetchall())
-    assert set(indexes) == {"outbox_unsent", "outbox_unsent_by_order", "outbox_parked"}
-    assert all(" WHERE state = " in sql for sql in indexes.values())
+    assert set(indexes) == {"outbox_unsent", "outbox_unsent_by_order", "outbox_parked",
+                            "outbox_confirmations"}
+    assert all(" WHERE state = " in sql or " WHERE kind = 'confirmation'" in sql
+               for sql in indexes.values())
     # The sender's scan and the superseding lookups use them, not a table scan.
     plans = [
         " ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))

@@ -502,11 +502,10 @@ class Confirmation:
 
 def first_confirmation(conn: sqlite3.Connection, order_id: str) -> Confirmation | None:
     """The order's `confirmation` record (timeline evidence), in whatever state."""
-    # By its record id (written once per order, `edge.orders.records`): the unique index,
-    # since the outbox keeps no index by order for records that are not waiting.
     row = query(conn,
-        "SELECT record_id, created_at FROM outbox WHERE record_id = ?"
-        " AND kind = 'confirmation'", (f"confirmation:{order_id}",)).fetchone()
+        "SELECT record_id, created_at FROM outbox INDEXED BY outbox_confirmations"
+        " WHERE order_id = ? AND kind = 'confirmation' ORDER BY seq LIMIT 1",
+        (order_id,)).fetchone()
     return None if row is None else Confirmation(str(row["record_id"]), str(row["created_at"]))
 
 

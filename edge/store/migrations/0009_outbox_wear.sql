@@ -12,3 +12,5 @@ CREATE INDEX outbox_unsent ON outbox(seq) WHERE state = 'pending';
 CREATE INDEX outbox_unsent_by_order ON outbox(order_id, seq) WHERE state = 'pending';
 -- Parked records hold their order back (none while all is well: an empty index).
 CREATE INDEX outbox_parked ON outbox(order_id, seq) WHERE state = 'parked';
+-- The timeline's "Confirmation recorded" evidence: one row per order, kept after retention.
+CREATE INDEX outbox_confirmations ON outbox(order_id, seq) WHERE kind = 'confirmation';
