@@ -450,6 +450,45 @@ def test_sigkill_while_a_batch_is_in_flight_loses_nothing(tmp_path: Path, broker
           f"{len(accepted)} distinct accepted, recovered in {recovered:.2f}s")
 
 
+def test_sigkill_mid_drain_loses_nothing_and_resends_only_unaccepted_records(
+        tmp_path: Path, broker: Broker, upstream: Upstream) -> None:
+    """Issue 17: a backlog drains in pipelined batches (several requests out, small batches
+    here so there are many); SIGKILL while it drains. Afterwards every record is delivered,
+    per order in seq order, and what the database had marked accepted never goes again."""
+    upstream.set_fault("down")
+    cfg = {"upstream": upstream.config(timeout=5.0, backoff_max=1.0, batch_records=3)}
+    orders = [f"d-{i}" for i in range(12)]
+    with kitchen(tmp_path, broker, printers=("hot",), stations=ONE_STATION, **cfg) as k:
+        d = k.daemon
+        stream(k, orders)
+        d.wait_until(lambda: d.scalar(
+            "SELECT COUNT(*) FROM print_jobs WHERE state='printed'") == len(orders),
+            what="all printed")
+        waiting = d.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+        assert waiting >= 2 * len(orders)
+        # Each request is taken at once and answered 0.3 s later: with several out at once,
+        # some batches are marked accepted and others are in flight at any moment.
+        upstream.set_fault("slow", delay=0.3)
+        d.wait_until(lambda: d.scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'accepted'") >= 6,
+            timeout=20, what="part of the backlog accepted")
+        d.kill()
+        marked = {r.record_id for r in outbox(d) if r.state == "accepted"}
+        pending = {r.record_id for r in outbox(d) if r.state == "pending"}
+        assert marked and pending, "killed mid-drain"
+        before_restart = len(upstream.received())
+        # Requests overlapped: the drain was pipelined.
+        assert upstream.on_loop(lambda: upstream.fake.most_at_once) >= 2
+
+        upstream.set_fault("none")
+        d.start()
+        d.wait_until(lambda: drained(d), timeout=20, what="outbox drained after restart")
+        assert_delivered(d, upstream, orders, lost_answers=True)
+        again = [r["record_id"] for r in upstream.received()[before_restart:]]
+        assert again, "the rest went after the restart"
+        assert not set(again) & marked, "a record marked accepted went again"
+
+
 # -- timelines ----------------------------------------------------------------------------------
 
 
