@@ -198,6 +198,22 @@ def test_accepting_by_seq_is_accepting_by_id(conn: sqlite3.Connection) -> None:
     assert outbox.first_confirmation(conn, "o2") is None
 
 
+def test_bodies_are_emptied_once_accepted_or_superseded_but_a_confirmation_keeps_its_own(
+    conn: sqlite3.Connection,
+) -> None:
+    """Issue 12: a row leaving the unsent records is rewritten anyway; without its body the
+    rewrite is one small page, not the body's overflow pages. Nothing reads those bodies."""
+    add(conn, "confirmation:o1", "confirmation", "o1", to="+90 555 000 00 00")
+    add(conn, "status:o1:a", "status", "o1", steps=["x" * 3000])
+    add(conn, "status:o1:b", "status", "o1", steps=["y" * 3000])
+    outbox.mark_accepted(conn, ["confirmation:o1", "status:o1:b"], T0)
+    bodies = {r[0]: (json.loads(r[1]), r[2]) for r in conn.execute(
+        "SELECT record_id, body, size FROM outbox")}
+    assert bodies["confirmation:o1"][0] == {"to": "+90 555 000 00 00"}
+    assert bodies["status:o1:a"] == ({}, 2)      # superseded
+    assert bodies["status:o1:b"] == ({}, 2)      # accepted
+
+
 def test_the_outbox_indexes_hold_only_waiting_records(conn: sqlite3.Connection) -> None:
     """Issue 12: accepted records, the bulk of the table, are in no index but record_id's
     (and confirmations in the timeline's); the rest are partial indexes over the unsent or
