@@ -205,21 +205,27 @@ def _supersede(conn: sqlite3.Connection, kind: str, order_id: str, seq: int,
     )
 
 
-# Unsent records in seq order, each already in its wire form (CONTRACT section 7): SQLite
+# The sender's scan: unsent records in seq order with their order, from the index alone.
+_UNSENT = """
+SELECT seq, order_id FROM outbox INDEXED BY outbox_unsent
+WHERE state = 'pending'
+ORDER BY seq
+"""
+# Then the chosen records, each already in its wire form (CONTRACT section 7): SQLite
 # splices the stored body text in as is (it was written by json.dumps), so a batch of 500
 # costs no Python JSON work. The same record as `_wire` builds.
-_UNSENT = """
+_CHOSEN = """
 SELECT seq, record_id, kind, order_id, created_at, body, size, attempts, state,
        '{"record_id":' || json_quote(record_id) || ',"kind":' || json_quote(kind)
        || ',"order_id":' || json_quote(order_id) || ',"seq":' || seq
        || ',"created_at":' || json_quote(created_at) || ',"body":' || body || '}' AS wire
-FROM outbox INDEXED BY outbox_unsent
-WHERE state = 'pending'
+FROM outbox
+WHERE seq IN (@marks)
 ORDER BY seq
 """
-# Rows looked at per call, at most, in units of `max_records`: the unsent rows of orders
-# already in flight or already in the batch are skipped, and a backlog of a few long orders
-# must not make one call read the whole outbox.
+# Index entries looked at per call, at most, in units of `max_records`: the unsent records
+# of orders already in flight or already in the batch are skipped, and a backlog of a few
+# long orders must not make one call read the whole outbox.
 _SCAN_FACTOR = 16
 
 
@@ -241,14 +247,12 @@ def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int,
         "SELECT order_id, MIN(seq) FROM outbox INDEXED BY outbox_parked"
         " WHERE state = 'parked' AND order_id IS NOT NULL GROUP BY order_id")}
     seen: set[str] = set(busy_orders)
-    batch: list[OutboxRecord] = []
-    total = _BATCH_FRAME
+    chosen: list[int] = []
     budget = max(max_records * _SCAN_FACTOR, 1000)
-    for row in query(conn, _UNSENT):
+    for seq, order_id in query(conn, _UNSENT):
         budget -= 1
         if budget < 0:
             break
-        seq, order_id = int(row[0]), row[3]
         if order_id is not None:
             if order_id in seen:
                 continue
@@ -258,19 +262,24 @@ def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int,
                 continue
         if seq in busy_seqs:
             continue
-        wire = str(row[9])
-        cost = len(wire.encode("utf-8")) + 1
-        if batch and total + cost > max_bytes:
+        chosen.append(int(seq))
+        if len(chosen) >= max_records:
             break
-        batch.append(OutboxRecord(
-            seq=seq, record_id=str(row[1]), kind=str(row[2]),
-            order_id=None if order_id is None else str(order_id), created_at=str(row[4]),
-            body_json=str(row[5]), size=int(row[6]), attempts=int(row[7]),
-            state=str(row[8]), wire_json=wire,
-        ))
-        total += cost
-        if len(batch) >= max_records:
-            break
+    batch: list[OutboxRecord] = []
+    total = _BATCH_FRAME
+    for chunk in _chunks(chosen):
+        for row in query(conn, _CHOSEN.replace("@marks", ",".join("?" * len(chunk))), chunk):
+            wire = str(row[9])
+            cost = len(wire.encode("utf-8")) + 1
+            if batch and total + cost > max_bytes:
+                return batch
+            batch.append(OutboxRecord(
+                seq=int(row[0]), record_id=str(row[1]), kind=str(row[2]),
+                order_id=None if row[3] is None else str(row[3]), created_at=str(row[4]),
+                body_json=str(row[5]), size=int(row[6]), attempts=int(row[7]),
+                state=str(row[8]), wire_json=wire,
+            ))
+            total += cost
     return batch
 
 
