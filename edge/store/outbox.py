@@ -153,7 +153,8 @@ def add_record(
     body: dict[str, Any],
     created_at: datetime,
 ) -> int | None:
-    """Write one record; returns its seq, or None if `record_id` was already written.
+    """Write one record; returns its seq, or None if it is a confirmation already written
+    (the one record the kitchen writes again on purpose; other ids cannot repeat).
 
     Only the newest state is worth sending, so a new record supersedes the still-unsent
     records that say less than it does (docs/contract-additions.md, "Upstream record kinds"):
@@ -310,7 +311,8 @@ def _update(conn: sqlite3.Connection, record_ids: Iterable[str] | Iterable[int],
 
 
 def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datetime) -> int:
-    """The upstream listed these ids in a 200: they are done. Call only after that answer."""
+    """The upstream listed these ids in a 200: they are done. Call only after that answer.
+    (By id: a scan, for tools and tests; the sender marks by seq.)"""
     return _accepted(conn, record_ids, at, key="record_id")
 
 
@@ -333,17 +335,31 @@ def _accepted(conn: sqlite3.Connection, keys: Iterable[str] | Iterable[int], at:
     return changed
 
 
-def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str], error: str) -> int:
-    """A send of these records failed in a way worth retrying; they stay pending."""
-    return _update(conn, record_ids, "attempts = attempts + 1, last_error = ?",
-                   "state = 'pending'", (error[:500],))
+def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str] | None = None,
+                error: str = "", *, seqs: Iterable[int] | None = None) -> int:
+    """A send of these records failed in a way worth retrying; they stay pending. By
+    `seqs` (the sender's way, the primary key) or by `record_ids` (a scan)."""
+    keys, key = _keys(record_ids, seqs)
+    return _update(conn, keys, "attempts = attempts + 1, last_error = ?",
+                   "state = 'pending'", (error[:500],), key=key)
 
 
-def park(conn: sqlite3.Connection, record_ids: Iterable[str], error: str, at: datetime) -> int:
+def park(conn: sqlite3.Connection, record_ids: Iterable[str] | None = None, error: str = "",
+         at: datetime | None = None, *, seqs: Iterable[int] | None = None) -> int:
     """The upstream refuses these records themselves: keep them aside for the operator."""
-    return _update(conn, record_ids,
+    if at is None:
+        raise TypeError("park needs `at`")
+    keys, key = _keys(record_ids, seqs)
+    return _update(conn, keys,
                    "state = 'parked', parked_at = ?, attempts = attempts + 1, last_error = ?",
-                   "state = 'pending'", (rfc3339_ms(at), error[:500]))
+                   "state = 'pending'", (rfc3339_ms(at), error[:500]), key=key)
+
+
+def _keys(record_ids: Iterable[str] | None,
+          seqs: Iterable[int] | None) -> tuple[Iterable[str] | Iterable[int], str]:
+    if (record_ids is None) == (seqs is None):
+        raise TypeError("give record_ids or seqs")
+    return (seqs, "seq") if seqs is not None else (record_ids or (), "record_id")
 
 
 def retry_parked(conn: sqlite3.Connection) -> int:
