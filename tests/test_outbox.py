@@ -108,6 +108,135 @@ def test_superseded_records_neither_go_nor_hold_their_order_back(
     assert batch_ids(conn) == ["print_job:o1:1"]
 
 
+def job(conn: sqlite3.Connection, order_id: str, station: str, state: str) -> int | None:
+    key = f"{order_id}/new/{station}"
+    return add(conn, f"print_job:{key}:{state}", "print_job", order_id, job_key=key,
+               state=state)
+
+
+def test_a_newer_print_job_record_supersedes_the_unsent_ones_of_its_job_only(
+    conn: sqlite3.Connection,
+) -> None:
+    add(conn, "confirmation:o1", "confirmation", "o1")
+    job(conn, "o1", "grill", "queued")
+    job(conn, "o1", "bar", "queued")
+    job(conn, "o2", "grill", "queued")
+    job(conn, "o1", "grill", "sending")
+    job(conn, "o1", "grill", "printed")
+    assert states(conn) == {
+        "confirmation:o1": "pending",
+        "print_job:o1/new/grill:queued": "superseded",
+        "print_job:o1/new/grill:sending": "superseded",
+        "print_job:o1/new/grill:printed": "pending",
+        "print_job:o1/new/bar:queued": "pending",       # another job of the order
+        "print_job:o2/new/grill:queued": "pending",     # another order
+    }
+    # What goes is the newest state of each job, in seq order per order.
+    sent = []
+    while batch := next_batch(conn, max_records=500, max_bytes=1 << 20):
+        sent.append([r.record_id for r in batch])
+        outbox.mark_accepted(conn, [r.record_id for r in batch], T0)
+    assert sent == [
+        ["confirmation:o1", "print_job:o2/new/grill:queued"],
+        ["print_job:o1/new/bar:queued"],
+        ["print_job:o1/new/grill:printed"],
+    ]
+    seqs = dict(conn.execute("SELECT record_id, seq FROM outbox").fetchall())
+    assert [seqs[r[0]] for r in sent if r[0].startswith("print_job:o1")] == sorted(
+        seqs[r[0]] for r in sent if r[0].startswith("print_job:o1"))
+
+
+def test_a_print_job_record_already_accepted_is_not_superseded(
+    conn: sqlite3.Connection,
+) -> None:
+    job(conn, "o1", "grill", "queued")
+    outbox.mark_accepted(conn, ["print_job:o1/new/grill:queued"], T0)
+    job(conn, "o1", "grill", "printed")
+    assert states(conn) == {"print_job:o1/new/grill:queued": "accepted",
+                            "print_job:o1/new/grill:printed": "pending"}
+
+
+def test_a_superseded_record_in_flight_is_never_sent_after_the_newer_one(
+    conn: sqlite3.Connection,
+) -> None:
+    """The sender has `queued` in flight when `printed` supersedes it: `printed` waits for
+    the answer (its order is busy), and a failed answer does not bring `queued` back."""
+    job(conn, "o1", "grill", "queued")
+    (in_flight,) = next_batch(conn, max_records=500, max_bytes=1 << 20)
+    job(conn, "o1", "grill", "printed")
+    assert next_batch(conn, max_records=500, max_bytes=1 << 20, busy_orders={"o1"}) == []
+    outbox.mark_failed(conn, [in_flight.record_id], "HTTP 503")   # the answer: try again
+    assert batch_ids(conn) == ["print_job:o1/new/grill:printed"]
+    assert states(conn)["print_job:o1/new/grill:queued"] == "superseded"
+    # Had it been taken after all, it counts as accepted: the upstream has it.
+    assert outbox.mark_accepted_seqs(conn, [in_flight.seq], T0) == 1
+
+
+def test_busy_orders_and_records_are_left_out_of_the_next_batch(
+    conn: sqlite3.Connection,
+) -> None:
+    add(conn, "confirmation:o1", "confirmation", "o1")
+    add(conn, "print_job:o1:1", "print_job", "o1")
+    add(conn, "confirmation:o2", "confirmation", "o2")
+    heartbeat = add(conn, "site:heartbeat:1", "site", None)
+    add(conn, "site:heartbeat:2", "site", None)
+    ids = [r.record_id for r in next_batch(conn, max_records=500, max_bytes=1 << 20,
+                                           busy_orders={"o1"}, busy_seqs={heartbeat or 0})]
+    # o1's head is in flight: neither it nor its next record goes; nor the heartbeat out.
+    assert ids == ["confirmation:o2", "site:heartbeat:2"]
+
+
+def test_accepting_by_seq_is_accepting_by_id(conn: sqlite3.Connection) -> None:
+    first = add(conn, "confirmation:o1", "confirmation", "o1")
+    add(conn, "status:o1:a", "status", "o1")
+    assert first is not None
+    assert outbox.mark_accepted_seqs(conn, [first], T0 + timedelta(seconds=5)) == 1
+    assert outbox.mark_accepted_seqs(conn, [first], T0) == 0
+    assert states(conn) == {"confirmation:o1": "accepted", "status:o1:a": "pending"}
+    assert outbox.stats(conn, T0).last_success == "2026-11-21T18:00:05.000Z"
+    assert outbox.first_confirmation(conn, "o1") is not None
+    assert outbox.first_confirmation(conn, "o2") is None
+
+
+def test_bodies_are_emptied_once_accepted_or_superseded_but_a_confirmation_keeps_its_own(
+    conn: sqlite3.Connection,
+) -> None:
+    """Issue 12: a row leaving the unsent records is rewritten anyway; without its body the
+    rewrite is one small page, not the body's overflow pages. Nothing reads those bodies."""
+    add(conn, "confirmation:o1", "confirmation", "o1", to="+90 555 000 00 00")
+    add(conn, "status:o1:a", "status", "o1", steps=["x" * 3000])
+    add(conn, "status:o1:b", "status", "o1", steps=["y" * 3000])
+    outbox.mark_accepted(conn, ["confirmation:o1", "status:o1:b"], T0)
+    bodies = {r[0]: (json.loads(r[1]), r[2]) for r in conn.execute(
+        "SELECT record_id, body, size FROM outbox")}
+    assert bodies["confirmation:o1"][0] == {"to": "+90 555 000 00 00"}
+    assert bodies["status:o1:a"] == ({}, 2)      # superseded
+    assert bodies["status:o1:b"] == ({}, 2)      # accepted
+
+
+def test_the_outbox_indexes_hold_only_waiting_records(conn: sqlite3.Connection) -> None:
+    """Issue 12: accepted records, the bulk of the table, are in no index (confirmations in
+    theirs); every index is partial, over the unsent, parked or confirmation records. No
+    unique index on record_id (no autoindex): only confirmations rely on uniqueness."""
+    indexes = dict(conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'"
+    ).fetchall())
+    assert set(indexes) == {"outbox_unsent", "outbox_unsent_by_order", "outbox_parked",
+                            "outbox_confirmations"}
+    assert all(" WHERE state = " in sql or " WHERE kind = 'confirmation'" in sql
+               for sql in indexes.values())
+    # The sender's scan and the superseding lookups use them, not a table scan.
+    plans = [
+        " ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        for sql, args in (
+            (outbox._UNSENT, ()),
+            ("UPDATE outbox SET state = 'superseded' WHERE order_id = ? AND state = 'pending'"
+             " AND seq < ? AND kind = 'status'", ("o1", 5)),
+        )
+    ]
+    assert "outbox_unsent" in plans[0] and "outbox_unsent_by_order" in plans[1], plans
+
+
 def test_a_parked_record_holds_back_its_order_and_nothing_else(
     conn: sqlite3.Connection,
 ) -> None:

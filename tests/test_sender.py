@@ -489,3 +489,44 @@ async def test_a_missing_token_file_sends_nothing_until_it_appears(rig: Rig) -> 
     assert sender.last_error is not None and "upstream.token" in sender.last_error
     rig.token_file.write_text(TOKEN)
     await rig.fake.wait_accepted(1)
+
+
+async def test_while_the_upstream_keeps_up_a_ticket_s_states_meet_and_only_the_newest_goes(
+    rig: Rig,
+) -> None:
+    """Issue 12: a batch that emptied the outbox is followed by the next no sooner than
+    `linger` later, so a ticket's queued, sending and printed records, written a few
+    milliseconds apart, meet in the outbox and only printed leaves."""
+    rig.start(linger=1.0)
+    await rig.write([("confirmation:o1", "confirmation", "o1")])
+    await rig.fake.wait_accepted(1, within=2.0)
+    started = time.monotonic()
+    for state in ("queued", "sending", "printed"):
+        await rig.write([(f"print_job:o1/new/grill:{state}", "print_job", "o1")],
+                        job_key="o1/new/grill")
+    await rig.fake.wait_accepted(2, within=5.0)
+    await eventually(lambda: _all_done(rig))
+    assert [r["record_id"] for r in rig.fake.received] == [
+        "confirmation:o1", "print_job:o1/new/grill:printed"]
+    assert len(rig.fake.requests) == 2
+    assert time.monotonic() - started > 0.5   # it did wait
+    states = await rig.states()
+    assert states["print_job:o1/new/grill:queued"] == "superseded"
+    assert states["print_job:o1/new/grill:sending"] == "superseded"
+
+
+async def test_the_linger_holds_a_batch_after_one_that_emptied_the_outbox_never_a_backlog(
+    rig: Rig,
+) -> None:
+    rig.start(linger=30.0, poll_interval=600.0)
+    await rig.write([("confirmation:o1", "confirmation", "o1")])
+    await rig.fake.wait_accepted(1, within=2.0)
+    # The second is held by the linger (the first batch emptied the outbox)...
+    await rig.write([("confirmation:o2", "confirmation", "o2")])
+    await asyncio.sleep(0.5)
+    assert "confirmation:o2" not in rig.fake.accepted
+    # ...but a backlog (a batch that did not empty the outbox) is never held.
+    await rig.stop_sender()
+    rig.start(linger=30.0, poll_interval=600.0, cfg=rig.config(batch_records=1))
+    await rig.write([("confirmation:o3", "confirmation", "o3")])
+    await rig.fake.wait_accepted(3, within=3.0)

@@ -212,9 +212,11 @@ def assert_delivered(d: DaemonProc, up: Upstream, orders: list[str], *,
     # Marked accepted here only after the upstream listed it in a 200.
     assert mine <= set(accepted)
     # What the upstream holds and we do not call accepted was superseded by a newer status
-    # of its order after a lost answer (then it is moot); never anything else.
+    # of its order, or a newer record of its print job, after a lost answer (then it is
+    # moot); never anything else.
     extra = set(accepted) - mine
-    assert all(by_id[r].state == "superseded" and by_id[r].kind == "status" for r in extra)
+    assert all(by_id[r].state == "superseded" and by_id[r].kind in ("status", "print_job")
+               for r in extra)
     if not lost_answers:
         assert extra == set()
     # The wire form is the database row.
@@ -278,7 +280,12 @@ def test_upstream_down_for_a_whole_stream_then_back(tmp_path: Path, broker: Brok
         accepted = assert_delivered(k.daemon, upstream, orders)
         kinds = Counter(r["kind"] for r in accepted.values())
         assert kinds["confirmation"] == len(orders)
-        assert kinds["print_job"] >= 2 * len(orders)   # queued (or sending) and printed
+        # Each job's unsent queued and sending records were superseded by its printed one
+        # while the upstream was away: only the newest state of a job goes.
+        jobs_sent = [r["body"] for r in accepted.values() if r["kind"] == "print_job"]
+        assert sorted(b["job_key"] for b in jobs_sent) == sorted(
+            f"{o}/new/grill" for o in orders)
+        assert {b["state"] for b in jobs_sent} == {"printed"}
         assert kinds["status"] >= len(orders)
     print(f"\nupstream down: {len(orders)} tickets, max {max(latencies) * 1000:.0f} ms, median "
           f"{sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms; back: {len(accepted)} "
@@ -441,6 +448,45 @@ def test_sigkill_while_a_batch_is_in_flight_loses_nothing(tmp_path: Path, broker
                 assert has_line(job, "MAY BE DUPLICATE")
     print(f"\nSIGKILL mid-sync: {len(in_flight)} records in flight, {len(resent)} sent again, "
           f"{len(accepted)} distinct accepted, recovered in {recovered:.2f}s")
+
+
+def test_sigkill_mid_drain_loses_nothing_and_resends_only_unaccepted_records(
+        tmp_path: Path, broker: Broker, upstream: Upstream) -> None:
+    """Issue 17: a backlog drains in pipelined batches (several requests out, small batches
+    here so there are many); SIGKILL while it drains. Afterwards every record is delivered,
+    per order in seq order, and what the database had marked accepted never goes again."""
+    upstream.set_fault("down")
+    cfg = {"upstream": upstream.config(timeout=5.0, backoff_max=1.0, batch_records=3)}
+    orders = [f"d-{i}" for i in range(12)]
+    with kitchen(tmp_path, broker, printers=("hot",), stations=ONE_STATION, **cfg) as k:
+        d = k.daemon
+        stream(k, orders)
+        d.wait_until(lambda: d.scalar(
+            "SELECT COUNT(*) FROM print_jobs WHERE state='printed'") == len(orders),
+            what="all printed")
+        waiting = d.scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+        assert waiting >= 2 * len(orders)
+        # Each request is taken at once and answered 0.3 s later: with several out at once,
+        # some batches are marked accepted and others are in flight at any moment.
+        upstream.set_fault("slow", delay=0.3)
+        d.wait_until(lambda: d.scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'accepted'") >= 6,
+            timeout=20, what="part of the backlog accepted")
+        d.kill()
+        marked = {r.record_id for r in outbox(d) if r.state == "accepted"}
+        pending = {r.record_id for r in outbox(d) if r.state == "pending"}
+        assert marked and pending, "killed mid-drain"
+        before_restart = len(upstream.received())
+        # Requests overlapped: the drain was pipelined.
+        assert upstream.on_loop(lambda: upstream.fake.most_at_once) >= 2
+
+        upstream.set_fault("none")
+        d.start()
+        d.wait_until(lambda: drained(d), timeout=20, what="outbox drained after restart")
+        assert_delivered(d, upstream, orders, lost_answers=True)
+        again = [r["record_id"] for r in upstream.received()[before_restart:]]
+        assert again, "the rest went after the restart"
+        assert not set(again) & marked, "a record marked accepted went again"
 
 
 # -- timelines ----------------------------------------------------------------------------------

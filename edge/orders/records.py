@@ -21,6 +21,10 @@ from edge.orders.timeline import build_timeline
 from edge.store import Tx, calls, jobs, orders, outbox
 
 UPSTREAM = "upstream"
+# Job states that last while bytes go out (milliseconds, unless a printer hangs): the
+# upstream learns where a job settles, not each claim (issue 12: a record each, two per
+# order, for states no one upstream acts on).
+_PASSING = frozenset({"sending"})
 
 
 def add_activity(tx: Tx, event: Event[Any] | None, what: str, now: datetime,
@@ -95,6 +99,10 @@ def sync_records(tx: Tx, order_id: str, now: datetime, *,
     """Outbox records for whatever changed about the order since the last call. Returns the
     timeline when it changed (also emitted as `TimelineChanged`), else None."""
     for job in jobs.unreported(tx.conn, order_id):
+        if job.state in _PASSING:
+            # Reported by the state it settles in (printed, unconfirmed, queued again...);
+            # left unreported here, so that state is a change to report.
+            continue
         add_record(
             tx,
             kind="print_job",

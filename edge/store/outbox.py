@@ -9,16 +9,20 @@ States of a record:
 
 - `pending`: waiting to be sent (or sent, with no 200 yet: a record is only ever marked
   `accepted` after the upstream listed it in a 200, so re-sending is always safe).
-- `accepted`: the upstream has it. Kept for `retention_hours`, then compacted.
-- `superseded`: a `status` record made pointless by a newer `status` of the same order before
-  it was sent. Never sent; it does not hold up its order.
+- `accepted`: the upstream has it. The row (ids, seq, times) is kept for `retention_hours`,
+  then compacted; its body is emptied at once, except a confirmation's.
+- `superseded`: a `status` record made pointless by a newer `status` of the same order, or a
+  `print_job` record by a newer record of the same job, before it was accepted. Never sent
+  (again); it does not hold up its order. Its body is emptied.
 - `parked`: the upstream refused it with a 4xx of its own (not 401/403/404...). Kept and
   visible to the operator, never retried by itself (`retry_parked` puts it back).
 
 Per-order order (section 7: none is sent while an earlier record of the same order is still
 unaccepted) is applied strictly: at most one record of an order is in flight at a time, and
-it is always the oldest one not yet accepted. A *parked* record is unaccepted, so it holds
-back every later record of its order until the operator retries it; other orders carry on.
+it is always the oldest one not yet accepted. The sender may have several batches in flight;
+it tells `next_batch` which orders and records are in flight, and those are left out. A
+*parked* record is unaccepted, so it holds back every later record of its order until the
+operator retries it; other orders carry on.
 Records with no order are not held back by anything.
 """
 
@@ -26,10 +30,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -38,6 +42,8 @@ from edge.store import kv
 from edge.store.rows import query
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # Rough per-row cost beyond the body (ids, timestamps, index entries), for the disk budget.
 ROW_OVERHEAD = 160
@@ -147,10 +153,15 @@ def add_record(
     body: dict[str, Any],
     created_at: datetime,
 ) -> int | None:
-    """Write one record; returns its seq, or None if `record_id` was already written.
+    """Write one record; returns its seq, or None if it is a confirmation already written
+    (the one record the kitchen writes again on purpose; other ids cannot repeat).
 
-    A new `status` record supersedes the still-pending status records of its order: only the
-    newest status is worth sending. Nothing else is ever superseded.
+    Only the newest state is worth sending, so a new record supersedes the still-unsent
+    records that say less than it does (docs/contract-additions.md, "Upstream record kinds"):
+    a `status` the pending status records of its order, a `print_job` the pending print_job
+    records of the same job (`body["job_key"]`). Nothing else is ever superseded. A
+    superseded record keeps its seq: the upstream sees a gap there, as it always has for
+    statuses, and never the record.
     """
     body_json = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     size = len(body_json.encode("utf-8"))
@@ -162,48 +173,119 @@ def add_record(
     if cur.rowcount == 0:
         return None
     seq = int(cur.lastrowid or 0)
-    if kind == "status" and order_id is not None:
-        query(conn,
-            "UPDATE outbox SET state = 'superseded'"
-            " WHERE order_id = ? AND kind = 'status' AND state = 'pending' AND seq < ?",
-            (order_id, seq),
-        )
+    if order_id is not None and kind in _SUPERSEDING:
+        _supersede(conn, kind, order_id, seq, body)
     return seq
 
 
-# The head of each order: pending, with no earlier pending or parked record of the same order
-# (accepted and superseded records do not hold an order back).
-_NEXT = f"""
-SELECT {_COLUMNS} FROM outbox AS o
-WHERE o.state = 'pending'
-  AND (o.order_id IS NULL OR NOT EXISTS (
-        SELECT 1 FROM outbox AS e
-        WHERE e.order_id = o.order_id AND e.seq < o.seq AND e.state IN ('pending', 'parked')))
-ORDER BY o.seq
-LIMIT ?
+_SUPERSEDING = frozenset({"status", "print_job"})
+# The assignments that empty a row's body as it leaves the unsent records for good.
+_DROP_BODY = (f"body = CASE WHEN kind = 'confirmation' THEN body ELSE '{EMPTY_BODY}' END,"
+              f" size = CASE WHEN kind = 'confirmation' THEN size ELSE {len(EMPTY_BODY)} END")
+
+
+def _supersede(conn: sqlite3.Connection, kind: str, order_id: str, seq: int,
+               body: dict[str, Any]) -> None:
+    # Both read only the order's unsent rows (`outbox_unsent_by_order`): a handful, or none
+    # once the upstream has taken them.
+    if kind == "status":
+        query(conn,
+            "UPDATE outbox SET state = 'superseded', " + _DROP_BODY
+            + " WHERE order_id = ? AND state = 'pending' AND seq < ? AND kind = 'status'",
+            (order_id, seq),
+        )
+        return
+    job_key = body.get("job_key")
+    if not isinstance(job_key, str):
+        return
+    query(conn,
+        "UPDATE outbox SET state = 'superseded', " + _DROP_BODY
+        + " WHERE order_id = ? AND state = 'pending' AND seq < ? AND kind = 'print_job'"
+        " AND json_extract(body, '$.job_key') = ?",
+        (order_id, seq, job_key),
+    )
+
+
+# The sender's scan: unsent records in seq order with their order, from the index alone.
+_UNSENT = """
+SELECT seq, order_id FROM outbox INDEXED BY outbox_unsent
+WHERE state = 'pending'
+ORDER BY seq
 """
+# Then the chosen records, each already in its wire form (CONTRACT section 7): SQLite
+# splices the stored body text in as is (it was written by json.dumps), so a batch of 500
+# costs no Python JSON work. The same record as `_wire` builds.
+_CHOSEN = """
+SELECT seq, record_id, kind, order_id, created_at, body, size, attempts, state,
+       '{"record_id":' || json_quote(record_id) || ',"kind":' || json_quote(kind)
+       || ',"order_id":' || json_quote(order_id) || ',"seq":' || seq
+       || ',"created_at":' || json_quote(created_at) || ',"body":' || body || '}' AS wire
+FROM outbox
+WHERE seq IN (@marks)
+ORDER BY seq
+"""
+# Index entries looked at per call, at most, in units of `max_records`: the unsent records
+# of orders already in flight or already in the batch are skipped, and a backlog of a few
+# long orders must not make one call read the whole outbox.
+_SCAN_FACTOR = 16
 
 
-def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int) -> list[OutboxRecord]:
-    """The records to send now, in seq order: at most one per order (see the module doc).
+def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int,
+               busy_orders: Collection[str] = (),
+               busy_seqs: Collection[int] = ()) -> list[OutboxRecord]:
+    """The records to send now, in seq order: at most one per order, each its order's
+    oldest unaccepted record (see the module doc).
+
+    `busy_orders` are orders with a record in flight, `busy_seqs` the records in flight:
+    neither goes again, and no later record of a busy order goes before its answer.
 
     The request body built from the batch stays within `max_bytes`, except that a single
     record larger than that still goes alone (the upstream may refuse it; it is then parked).
     """
+    # Unsent rows come in seq order, so the first one seen of an order is its oldest unsent
+    # one; a parked record (unaccepted too) holds back every later record of its order.
+    parked = {str(order_id): int(seq) for order_id, seq in query(conn,
+        "SELECT order_id, MIN(seq) FROM outbox INDEXED BY outbox_parked"
+        " WHERE state = 'parked' AND order_id IS NOT NULL GROUP BY order_id")}
+    seen: set[str] = set(busy_orders)
+    chosen: list[int] = []
+    budget = max(max_records * _SCAN_FACTOR, 1000)
+    for seq, order_id in query(conn, _UNSENT):
+        budget -= 1
+        if budget < 0:
+            break
+        if order_id is not None:
+            if order_id in seen:
+                continue
+            seen.add(order_id)
+            held = parked.get(order_id)
+            if held is not None and held < seq:
+                continue
+        if seq in busy_seqs:
+            continue
+        chosen.append(int(seq))
+        if len(chosen) >= max_records:
+            break
     batch: list[OutboxRecord] = []
     total = _BATCH_FRAME
-    for row in query(conn, _NEXT, (max_records,)):
-        record = _record(row)
-        cost = len(record.wire().encode("utf-8")) + 1
-        if batch and total + cost > max_bytes:
-            break
-        batch.append(record)
-        total += cost
+    for chunk in _chunks(chosen):
+        for row in query(conn, _CHOSEN.replace("@marks", ",".join("?" * len(chunk))), chunk):
+            wire = str(row[9])
+            cost = len(wire.encode("utf-8")) + 1
+            if batch and total + cost > max_bytes:
+                return batch
+            batch.append(OutboxRecord(
+                seq=int(row[0]), record_id=str(row[1]), kind=str(row[2]),
+                order_id=None if row[3] is None else str(row[3]), created_at=str(row[4]),
+                body_json=str(row[5]), size=int(row[6]), attempts=int(row[7]),
+                state=str(row[8]), wire_json=wire,
+            ))
+            total += cost
     return batch
 
 
-def _chunks(ids: Iterable[str], size: int = 500) -> Iterable[list[str]]:
-    chunk: list[str] = []
+def _chunks(ids: Iterable[T], size: int = 500) -> Iterable[list[T]]:
+    chunk: list[T] = []
     for record_id in ids:
         chunk.append(record_id)
         if len(chunk) == size:
@@ -213,14 +295,15 @@ def _chunks(ids: Iterable[str], size: int = 500) -> Iterable[list[str]]:
         yield chunk
 
 
-def _update(conn: sqlite3.Connection, record_ids: Iterable[str], assignments: str,
-            only_state: str, params: tuple[Any, ...]) -> int:
+def _update(conn: sqlite3.Connection, record_ids: Iterable[str] | Iterable[int],
+            assignments: str, only_state: str, params: tuple[Any, ...], *,
+            key: str = "record_id") -> int:
     """UPDATE the given records in chunks (SQLite caps bound parameters); rows changed."""
     changed = 0
     for chunk in _chunks(record_ids):
         marks = ",".join("?" * len(chunk))
         cur = query(conn,
-            f"UPDATE outbox SET {assignments} WHERE record_id IN ({marks}) AND {only_state}",
+            f"UPDATE outbox SET {assignments} WHERE {key} IN ({marks}) AND {only_state}",
             (*params, *chunk),
         )
         changed += cur.rowcount
@@ -228,26 +311,55 @@ def _update(conn: sqlite3.Connection, record_ids: Iterable[str], assignments: st
 
 
 def mark_accepted(conn: sqlite3.Connection, record_ids: Iterable[str], at: datetime) -> int:
-    """The upstream listed these ids in a 200: they are done. Call only after that answer."""
+    """The upstream listed these ids in a 200: they are done. Call only after that answer.
+    (By id: a scan, for tools and tests; the sender marks by seq.)"""
+    return _accepted(conn, record_ids, at, key="record_id")
+
+
+def mark_accepted_seqs(conn: sqlite3.Connection, seqs: Iterable[int], at: datetime) -> int:
+    """`mark_accepted` by seq (the sender's way: a primary-key lookup per record)."""
+    return _accepted(conn, seqs, at, key="seq")
+
+
+def _accepted(conn: sqlite3.Connection, keys: Iterable[str] | Iterable[int], at: datetime, *,
+              key: str) -> int:
     stamp = rfc3339_ms(at)
-    changed = _update(conn, record_ids, "state = 'accepted', accepted_at = ?, last_error = NULL",
-                      "state != 'accepted'", (stamp,))
+    # A superseded record the upstream took anyway is accepted too: it is done either way.
+    # Its body is dropped (confirmations keep theirs until retention: timeline evidence):
+    # nothing reads it again, and rewriting a row rewrites its whole body, overflow pages
+    # included, so an emptied row is the cheaper write (issue 12).
+    changed = _update(conn, keys, "state = 'accepted', accepted_at = ?, last_error = NULL, "
+                      + _DROP_BODY, "state != 'accepted'", (stamp,), key=key)
     if changed:
         kv.put(conn, _KV_LAST_SUCCESS, stamp)
     return changed
 
 
-def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str], error: str) -> int:
-    """A send of these records failed in a way worth retrying; they stay pending."""
-    return _update(conn, record_ids, "attempts = attempts + 1, last_error = ?",
-                   "state = 'pending'", (error[:500],))
+def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str] | None = None,
+                error: str = "", *, seqs: Iterable[int] | None = None) -> int:
+    """A send of these records failed in a way worth retrying; they stay pending. By
+    `seqs` (the sender's way, the primary key) or by `record_ids` (a scan)."""
+    keys, key = _keys(record_ids, seqs)
+    return _update(conn, keys, "attempts = attempts + 1, last_error = ?",
+                   "state = 'pending'", (error[:500],), key=key)
 
 
-def park(conn: sqlite3.Connection, record_ids: Iterable[str], error: str, at: datetime) -> int:
+def park(conn: sqlite3.Connection, record_ids: Iterable[str] | None = None, error: str = "",
+         at: datetime | None = None, *, seqs: Iterable[int] | None = None) -> int:
     """The upstream refuses these records themselves: keep them aside for the operator."""
-    return _update(conn, record_ids,
+    if at is None:
+        raise TypeError("park needs `at`")
+    keys, key = _keys(record_ids, seqs)
+    return _update(conn, keys,
                    "state = 'parked', parked_at = ?, attempts = attempts + 1, last_error = ?",
-                   "state = 'pending'", (rfc3339_ms(at), error[:500]))
+                   "state = 'pending'", (rfc3339_ms(at), error[:500]), key=key)
+
+
+def _keys(record_ids: Iterable[str] | None,
+          seqs: Iterable[int] | None) -> tuple[Iterable[str] | Iterable[int], str]:
+    if (record_ids is None) == (seqs is None):
+        raise TypeError("give record_ids or seqs")
+    return (seqs, "seq") if seqs is not None else (record_ids or (), "record_id")
 
 
 def retry_parked(conn: sqlite3.Connection) -> int:
@@ -268,17 +380,24 @@ def compact(conn: sqlite3.Connection, *, older_than: datetime, limit: int | None
     """
     cutoff = rfc3339_ms(older_than)
     cap = -1 if limit is None else limit
+    # Only records written before the cutoff can be past it (a record is accepted after it
+    # was written): the scan stops at the first newer seq instead of reading the table (the
+    # states it looks at are in no index, to keep every write cheap).
+    first_new = query(conn,
+        "SELECT seq FROM outbox WHERE created_at >= ? ORDER BY seq LIMIT 1", (cutoff,)
+    ).fetchone()
+    bound = int(first_new[0]) if first_new is not None else (1 << 62)
     deleted = query(conn,
-        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE"
+        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq < ? AND ("
         " (state = 'accepted' AND kind != 'confirmation' AND accepted_at < ?)"
-        " OR (state = 'superseded' AND created_at < ?) LIMIT ?)",
-        (cutoff, cutoff, cap),
+        " OR (state = 'superseded' AND created_at < ?)) LIMIT ?)",
+        (bound, cutoff, cutoff, cap),
     ).rowcount
     emptied = query(conn,
         "UPDATE outbox SET body = ?, size = ? WHERE seq IN (SELECT seq FROM outbox WHERE"
-        " state = 'accepted' AND kind = 'confirmation' AND accepted_at < ? AND body != ?"
-        " LIMIT ?)",
-        (EMPTY_BODY, len(EMPTY_BODY), cutoff, EMPTY_BODY, cap),
+        " seq < ? AND state = 'accepted' AND kind = 'confirmation' AND accepted_at < ?"
+        " AND body != ? LIMIT ?)",
+        (EMPTY_BODY, len(EMPTY_BODY), bound, cutoff, EMPTY_BODY, cap),
     ).rowcount
     return int(deleted) + int(emptied)
 
@@ -373,14 +492,17 @@ def stats(conn: sqlite3.Connection, now: datetime) -> OutboxStats:
     counts = dict(
         query(conn, "SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
     )
+    # Each through its partial index: the unsent and parked records, not the whole table.
     oldest = query(conn,
-        "SELECT created_at FROM outbox WHERE state IN ('pending', 'parked') ORDER BY seq LIMIT 1"
+        "SELECT created_at FROM outbox WHERE seq = (SELECT MIN(m) FROM ("
+        " SELECT MIN(seq) AS m FROM outbox WHERE state = 'pending'"
+        " UNION ALL SELECT MIN(seq) FROM outbox WHERE state = 'parked'))"
     ).fetchone()
     blocked = query(conn,
-        "SELECT COUNT(*) AS n FROM outbox AS o WHERE o.state = 'pending'"
-        " AND o.order_id IS NOT NULL"
-        " AND EXISTS (SELECT 1 FROM outbox AS p WHERE p.order_id = o.order_id"
-        "             AND p.state = 'parked' AND p.seq < o.seq)"
+        "SELECT COUNT(*) AS n FROM outbox AS o"
+        " JOIN (SELECT order_id, MIN(seq) AS first FROM outbox WHERE state = 'parked'"
+        "       AND order_id IS NOT NULL GROUP BY order_id) AS p ON p.order_id = o.order_id"
+        " WHERE o.state = 'pending' AND o.seq > p.first"
     ).fetchone()["n"]
     last = kv.get(conn, _KV_LAST_SUCCESS)
     if last is None:
@@ -420,11 +542,15 @@ class Confirmation:
 def first_confirmation(conn: sqlite3.Connection, order_id: str) -> Confirmation | None:
     """The order's `confirmation` record (timeline evidence), in whatever state."""
     row = query(conn,
-        "SELECT record_id, created_at FROM outbox WHERE order_id = ? AND kind = 'confirmation'"
-        " ORDER BY seq LIMIT 1", (order_id,)).fetchone()
+        "SELECT record_id, created_at FROM outbox INDEXED BY outbox_confirmations"
+        " WHERE order_id = ? AND kind = 'confirmation' ORDER BY seq LIMIT 1",
+        (order_id,)).fetchone()
     return None if row is None else Confirmation(str(row["record_id"]), str(row["created_at"]))
 
 
-def make_durable_point(conn: sqlite3.Connection, at: datetime) -> None:
-    """One durable write: with it, everything committed before is on disk too."""
+def make_durable_point(conn: sqlite3.Connection, at: datetime) -> int:
+    """One durable write: with it, everything committed before is on disk too. Returns the
+    highest seq written so far, which that covers."""
     kv.put(conn, "outbox_durable_point", rfc3339_ms(at))
+    row = query(conn, "SELECT MAX(seq) AS top FROM outbox").fetchone()
+    return int(row["top"] or 0)

@@ -66,8 +66,11 @@ class FakeUpstream:
     requests: list[RequestLog] = field(default_factory=list)
     # First-time acceptances that came after a higher seq of the same order.
     order_violations: list[tuple[str, int, int]] = field(default_factory=list)
+    # The most record requests it was handling at once (a pipelining client's mark).
+    most_at_once: int = 0
 
     def __post_init__(self) -> None:
+        self._at_once = 0
         self._fault = _Fault()
         self._server: asyncio.Server | None = None
         self._web: web.Server | None = None
@@ -160,7 +163,7 @@ class FakeUpstream:
         return {
             "mode": self._fault.mode, "port": self.port, "received": len(self.received),
             "accepted": len(self.accepted), "requests": len(self.requests),
-            "order_violations": len(self.order_violations),
+            "order_violations": len(self.order_violations), "most_at_once": self.most_at_once,
         }
 
     def _log(self, status: int, ids: Sequence[str]) -> None:
@@ -170,7 +173,12 @@ class FakeUpstream:
                 waiter.set_result(None)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        return await self._answer(request)
+        self._at_once += 1
+        self.most_at_once = max(self.most_at_once, self._at_once)
+        try:
+            return await self._answer(request)
+        finally:
+            self._at_once -= 1
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         fault = self._fault

@@ -5,6 +5,19 @@ waits for it. A record is marked accepted only after the upstream listed it in a
 so a crash at any point leaves it pending and it is simply sent again (the upstream accepts
 an id it has already seen).
 
+Batches are pipelined: up to `max_in_flight` requests are out at once, each holding at most
+one record per order, and no order has records in two of them (`outbox.next_batch` is told
+which orders are in flight). So an order's records still reach the upstream one at a time in
+seq order, while a backlog drains at the upstream's pace rather than at one round trip
+(read, POST, mark) per batch. A failed request stops new ones; the others land, then the
+sender backs off once.
+
+While the upstream keeps up, a batch that emptied the outbox is followed by the next one no
+sooner than `linger` seconds after it started: a ticket's queued, sending and printed states
+then mostly meet in the outbox, where the newest supersedes the others before they are sent,
+and a busy kitchen's records go in one request (and one write marking them) a second instead
+of one per change (issue 12: bytes written per order).
+
 WAN state is judged from the sender's own requests: up when a request got any HTTP answer
 (even a 500 proves the link works), down on a connect error, a broken connection or a
 timeout. A silently cut link (no FIN, no RST) is caught by httpx's connect/read/write/pool
@@ -24,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import structlog
@@ -55,6 +68,7 @@ class _Answer:
     accepted: set[str] = field(default_factory=set)
     retry_after: float | None = None
     error: str = ""
+    records: int = 0
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -93,6 +107,8 @@ class Sender:
         poll_interval: float = 5.0,
         housekeeping_interval: float = 60.0,
         rng: random.Random | None = None,
+        max_in_flight: int = 2,
+        linger: float = 1.0,
     ) -> None:
         self._store = store
         self._cfg = cfg
@@ -109,6 +125,7 @@ class Sender:
         self._backoff = Backoff(backoff_base, cfg.backoff_max, rng=rng or random.Random())
         self._endpoint = f"{cfg.url}/v1/sites/{site}/records"
         self._client: httpx.AsyncClient | None = None
+        self._retired: list[httpx.AsyncClient] = []
         # Loading the CA bundle takes 50-80 ms of event loop; the client is rebuilt after
         # every network failure, so build the TLS context once.
         self._ssl = httpx.create_ssl_context()
@@ -119,6 +136,20 @@ class Sender:
         self._token_problem: str | None = None
         self._last_housekeeping: float | None = None
         self._wan_up: bool | None = None
+        self._max_in_flight = max(1, max_in_flight)
+        self._linger = linger
+        self._flights: set[asyncio.Task[None]] = set()
+        self._landed = asyncio.Event()
+        # Orders with a record in flight, and records without an order in flight.
+        self._busy_orders: set[str] = set()
+        self._busy_seqs: set[int] = set()
+        # The highest seq a durable commit of ours has covered (see `_launch`).
+        self._durable_upto = 0
+        # When the last batch started (monotonic), and whether it left nothing behind.
+        self._last_start: float | None = None
+        self._caught_up = False
+        # A failed request's answer, backed off on once the requests out have landed.
+        self._setback: _Answer | None = None
         # Read by the health check (edge.web) and the drain benchmark.
         self.last_success_at: datetime | None = None
         self.last_error: str | None = None
@@ -166,6 +197,12 @@ class Sender:
                     log.exception("upstream_sender_error", error=repr(exc))
                     await self._clock.sleep(self._failed(repr(exc), None))
         finally:
+            flights = list(self._flights)
+            for task in flights:
+                task.cancel()
+            for task in flights:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self._drop_client()
             log.info("upstream_sender_stopped")
 
@@ -173,31 +210,123 @@ class Sender:
 
     async def _cycle(self) -> None:
         await self._housekeep_if_due()
+        if self._setback is not None:
+            # Something failed: let the other requests land (they would most likely fail
+            # the same way), then wait once for all of them.
+            while self._flights:
+                await asyncio.wait(set(self._flights))
+            await self._close_retired()
+            answer, self._setback = self._setback, None
+            await self._back_off(answer)
+            return
+        if len(self._flights) >= self._max_in_flight:
+            await asyncio.wait(set(self._flights), return_when=asyncio.FIRST_COMPLETED)
+            return
+        await self._pace()
         # Cleared before reading: a kick that lands while we read or send is not lost.
         self._kicked.clear()
+        self._landed.clear()
+        busy_orders, busy_seqs = frozenset(self._busy_orders), frozenset(self._busy_seqs)
         batch = await self._store.read(
             partial(
                 outbox.next_batch,
                 max_records=self._cfg.batch_records,
                 max_bytes=self._cfg.batch_bytes,
+                busy_orders=busy_orders,
+                busy_seqs=busy_seqs,
             )
         )
         if not batch:
-            await self._wait(self._poll_interval, kickable=True)
+            await self._wait_landing(self._poll_interval)
             return
+        await self._launch(batch)
+
+    async def _pace(self) -> None:
+        """While the upstream keeps up, batches start at most one per `linger` seconds."""
+        if not self._caught_up or self._last_start is None or self._linger <= 0:
+            return
+        wait = self._last_start + self._linger - self._clock.monotonic()
+        if wait > 0:
+            await self._clock.sleep(wait)
+
+    async def _wait_landing(self, poll: float) -> None:
+        """Until a request lands, a kick, or `poll` seconds."""
+        if self._landed.is_set() or self._kicked.is_set():
+            return
+        waits: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self._landed.wait()),
+            asyncio.ensure_future(self._kicked.wait()),
+            asyncio.ensure_future(self._clock.sleep(poll)),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            for task in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _launch(self, batch: list[OutboxRecord]) -> None:
         # Applied events are committed without an fsync (docs/architecture.md). Nothing may
         # leave the box that a power cut could take back: its seq and record_id would be
-        # reused for something else. One durable write makes everything before it durable.
-        at = self._clock.now()
-        await self._store.transact(lambda tx: outbox.make_durable_point(tx.conn, at))
-        answer = await self._deliver(batch)
+        # reused for something else. One durable write makes everything committed before it
+        # durable too, so it is needed only when the batch holds a record written after the
+        # last one.
+        if max(r.seq for r in batch) > self._durable_upto:
+            at = self._clock.now()
+            top = await self._store.transact(lambda tx: outbox.make_durable_point(tx.conn, at))
+            self._durable_upto = max(self._durable_upto, top)
+        full = len(batch) >= self._cfg.batch_records or (
+            sum(len(r.wire_json) for r in batch) * 2 > self._cfg.batch_bytes)
+        self._last_start = self._clock.monotonic()
+        self._caught_up = False
+        for record in batch:
+            if record.order_id is None:
+                self._busy_seqs.add(record.seq)
+            else:
+                self._busy_orders.add(record.order_id)
+        task = asyncio.create_task(self._fly(batch, full))
+        self._flights.add(task)
+
+    async def _fly(self, batch: list[OutboxRecord], full: bool) -> None:
+        tally: list[int] = []
+        try:
+            try:
+                answer = await self._deliver(batch, tally)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The records stay pending: a failed mark only means they go again.
+                log.exception("upstream_sender_error", error=repr(exc))
+                answer = _Answer("retry", error=repr(exc))
+        finally:
+            # Only now, with the answer marked, may the next record of these orders go.
+            for record in batch:
+                if record.order_id is None:
+                    self._busy_seqs.discard(record.seq)
+                else:
+                    self._busy_orders.discard(record.order_id)
+            task = asyncio.current_task()
+            if task is not None:
+                self._flights.discard(task)
+            self._landed.set()
         if answer is None:
             self._backoff.succeeded()
+            # Everything there was went and was taken: the upstream keeps up.
+            if not full and not self._flights and sum(tally) == len(batch):
+                self._caught_up = True
             return
+        answer.records = len(batch)
+        if self._setback is None or (answer.retry_after or 0.0) > (
+                self._setback.retry_after or 0.0):
+            self._setback = answer
+
+    async def _back_off(self, answer: _Answer) -> None:
         delay = self._failed(answer.error, answer.retry_after)
         log.info(
             "upstream_backoff", delay_s=round(delay, 3), status=answer.status,
-            error=answer.error, failures=self.consecutive_failures, records=len(batch),
+            error=answer.error, failures=self.consecutive_failures, records=answer.records,
         )
         # New records cut a backoff short only while the link answers and the upstream set
         # no Retry-After; a floor keeps a busy kitchen from turning kicks into a hammering.
@@ -238,11 +367,13 @@ class Sender:
 
     # -- delivering one batch ----------------------------------------------------------------
 
-    async def _deliver(self, batch: Sequence[OutboxRecord]) -> _Answer | None:
-        """Send a batch; None when it made progress, else the answer to back off on."""
+    async def _deliver(self, batch: Sequence[OutboxRecord],
+                       tally: list[int] | None = None) -> _Answer | None:
+        """Send a batch; None when it made progress, else the answer to back off on.
+        `tally` gets the count of every mark of accepted records."""
         answer = await self._post(batch)
         if answer.kind == "ok":
-            done = await self._accept(batch, answer.accepted)
+            done = await self._accept(batch, answer.accepted, tally)
             if done:
                 return None
             answer.error = "upstream accepted none of the batch"
@@ -250,12 +381,13 @@ class Sender:
         if answer.kind == "reject":
             log.warning("upstream_rejected_batch", status=answer.status, records=len(batch),
                         error=answer.error)
-            return await self._isolate(batch, answer)
-        await self._write(partial(outbox.mark_failed, record_ids=[r.record_id for r in batch],
+            return await self._isolate(batch, answer, tally)
+        await self._write(partial(outbox.mark_failed, seqs=[r.seq for r in batch],
                                   error=answer.error))
         return answer
 
-    async def _isolate(self, rejected: Sequence[OutboxRecord], answer: _Answer) -> _Answer | None:
+    async def _isolate(self, rejected: Sequence[OutboxRecord], answer: _Answer,
+                       tally: list[int] | None = None) -> _Answer | None:
         """Bisect a refused group down to the records at fault; park those, deliver the rest.
 
         A batch holds at most one record per order, so its halves can go in any order
@@ -268,34 +400,36 @@ class Sender:
         for half in (rejected[:middle], rejected[middle:]):
             reply = await self._post(half)
             if reply.kind == "ok":
-                await self._accept(half, reply.accepted)
+                await self._accept(half, reply.accepted, tally)
             elif reply.kind == "reject":
-                outcome = await self._isolate(half, reply)
+                outcome = await self._isolate(half, reply, tally)
                 if outcome is not None:
                     return outcome
             else:
-                await self._write(partial(outbox.mark_failed,
-                                          record_ids=[r.record_id for r in half],
+                await self._write(partial(outbox.mark_failed, seqs=[r.seq for r in half],
                                           error=reply.error))
                 return reply
         return None
 
     async def _park(self, record: OutboxRecord, answer: _Answer) -> None:
         error = f"HTTP {answer.status}: {answer.error}"
-        await self._write(partial(outbox.park, record_ids=[record.record_id], error=error,
+        await self._write(partial(outbox.park, seqs=[record.seq], error=error,
                                   at=self._clock.now()))
         log.error("upstream_record_parked", record_id=record.record_id, kind=record.kind,
                   order_id=record.order_id, seq=record.seq, status=answer.status,
                   error=answer.error)
 
-    async def _accept(self, batch: Sequence[OutboxRecord], accepted: set[str]) -> int:
-        ids = [r.record_id for r in batch if r.record_id in accepted]
+    async def _accept(self, batch: Sequence[OutboxRecord], accepted: set[str],
+                      tally: list[int] | None = None) -> int:
+        ids = [r.seq for r in batch if r.record_id in accepted]
+        if tally is not None:
+            tally.append(len(ids))
         if not ids:
             return 0
         now = self._clock.now()
         # No fsync of its own: lost to a power cut, these records are sent again, and the
         # upstream accepts an id it has seen before (CONTRACT section 7).
-        await self._write(partial(outbox.mark_accepted, record_ids=ids, at=now),
+        await self._write(partial(outbox.mark_accepted_seqs, seqs=ids, at=now),
                           durable=False)
         self.last_success_at = now
         self.records_accepted += len(ids)
@@ -326,7 +460,11 @@ class Sender:
             if isinstance(exc, TimeoutError):
                 reason = "overall deadline exceeded"
             # The pooled connection may be half dead; start the next request on a fresh one.
-            await self._drop_client()
+            # The old client is closed once no request is out on it: closing it now would
+            # break the other requests in flight.
+            self._retire_client(client)
+            if len(self._flights) <= 1:
+                await self._close_retired()
             self.last_error = reason
             self._set_wan(False, reason)
             return _Answer("retry", error=reason)
@@ -361,18 +499,30 @@ class Sender:
             self._client = httpx.AsyncClient(
                 transport=self._transport,
                 timeout=httpx.Timeout(self._cfg.timeout),
-                limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+                limits=httpx.Limits(max_connections=self._max_in_flight + 1,
+                                    max_keepalive_connections=self._max_in_flight),
                 follow_redirects=False,
                 verify=self._ssl,
             )
         return self._client
 
-    async def _drop_client(self) -> None:
+    def _retire_client(self, client: httpx.AsyncClient) -> None:
         # A transport handed in by the caller is theirs to close, and cannot be reopened.
-        if self._client is not None and self._transport is None:
-            client, self._client = self._client, None
+        if self._transport is not None or client is not self._client:
+            return
+        self._client = None
+        self._retired.append(client)
+
+    async def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for client in retired:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+    async def _drop_client(self) -> None:
+        if self._client is not None:
+            self._retire_client(self._client)
+        await self._close_retired()
 
     def _token(self) -> str | None:
         path = self._cfg.token_file

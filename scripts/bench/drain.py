@@ -6,7 +6,8 @@ comes back. How fast does the sender empty it, next to what the upstream itself 
 Everything is real: the outbox is a SQLite file (WAL, synchronous=FULL, as in the daemon),
 the fake upstream runs in its own process on loopback, and the sender is the daemon's.
 The upstream's capacity is measured in the same run by a bare httpx client posting
-pre-built 500-record batches (one request in flight, as the sender; then four at once).
+pre-built 500-record batches (one request in flight; then, after the drain, four at once).
+The sender keeps up to two requests in flight; the fake reports the most it saw at once.
 """
 
 from __future__ import annotations
@@ -106,10 +107,15 @@ async def control(info: dict[str, Any], mode: str) -> None:
         r.raise_for_status()
 
 
-async def fake_requests(info: dict[str, Any]) -> int:
+async def fake_state(info: dict[str, Any]) -> dict[str, Any]:
     async with httpx.AsyncClient() as client:
         r = await client.get(f"http://127.0.0.1:{info['control_port']}/state")
-        return int(r.raise_for_status().json()["requests"])
+        state: dict[str, Any] = r.raise_for_status().json()
+        return state
+
+
+async def fake_requests(info: dict[str, Any]) -> int:
+    return int((await fake_state(info))["requests"])
 
 
 async def capacity(info: dict[str, Any], batches: int, parallel: int, tag: str) -> float:
@@ -198,8 +204,11 @@ async def main_async(records: int, orders: int) -> dict[str, Any]:
         try:
             batches = records // 500
             cap_1 = await capacity(info, batches, 1, "seq")
-            cap_4 = await capacity(info, batches, 4, "par")
             result = await drain(db_path, info, workdir, records)
+            # Read before the 4-in-flight capacity run: how many requests the sender had
+            # out at once.
+            result["sender_most_at_once"] = int((await fake_state(info))["most_at_once"])
+            cap_4 = await capacity(info, batches, 4, "par")
         finally:
             os.kill(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
@@ -224,7 +233,8 @@ def main() -> int:
     print(f"sender drain: {r['records_per_s_sending']:,.0f} records/s while sending, "
           f"{r['records_per_s_from_up']:,.0f} records/s counting the "
           f"{r['reconnect_s']:.2f}s to notice the upstream was back; "
-          f"{r['requests']} requests; {r['left_unaccepted']} left unaccepted")
+          f"{r['requests']} requests, at most {r['sender_most_at_once']} at once; "
+          f"{r['left_unaccepted']} left unaccepted")
     print(json.dumps(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))

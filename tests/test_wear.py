@@ -1,0 +1,91 @@
+"""Storage wear settings (issue 12): what `_tune` gives a new file and an older one."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from edge.store.db import PAGE_SIZE, WAL_CHECKPOINT_BYTES, WAL_SIZE_LIMIT_BYTES, connect_sync
+
+
+def pragmas(conn: sqlite3.Connection) -> dict[str, object]:
+    return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in (
+        "page_size", "journal_mode", "synchronous", "wal_autocheckpoint", "journal_size_limit")}
+
+
+def test_a_new_file_gets_small_pages_and_a_larger_wal_with_full_sync(tmp_path: Path) -> None:
+    conn = connect_sync(tmp_path / "kitchen-edge.db")
+    try:
+        assert pragmas(conn) == {
+            "page_size": PAGE_SIZE, "journal_mode": "wal", "synchronous": 2,  # FULL
+            "wal_autocheckpoint": WAL_CHECKPOINT_BYTES // PAGE_SIZE,
+            "journal_size_limit": WAL_SIZE_LIMIT_BYTES,
+        }
+    finally:
+        conn.close()
+
+
+def test_an_older_file_keeps_its_pages_and_checkpoints_at_the_same_wal_size(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kitchen-edge.db"
+    old = sqlite3.connect(str(path))
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE before_us (x)")
+    old.close()
+    conn = connect_sync(path)
+    try:
+        got = pragmas(conn)
+        assert got["page_size"] == 4096
+        assert got["wal_autocheckpoint"] == WAL_CHECKPOINT_BYTES // 4096
+        assert got["synchronous"] == 2
+    finally:
+        conn.close()
+
+
+def test_an_older_outbox_migrates_to_the_partial_indexes_and_sends_the_same(
+    tmp_path: Path,
+) -> None:
+    """A file from before the outbox's partial indexes (schema 8) keeps its records, states
+    and seq counter, and the sender picks the same heads from it."""
+    from datetime import UTC, datetime
+
+    from edge.store import outbox
+    from edge.store.migrate import migrations
+
+    path = tmp_path / "kitchen-edge.db"
+    old = sqlite3.connect(str(path), isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    steps = [m for m in migrations() if m[0] <= 8]
+    for version, _name, sql in steps:
+        old.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+    rows = [("confirmation:o1", "confirmation", "o1", "pending"),
+            ("print_job:o1/new/grill:queued", "print_job", "o1", "accepted"),
+            ("print_job:o1/new/grill:printed", "print_job", "o1", "pending"),
+            ("confirmation:o2", "confirmation", "o2", "parked"),
+            ("status:o2:a", "status", "o2", "pending"),
+            ("confirmation:o3", "confirmation", "o3", "accepted")]
+    for record_id, kind, order_id, state in rows:
+        old.execute("INSERT INTO outbox (record_id, kind, order_id, created_at, body, size,"
+                    " state) VALUES (?, ?, ?, '2026-12-01T10:00:00.000Z', '{}', 2, ?)",
+                    (record_id, kind, order_id, state))
+    old.execute("DELETE FROM outbox WHERE record_id = 'confirmation:o3'")  # compacted
+    old.close()
+
+    conn = connect_sync(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 9
+        batch = outbox.next_batch(conn, max_records=10, max_bytes=1 << 20)
+        # o1's head is its confirmation; o2 waits behind its parked record.
+        assert [r.record_id for r in batch] == ["confirmation:o1"]
+        outbox.mark_accepted_seqs(conn, [batch[0].seq], datetime.now(UTC))
+        assert [r.record_id for r in outbox.next_batch(
+            conn, max_records=10, max_bytes=1 << 20)] == ["print_job:o1/new/grill:printed"]
+        assert outbox.stats(conn, datetime.now(UTC)).blocked == 1
+        # The seq counter carried on past the compacted record.
+        seq = outbox.add_record(conn, kind="status", record_id="status:o1:b", order_id="o1",
+                                body={}, created_at=datetime.now(UTC))
+        assert seq == 7
+    finally:
+        conn.close()
