@@ -330,8 +330,9 @@ async def test_scheduled_orders_fire_on_time_through_steps_of_an_unsynchronised_
         tickets = await k.printers["hot"].ajobs()
         assert all(has_line(t, "box clock not synced") for t in tickets)
         assert all(has_line(t, "~") for t in tickets)
-        bodies = [json.loads(b) for (b,) in await k.rows("SELECT body FROM outbox")]
-        assert bodies and all(b.get("clock_synced") is False for b in bodies)
+        # A record superseded before it went keeps no body (edge.store.outbox); the rest say it.
+        bodies = [b for (raw,) in await k.rows("SELECT body FROM outbox") if (b := json.loads(raw))]
+        assert len(bodies) >= 3 and all(b.get("clock_synced") is False for b in bodies)
 
 
 async def test_late_and_attention_follow_the_monotonic_clock_not_the_wall(

@@ -1,4 +1,4 @@
--- Schema version 9 (planned as 0011; issue 12, storage wear): the outbox's indexes hold only
+-- Schema version 9 (issue 12, storage wear): the outbox's indexes hold only
 -- the rows someone looks for. The full indexes (state, seq) and (order_id, seq) took every
 -- record, accepted or not, and every change of state moved an entry; the UNIQUE on record_id
 -- put every record, at a scattered place, into one more b-tree. Now the partial indexes hold
