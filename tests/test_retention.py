@@ -17,6 +17,8 @@ import json
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +35,7 @@ from edge.config import Config, load_config
 from edge.daemon import plan_of
 from edge.feed import Feed
 from edge.ingest.pipeline import Incoming, Pipeline, Result
-from edge.orders import printjobs
+from edge.orders import printjobs, views
 from edge.orders.apply import Applier
 from edge.service.retention import Retention
 from edge.store import Store, Tx, outbox, retention
@@ -64,6 +66,7 @@ class Kitchen:
     conn: sqlite3.Connection
     pipeline: Pipeline
     clock: ManualClock
+    config: Path
 
     def send(self, *bodies: dict[str, Any]) -> list[Any]:
         batch = [Incoming(topic(b["order_id"]), json.dumps(b).encode()) for b in bodies]
@@ -115,7 +118,8 @@ def kitchen(tmp_path: Path) -> Iterator[Kitchen]:
     cfg = station_config(tmp_path)
     conn = connect_sync(tmp_path / "state" / DB_FILENAME)
     try:
-        yield Kitchen(conn, Pipeline(ROOT, Applier(plan_of(cfg))), ManualClock(START))
+        yield Kitchen(conn, Pipeline(ROOT, Applier(plan_of(cfg))), ManualClock(START),
+                      tmp_path / "station.yaml")
     finally:
         conn.close()
 
@@ -157,6 +161,13 @@ def test_a_final_order_past_the_period_becomes_a_tombstone_and_never_prints_agai
     assert stone["compacted_at"] == rfc3339_ms(k.clock.now())
     void = retention.tombstone(k.conn, "o-void")
     assert void is not None and (void["status"], void["tickets"]) == ("void", 0)
+    # The operator still finds it: `kitchen-edge orders show` says what is left.
+    shown = views.order_show(k.conn, "o-done")
+    assert shown is not None and shown["compacted"] and shown["status"] == "completed"
+    cli = subprocess.run([sys.executable, "-m", "edge", "orders", "show", "o-done", "--config",
+                          str(k.config)], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "status completed" in cli.stdout and "compacted by retention" in cli.stdout
 
     # A late copy of its events (a broker redelivery, a marketplace listing it again) is a
     # duplicate: nothing stored, nothing printed, no dead letter.
