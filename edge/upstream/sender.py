@@ -19,6 +19,7 @@ import contextlib
 import json
 import random
 import sqlite3
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -110,8 +111,10 @@ class Sender:
         self._endpoint = f"{cfg.url}/v1/sites/{site}/records"
         self._client: httpx.AsyncClient | None = None
         # Loading the CA bundle takes 50-80 ms of event loop; the client is rebuilt after
-        # every network failure, so build the TLS context once.
-        self._ssl = httpx.create_ssl_context()
+        # every network failure, so build the TLS context once. It also holds about 7 MB
+        # (OpenSSL 3 keeps every certificate parsed): a plain-http upstream has none.
+        self._ssl: ssl.SSLContext | bool = (httpx.create_ssl_context()
+                                            if cfg.url.startswith("https:") else False)
         self._kicked = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token_key: tuple[int, int] | None = None
