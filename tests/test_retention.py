@@ -318,6 +318,63 @@ def test_the_file_stops_growing_over_fill_and_compact_cycles(tmp_path: Path) -> 
         assert later - earlier <= tombstone_bytes + 3 * 4096, sizes
 
 
+def test_the_component_runs_on_the_clock_and_lets_tombstones_go_when_told(
+        tmp_path: Path) -> None:
+    cfg = station_config(tmp_path, retention={"days": 30, "tombstone_days": 60,
+                                               "every_minutes": 60})
+    clock = ManualClock(START)
+    pipeline = Pipeline(ROOT, Applier(plan_of(cfg)))
+
+    async def main() -> None:
+        store = Store(tmp_path / "state" / DB_FILENAME, Feed())
+        await store.open()
+        ctx = Context(cfg=cfg, store=store, feed=store.feed, clock=clock, publish=_Unused(),
+                      intake=_Unused(), health=_Unused())   # type: ignore[arg-type]
+        component = Retention(ctx, cfg.retention)
+        stones = "SELECT COUNT(*) FROM order_tombstones"
+
+        async def passes(n: int) -> None:
+            for _ in range(500):
+                if component.passes >= n:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"{component.passes} passes, expected {n}")
+
+        async def count(sql: str) -> int:
+            return int(await store.read(lambda c: c.execute(sql).fetchone()[0]))
+
+        try:
+            for oid in ("a", "b"):
+                for body in (created(oid), event(oid, "order.cancelled",
+                                                 {"reason_code": "customer"})):
+                    batch = [Incoming(topic(oid), json.dumps(body).encode())]
+                    await store.transact(lambda tx, b=batch: pipeline.apply_batch(
+                        tx, b, clock.now()))
+            run = asyncio.create_task(component.run())
+            await asyncio.sleep(0.05)
+            assert component.passes == 0           # the first pass waits a minute
+            clock.advance(60)
+            await passes(1)
+            assert await count(stones) == 0        # nothing is 30 days old yet
+            clock.advance(31 * DAY)                # the hourly sleep is over too
+            await passes(2)
+            assert await count(stones) == 2
+            assert component.last is not None and component.last.orders == 2
+            status = await component.status()
+            assert status["passes"] == 2 and status["last_pass"]["orders"] == 2
+            clock.advance(59 * DAY)                # 59 days after compaction: kept
+            await passes(3)
+            assert await count(stones) == 2
+            clock.advance(2 * DAY)                 # 61: past tombstone_days
+            await passes(4)
+            assert await count(stones) == 0
+            run.cancel()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
 def test_an_older_file_is_switched_to_incremental_vacuum_once(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)

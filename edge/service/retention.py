@@ -38,7 +38,6 @@ class PassReport:
     rows: int = 0
     dead_letters: int = 0
     activities: int = 0
-    openapp: int = 0
     tombstones: int = 0
     pages: int = 0
     steps: int = 0
@@ -99,13 +98,6 @@ class Retention(BaseComponent):
                 report.steps += 1
                 if gone < cfg.chunk_rows:
                     break
-        while True:
-            pruned: int = await self._step(
-                lambda c: retention.prune_openapp(c, before=before, limit=cfg.chunk_rows))
-            report.openapp += pruned
-            report.steps += 1
-            if pruned == 0:
-                break
         if cfg.tombstone_days is not None:
             expired_before = rfc3339_ms(now - timedelta(days=cfg.tombstone_days))
             while True:
@@ -126,7 +118,7 @@ class Retention(BaseComponent):
         self.last = report
         self.passes += 1
         if report.orders or report.dead_letters or report.activities or report.pages \
-                or report.openapp or report.tombstones:
+                or report.tombstones:
             log.info("retention_pass", **asdict(report))
         return report
 

@@ -10,9 +10,10 @@ copies of it); one `order_tombstones` row stays. That row is what an operator ca
 of the order, and what keeps the promise "printed once": every event naming a compacted
 order is refused (`replayed`), a replay of one of its own events quietly, as a duplicate.
 
-Also here: the caps on dead letters and on the activity log, OpenApp's applied inputs and
-sent outputs past retention, tombstones past their own (optional) period, and handing free
-pages back to the file system in small steps (`release_pages`: auto_vacuum=INCREMENTAL).
+Also here: the caps on dead letters and on the activity log, tombstones past their own
+(optional) period, and handing free pages back to the file system in small steps
+(`release_pages`: auto_vacuum=INCREMENTAL). OpenApp's own messages are pruned by its
+component after 72 hours (`edge.store.openapp.prune`).
 
 Every function is synchronous, takes the caller's connection, and commits nothing. Each
 does a bounded amount of work (`limit`), so the retention component can run it in short
@@ -181,20 +182,6 @@ def cap_newest(conn: sqlite3.Connection, table: str, *, keep: int, limit: int) -
     return _delete_ids(conn, table, "id", ids)
 
 
-def prune_openapp(conn: sqlite3.Connection, *, before: str, limit: int) -> int:
-    """OpenApp requests applied, and messages the broker took, before `before`. What keeps
-    a replayed request from doing twice what it did is `openapp_submissions` (one answer per
-    submission), which stays."""
-    applied = [r["message_id"] for r in query(conn,
-        "SELECT message_id FROM openapp_in WHERE applied = 1 AND received_at < ? LIMIT ?",
-        (before, limit))]
-    sent = [r["id"] for r in query(conn,
-        "SELECT id FROM openapp_out WHERE sent_at IS NOT NULL AND sent_at < ? LIMIT ?",
-        (before, limit))]
-    return (_delete_ids(conn, "openapp_in", "message_id", applied)
-            + _delete_ids(conn, "openapp_out", "id", sent))
-
-
 def expire_tombstones(conn: sqlite3.Connection, *, before: str, limit: int) -> int:
     """Tombstones compacted before `before` (only when the operator set a period for them:
     past it, a replay of that order would be taken as new)."""
@@ -257,7 +244,6 @@ __all__ = [
     "event_key",
     "expire_tombstones",
     "free_pages",
-    "prune_openapp",
     "release_pages",
     "replayed",
     "tombstone",
