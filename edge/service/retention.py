@@ -79,10 +79,13 @@ class Retention(BaseComponent):
         before = rfc3339_ms(now - timedelta(days=cfg.days))
         upstream = self.ctx.cfg.upstream is not None
         report = PassReport(started_at=at)
+        cursor = retention.START
         while True:
             done: retention.Compacted = await self._step(
-                lambda c: retention.compact_due(c, before=before, upstream=upstream, now=at,
-                                                max_rows=cfg.chunk_rows))
+                lambda c, after=cursor: retention.compact_due(
+                    c, before=before, upstream=upstream, now=at, max_rows=cfg.chunk_rows,
+                    after=after))
+            cursor = done.cursor
             report.orders += done.orders
             report.rows += done.rows
             report.steps += 1

@@ -64,30 +64,41 @@ def event_key(event_id: str) -> bytes:
     return hashlib.sha256(event_id.encode()).digest()[:EVENT_KEY_BYTES]
 
 
+# Where a pass has got to in the final orders, by (updated_at, order_id): each step goes on
+# from there, so orders that must wait (records not yet accepted, a ticket unconfirmed) are
+# looked at once a pass, not once a step.
+Cursor = tuple[str, str]
+START: Cursor = ("", "")
+
+
 @dataclass(frozen=True, slots=True)
 class Compacted:
     orders: int
     rows: int
+    cursor: Cursor = START
 
 
-def due_orders(conn: sqlite3.Connection, *, before: str, upstream: bool,
-               limit: int) -> list[str]:
-    """Final orders last changed before `before` with nothing in flight, oldest first.
+def due_orders(conn: sqlite3.Connection, *, before: str, upstream: bool, limit: int,
+               after: Cursor = START) -> list[tuple[str, str]]:
+    """(updated_at, order_id) of final orders last changed before `before` with nothing in
+    flight, oldest first, after the cursor `after`.
 
     Without an upstream (`upstream=False`) nobody will ever send the outbox, so its pending
     records do not hold an order back; they go with it (docs/retention.md)."""
     synced = (" AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id"
               " AND x.state IN ('pending','parked'))") if upstream else ""
     rows = query(conn,
-        f"SELECT o.order_id FROM orders o WHERE o.{_FINAL_SQL} AND o.updated_at < ?"
+        f"SELECT o.updated_at, o.order_id FROM orders o WHERE o.{_FINAL_SQL}"
+        f" AND o.updated_at < ? AND (o.updated_at, o.order_id) > (?, ?)"
         f" AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.order_id"
         f"                 AND j.state NOT IN {_DONE_JOBS})"
         f" AND NOT EXISTS (SELECT 1 FROM events e WHERE e.order_id = o.order_id"
         f"                 AND e.applied = 0)"
         f" AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.order_id = o.order_id"
         f"                 AND c.state != 'done')"
-        f"{synced} ORDER BY o.updated_at LIMIT ?", (before, limit)).fetchall()
-    return [str(r["order_id"]) for r in rows]
+        f"{synced} ORDER BY o.updated_at, o.order_id LIMIT ?",
+        (before, *after, limit)).fetchall()
+    return [(str(r["updated_at"]), str(r["order_id"])) for r in rows]
 
 
 def compact_order(conn: sqlite3.Connection, order_id: str, *, now: str) -> int:
@@ -122,19 +133,22 @@ def compact_order(conn: sqlite3.Connection, order_id: str, *, now: str) -> int:
 
 
 def compact_due(conn: sqlite3.Connection, *, before: str, upstream: bool, now: str,
-                max_rows: int) -> Compacted:
-    """Compact due orders until about `max_rows` rows are deleted (one short transaction)."""
+                max_rows: int, after: Cursor = START) -> Compacted:
+    """Compact due orders after the cursor until about `max_rows` rows are deleted (one
+    short transaction); returns the new cursor with the counts."""
     done = rows = 0
+    cursor = after
     while rows < max_rows:
-        batch = due_orders(conn, before=before, upstream=upstream, limit=8)
+        batch = due_orders(conn, before=before, upstream=upstream, limit=8, after=cursor)
         if not batch:
             break
-        for order_id in batch:
-            rows += compact_order(conn, order_id, now=now)
+        for key in batch:
+            rows += compact_order(conn, key[1], now=now)
             done += 1
+            cursor = key
             if rows >= max_rows:
                 break
-    return Compacted(done, rows)
+    return Compacted(done, rows, cursor)
 
 
 def replayed(conn: sqlite3.Connection, order_id: str, event_id: str) -> bool | None:
@@ -234,8 +248,10 @@ def ensure_incremental_vacuum(conn: sqlite3.Connection, path: str) -> str:
 
 __all__ = [
     "FINAL_STATUSES",
+    "START",
     "VACUUM_AT_OPEN_MAX_BYTES",
     "Compacted",
+    "Cursor",
     "cap_newest",
     "compact_due",
     "compact_order",

@@ -24,3 +24,6 @@ CREATE INDEX order_tombstones_by_compaction ON order_tombstones(compacted_at);
 -- in it, so the kitchen's many updates of working orders never touch it.
 CREATE INDEX orders_final_by_update ON orders(updated_at)
     WHERE status IN ('completed','cancelled','void','refunded','partially_refunded');
+-- Compaction finds an order's rows by order id; these two tables had no index for it.
+CREATE INDEX calls_by_order_id ON calls(order_id);
+CREATE INDEX kds_bumps_by_order ON kds_bumps(order_id);
