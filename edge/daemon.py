@@ -130,8 +130,16 @@ def _marketplaces(ctx: Context) -> Component | None:
     return Marketplaces(ctx)
 
 
+def _retention(ctx: Context) -> Component | None:
+    if not ctx.cfg.retention.enabled:
+        return None
+    from edge.service.retention import Retention
+
+    return Retention(ctx, ctx.cfg.retention)
+
+
 FACTORIES: list[OptionalFactory] = [_upstream, _usb, _web, _aggregator, _openapp, _metrics,
-                                    _marketplaces]
+                                    _marketplaces, _retention]
 
 
 class Daemon:

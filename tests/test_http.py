@@ -117,9 +117,11 @@ def test_health_timeline_activities_and_metrics(tmp_path: Path, broker: Broker) 
 
             # The status page's sections, as the components registered them.
             status = httpx.get(f"{base}/status", timeout=5).json()
-            # OpenApp's topics are always there (CONTRACT section 11), so is its section.
-            assert set(status) == {"printers", "upstream", "openapp", "storage"}
+            # OpenApp's topics are always there (CONTRACT section 11), so is its section;
+            # retention is on by default (docs/retention.md).
+            assert set(status) == {"printers", "upstream", "openapp", "storage", "retention"}
             assert status["storage"]["health"] == "ok"
+            assert status["retention"]["days"] == 30
             assert status["openapp"]["unsent"] == 0
             hot = status["printers"]["printers"][0]
             assert (hot["printer_id"], hot["state"], hot["stations"]) == (

@@ -107,6 +107,15 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
         return 1
 
     def render(o: dict[str, Any]) -> str:
+        if o.get("compacted"):
+            return (f"order {o['order_id']} ({o['channel']}) display {o['display_id'] or '-'}\n"
+                    f"status {o['status']}  stage {o['kitchen_stage']}  "
+                    f"fulfillment {o['fulfillment']}\n"
+                    f"created {o['created_at']}  final {o['final_at']}  "
+                    f"paid {o['paid_cents']}  refunded {o['refunded_cents']}\n"
+                    f"{o['lines']} lines, {o['tickets']} tickets printed, {o['events']} events\n"
+                    f"compacted by retention at {o['compacted_at']}: lines, tickets, events and "
+                    f"activities are no longer kept")
         head = (f"order {o['order_id']} ({o['channel']}) display {o['display_id'] or '-'}\n"
                 f"status {o['status']}  stage {o['kitchen_stage']}  "
                 f"fulfillment {o['fulfillment']} {o['table_label'] or ''}")

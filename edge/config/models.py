@@ -320,6 +320,33 @@ class AcceptanceConfig(_Strict):
     attention_after: float = Field(default=120.0, ge=0)
 
 
+class RetentionConfig(_Strict):
+    """Addition (issue 12, docs/retention.md): what the database keeps, so the file stops
+    growing. A final order last changed more than `days` ago is compacted to a tombstone
+    once its records are accepted upstream (without an upstream: at once)."""
+
+    enabled: bool = True
+    days: float = Field(default=30.0, gt=0)
+    # The newest this many dead letters and activity entries are kept.
+    max_dead_letters: int = Field(default=1000, ge=10)
+    max_activities: int = Field(default=200_000, ge=100)
+    # Tombstones (what keeps a late duplicate of a compacted order from printing) are kept
+    # for ever by default (about 120 bytes an order); a number of days lets them go too.
+    tombstone_days: float | None = Field(default=None, gt=0)
+    # How often a pass runs (minutes), and the rows deleted per transaction.
+    every_minutes: float = Field(default=60.0, gt=0, le=24 * 60)
+    chunk_rows: int = Field(default=300, ge=10, le=10_000)
+    # Free pages handed back to the file system per transaction (4 KiB each).
+    vacuum_pages: int = Field(default=256, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _tombstones_outlive_orders(self) -> RetentionConfig:
+        if self.tombstone_days is not None and self.tombstone_days < self.days:
+            raise ValueError(f"tombstone_days ({self.tombstone_days:g}) is less than days "
+                             f"({self.days:g})")
+        return self
+
+
 class MarketplaceConfig(_Strict):
     """CONTRACT section 9: one seed 001 delivery marketplace the kitchen polls for orders."""
 
@@ -367,6 +394,7 @@ class Config(_Strict):
     # CONTRACT section 8: the IANA zone channel times without an offset are read in.
     timezone: str = "UTC"
     acceptance: AcceptanceConfig = AcceptanceConfig()
+    retention: RetentionConfig = RetentionConfig()
     marketplaces: list[MarketplaceConfig] = Field(default_factory=list)
     aggregator: AggregatorConfig | None = None
     # CONTRACT section 8: the POS's table ids (absent: any table id), and the menu file.

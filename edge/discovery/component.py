@@ -7,19 +7,25 @@ wakes without either knowing the other.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from edge.clock import rfc3339_ms
 from edge.component import BaseComponent, Context
-from edge.discovery.mdns import MdnsBrowser, ServiceRecord
 from edge.discovery.usb import UsbPrinterInfo, UsbWatcher
 from edge.feed import PrinterSeen
 from edge.store import Tx, registry
+
+if TYPE_CHECKING:
+    from edge.discovery.mdns import ServiceRecord
 
 
 class MdnsDiscovery(BaseComponent):
     name = "mdns"
 
     def __init__(self, ctx: Context) -> None:
+        # zeroconf (about 3 MB of RSS) only when a printer is found by mDNS (issue 12).
+        from edge.discovery.mdns import MdnsBrowser
+
         self.ctx = ctx
         self.browser = MdnsBrowser(interfaces=ctx.cfg.discovery.interfaces,
                                    on_change=self._changed, store=ctx.store, clock=ctx.clock)

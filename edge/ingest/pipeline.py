@@ -37,7 +37,7 @@ from edge.orders import commands, openapp
 from edge.orders.apply import Applier
 from edge.orders.events import Event, Rejected, RejectKind
 from edge.orders.records import sync_records
-from edge.store import Tx, as_tx, events
+from edge.store import Tx, as_tx, events, retention
 from edge.store import openapp as openapp_messages
 from edge.store.events import DEAD_LETTER_CUT
 from edge.store.trouble import is_storage_error
@@ -257,7 +257,14 @@ class Pipeline:
         event = parse_event(message.topic, message.payload, self.root)
         base = Outcome(message.topic, Result.ACCEPTED, event.event_id, event.order_id,
                        event.type, occurred_at=event.envelope.occurred_at)
-        if events.seen(tx.conn, event.event_id):
+        # A compacted order (edge.store.retention) keeps only a tombstone: a late copy of
+        # one of its events is a duplicate, anything else for it is refused, never applied.
+        compacted = retention.replayed(tx.conn, event.order_id, event.event_id)
+        if compacted is False:
+            raise Rejected(f"order '{event.order_id}' was compacted by retention: it is "
+                           "final and past the retention period; nothing more is applied "
+                           "to it", RejectKind.TRANSITION)
+        if compacted or events.seen(tx.conn, event.event_id):
             base.result = Result.DUPLICATE
             tx.emit(EventDuplicate(event.event_id, event.order_id))
             return base

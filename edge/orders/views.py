@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from edge.orders.timeline import build_timeline
-from edge.store import events, jobs, orders, registry
+from edge.store import events, jobs, orders, registry, retention
 
 
 def jobs_list(conn: sqlite3.Connection, *, state: str | None = None, order_id: str | None = None,
@@ -26,7 +26,9 @@ def job_show(conn: sqlite3.Connection, job_key: str) -> dict[str, Any] | None:
 def order_show(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
     order = orders.summary(conn, order_id)
     if order is None:
-        return None
+        # Compacted by retention: what is left is its tombstone (docs/retention.md).
+        stone = retention.tombstone(conn, order_id)
+        return None if stone is None else {"compacted": True, **stone}
     order["lines"] = orders.lines_summary(conn, order_id)
     order["activities"] = activities(conn, order_id)
     order["jobs"] = jobs_list(conn, order_id=order_id, limit=1000)

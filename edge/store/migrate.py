@@ -11,6 +11,8 @@ import re
 import sqlite3
 from importlib import resources
 
+from edge.store.retention import ensure_incremental_vacuum
+
 
 class SchemaTooNew(RuntimeError):
     pass
@@ -49,4 +51,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     for version, _name, sql in steps[current:]:
         # executescript commits first; wrap each step so a failed one leaves no trace.
         conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+    # A file not yet in auto_vacuum=INCREMENTAL switches once, by a VACUUM, while it is small
+    # (edge.store.retention). WAL is set before this, so even a new file needs the VACUUM.
+    ensure_incremental_vacuum(conn, path)
     return current

@@ -32,6 +32,7 @@ import contextlib
 import json
 import random
 import sqlite3
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -127,8 +128,10 @@ class Sender:
         self._client: httpx.AsyncClient | None = None
         self._retired: list[httpx.AsyncClient] = []
         # Loading the CA bundle takes 50-80 ms of event loop; the client is rebuilt after
-        # every network failure, so build the TLS context once.
-        self._ssl = httpx.create_ssl_context()
+        # every network failure, so build the TLS context once. It also holds about 7 MB
+        # (OpenSSL 3 keeps every certificate parsed): a plain-http upstream has none.
+        self._ssl: ssl.SSLContext | bool = (httpx.create_ssl_context()
+                                            if cfg.url.startswith("https:") else False)
         self._kicked = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token_key: tuple[int, int] | None = None

@@ -26,18 +26,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from edge.store.kds import Bumped
 from edge.web.live import TICK_SECONDS, CardHub, CardSource, stream_cards
 from edge.web.panels import ActionRefused, Panel
 from edge.web.security import CSRF_FIELD, Guard, safe_next
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +76,10 @@ class Screens:
 
 
 def templates() -> Environment:
+    # Imported on the first page asked for: a daemon whose screens nobody opens does not
+    # carry jinja2 (about 2 MB of RSS, issue 12).
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
     env = Environment(loader=PackageLoader("edge.web", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env
@@ -114,7 +120,13 @@ def _wants_json(request: web.Request) -> bool:
 
 
 def add_screens(app: web.Application, screens: Screens) -> None:
-    env = templates()
+    envs: list[Environment] = []    # made on the first page
+
+    def env() -> Environment:
+        if not envs:
+            envs.append(templates())
+        return envs[0]
+
     app.middlewares.append(headers)
     app.middlewares.append(screens.guard.middleware())
     known = set(screens.stations)
@@ -122,7 +134,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
     def page(request: web.Request, template: str, status: int = 200,
              **values: Any) -> web.Response:
         session = screens.guard.session(request)
-        html = env.get_template(template).render(
+        html = env().get_template(template).render(
             site=screens.site, stations=screens.stations, here=request.path_qs,
             csrf=session.csrf if session else None, **values)
         return web.Response(text=html, status=status, content_type="text/html")
@@ -184,7 +196,7 @@ def add_screens(app: web.Application, screens: Screens) -> None:
     async def render_panel(request: web.Request, panel: Panel) -> Markup:
         session = screens.guard.session(request)
         view = await panel.view()
-        html = env.get_template("panel.html").render(
+        html = env().get_template("panel.html").render(
             title=panel.title, key=panel.key, view=view,
             csrf=session.csrf if session else None, csrf_field=CSRF_FIELD)
         return Markup(html)

@@ -237,6 +237,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             print(f"idle ({args.idle:g}s): " + ", ".join(
                 f"{who} {v['cpu_ms_per_s']:.1f} CPU ms/s, {v['write_kib_per_s']:.1f} KiB/s "
                 "written" for who, v in idle.items()), flush=True)
+            # RSS before the first order: what the imports and the start cost, apart from
+            # anything that grows with orders.
+            print("RSS before the first order: " + ", ".join(
+                f"{who} {idle1[who].rss_kib / 1024:.1f} MB" for who in idle1), flush=True)
 
             if args.strace:
                 tracer = strace_start(edge.pid, workdir / "strace.txt")
