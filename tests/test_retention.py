@@ -198,6 +198,12 @@ def test_with_an_upstream_an_order_waits_until_its_records_are_accepted(
     assert k.compact(upstream=True).orders == 0          # one record still unaccepted
     k._tx(lambda tx: outbox.mark_accepted(tx.conn, ids[-1:], k.clock.now()))
     assert k.compact(upstream=True).orders == 1
+    # Its confirmation goes with it; records accepted only now go by age, in the sender's
+    # compaction (`upstream.retention_hours` after their acceptance), as everyone's do.
+    assert k.count("SELECT COUNT(*) FROM outbox WHERE kind = 'confirmation'"
+                   " OR state IN ('pending', 'parked')") == 0
+    assert k.count("SELECT COUNT(*) FROM outbox WHERE state != 'accepted'") == 0
+    k._tx(lambda tx: outbox.compact(tx.conn, older_than=k.clock.now() + timedelta(hours=1)))
     assert k.count("SELECT COUNT(*) FROM outbox") == 0
 
 
