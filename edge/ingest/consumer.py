@@ -27,7 +27,7 @@ from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
 from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline
 from edge.orders.commands import COMMANDS
-from edge.store import Store, Tx
+from edge.store import Priority, Store, Tx
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ class Ingest:
 
             return fn(tx, accept)
 
-        value = await self.store.transact(unit)
+        value = await self.store.transact(unit, priority=Priority.INTAKE)
         taken = sum(len(r.outcomes) for r in results)
         if taken:
             self.committed += taken
@@ -114,7 +114,8 @@ class Ingest:
         incoming = [Incoming(self.pipeline.command_topic(name), payload)]
         now = self.clock.now()
         result = await self.store.transact(
-            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now),
+            priority=Priority.INTAKE)
         self._pending.set()       # an order answer is an event for the applier
         self._log(result)
         return result.outcomes[0]
@@ -141,7 +142,8 @@ class Ingest:
             now = self.clock.now()
             try:
                 result = await self.store.transact(
-                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now),
+                    priority=Priority.INTAKE)
                 crashpoints.reached("after_commit_before_ack")
                 # Committed: only now may the broker forget these messages.
                 for message in batch:
@@ -182,7 +184,7 @@ class Ingest:
                 result = await self.store.transact(
                     functools.partial(self.pipeline.apply_pending, now=now_wall,
                                       limit=APPLY_CHUNK),
-                    durable=False)
+                    durable=False, priority=Priority.APPLY)
                 if len(result.outcomes) >= APPLY_CHUNK:
                     self._pending.set()        # more to do
                 if result.outcomes:

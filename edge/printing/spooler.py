@@ -47,7 +47,7 @@ from edge.printing.transport import (
     Transport,
 )
 from edge.printing.transports import AddressLookup, make_transport
-from edge.store import Store, registry
+from edge.store import Priority, Store, registry
 from edge.store import jobs as job_rows
 
 log = structlog.get_logger(__name__)
@@ -407,7 +407,8 @@ class Spooler:
         printer = worker.printer
         claimed = await self.store.transact(
             lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
-                                 self.cfg.printing.late_after, copies))
+                                 self.cfg.printing.late_after, copies),
+            priority=Priority.PRINT)
         if claimed is None:
             return
         # Everything logged while this ticket is on its way (the transport's lines too)
@@ -426,7 +427,8 @@ class Spooler:
         except Exception as exc:  # a rendering bug must not stop the kitchen
             log_.exception("ticket_render_failed")
             why, at = f"render failed: {exc}", self.clock.now()
-            await self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at))
+            await self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at),
+                                      priority=Priority.PRINT)
             return
         try:
             delivery = await worker.transport.send(data)
@@ -434,7 +436,7 @@ class Spooler:
             # Not a byte left: the job goes back as it was, unmarked.
             reason = exc.reason
             await self.store.transact(lambda tx: jobs.unclaim(tx, claimed, reason),
-                                      durable=False)
+                                      durable=False, priority=Priority.PRINT)
             state = exc.status.state if isinstance(exc, NotReady) else "offline"
             log_.debug("ticket_not_sent", reason=reason)
             await self._failed(worker, state, None if isinstance(exc, NotReady) else reason)
@@ -444,7 +446,8 @@ class Spooler:
             await self._unconfirmed(worker, claimed, delivery, log_)
             return
         done = self.clock.now()
-        await self.store.transact(lambda tx: jobs.printed(tx, claimed, done), durable=False)
+        await self.store.transact(lambda tx: jobs.printed(tx, claimed, done), durable=False,
+                                  priority=Priority.PRINT)
         self.printed += 1
         log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
                   backup_from=claimed.backup_from, bytes=len(data))
@@ -455,7 +458,8 @@ class Spooler:
         at = self.clock.now()
         # Durable: a power cut must not turn this back into `sending`, which a restart would
         # send to this printer again.
-        await self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at))
+        await self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at),
+                                  priority=Priority.PRINT)
         if delivery.outcome is Outcome.HELD:
             worker.held[claimed.job_key] = delivery.generation
         self.unconfirmed[claimed.job_key] = Unconfirmed(
