@@ -377,31 +377,35 @@ class Spooler:
             worker.wake.clear()
             stations = self._serving(worker)
             copies = self._copies_for(worker)
-            key = await self.store.read(functools.partial(
-                job_rows.next_queued, printer_id=worker.printer.id, stations=stations,
-                copies_for=copies))
-            if key is None:
+            # Straight to the claim, no read first: the claim finds the job itself, and a
+            # ticket waiting makes one trip through the database, not two.
+            if not await self._print_one(worker, stations, copies):
                 # Idle: wake at once for new jobs, ask the printer now and then.
                 await self._watch_or_wake(worker, IDLE_POLL)
                 if not worker.wake.is_set():
                     await self._check(worker)
-                continue
-            await self._print_one(worker, stations, copies)
 
-    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> None:
+    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> bool:
+        """Claim and print the next ticket this printer may take; False if there was none."""
         if self._stopping:
-            return
+            return False
+        self._busy_begin()
+        try:
+            return await self._claim_and_print(worker, stations, copies)
+        finally:
+            self._busy_end()
+
+    def _busy_begin(self) -> None:
         self._busy += 1
         self._idle.clear()
-        try:
-            await self._claim_and_print(worker, stations, copies)
-        finally:
-            self._busy -= 1
-            if not self._busy:
-                self._idle.set()
+
+    def _busy_end(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
 
     async def _claim_and_print(self, worker: Worker, stations: list[str],
-                               copies: list[str]) -> None:
+                               copies: list[str]) -> bool:
         now = self.clock.now()
         backups = self._backups(worker)
         printer = worker.printer
@@ -410,12 +414,13 @@ class Spooler:
                                  self.cfg.printing.late_after, copies),
             priority=Priority.PRINT)
         if claimed is None:
-            return
+            return False
         # Everything logged while this ticket is on its way (the transport's lines too)
         # names the job, its order and the printer.
         with structlog.contextvars.bound_contextvars(
                 job_key=claimed.job_key, order_id=claimed.order_id, printer_id=printer.id):
             await self._print_claimed(worker, claimed)
+        return True
 
     async def _print_claimed(self, worker: Worker, claimed: jobs.Claimed) -> None:
         printer = worker.printer
@@ -446,11 +451,25 @@ class Spooler:
             await self._unconfirmed(worker, claimed, delivery, log_)
             return
         done = self.clock.now()
-        await self.store.transact(lambda tx: jobs.printed(tx, claimed, done), durable=False,
-                                  priority=Priority.PRINT)
-        self.printed += 1
-        log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
-                  backup_from=claimed.backup_from, bytes=len(data))
+        # The printed mark is not waited for: the worker goes on to claim the next ticket,
+        # and the mark shares that claim's transaction. Shutdown still waits for it (busy).
+        self._busy_begin()
+        marked = self.store.submit(lambda tx: jobs.printed(tx, claimed, done), durable=False,
+                                   priority=Priority.PRINT)
+
+        def settled(future: asyncio.Future[Any]) -> None:
+            self._busy_end()
+            if future.cancelled():
+                return
+            if (exc := future.exception()) is not None:
+                # Left `sending`: the next start prints it again marked MAY BE DUPLICATE.
+                log_.error("ticket_printed_mark_failed", error=repr(exc))
+                return
+            self.printed += 1
+            log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
+                      backup_from=claimed.backup_from, bytes=len(data))
+
+        marked.add_done_callback(settled)
 
     async def _unconfirmed(self, worker: Worker, claimed: jobs.Claimed, delivery: Delivery,
                            log_: Any) -> None:

@@ -246,6 +246,13 @@ class Store:
         a power cut may lose it, and the next durable commit makes it durable too. Only for
         writes whose loss is safe, such as marking a ticket printed (lost, the ticket prints
         again saying MAY BE DUPLICATE)."""
+        return cast(T, await self.submit(fn, durable=durable, priority=priority))
+
+    def submit(self, fn: Callable[[Tx], T], *, durable: bool = True,
+               priority: Priority = Priority.BACKGROUND) -> asyncio.Future[T]:
+        """`transact` for a caller that goes on meanwhile: `fn` is queued at once (before
+        anything the caller queues next, at the same priority) and the future is answered
+        as `transact` would return or raise."""
         if self._writer is None:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
@@ -253,7 +260,7 @@ class Store:
         heapq.heappush(self._waiting, unit)
         if self._drain is None or self._drain.done():
             self._drain = loop.create_task(self._run_waiting(), name="store-writer")
-        return cast(T, await unit.future)
+        return unit.future
 
     def _next_group(self) -> list[_Unit]:
         group: list[_Unit] = []
