@@ -182,6 +182,7 @@ class Store:
         # Figures for benches and tests: transactions run, units they held.
         self.groups = 0
         self.units = 0
+        self.checkpoints = 0
 
     def react(self, kind: type[C], fn: Callable[[Tx, C], None]) -> None:
         """Run `fn(tx, change)` inside every write transaction, for each change of `kind`
@@ -369,6 +370,8 @@ class Store:
                             lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
         except sqlite3.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))
+        else:
+            self.checkpoints += 1
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the reader connection inside one read transaction (a consistent view)."""
