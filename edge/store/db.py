@@ -12,9 +12,9 @@ run in arrival order:
   screens, housekeeping). Within a priority, first come first served.
 - Group commit. Units waiting together run in one BEGIN IMMEDIATE ... COMMIT, each inside its
   own SAVEPOINT: a unit that raises is rolled back alone and its caller gets the exception;
-  the others commit. One fsync covers them all. While a ticket's claim waits, only units on
-  the print path (PRINT, INTAKE) join its group, so a long apply pass or an outbox send never
-  sits in front of a ticket.
+  the others commit. One fsync covers them all: on this kind of disk the fsync is most of a
+  durable commit's cost, so small units of any priority share it. While a ticket's claim
+  waits, only an apply pass (which can hold a chunk of orders) is left for the next group.
 - Every caller gets its result only once the COMMIT holding its unit has returned, durable
   (synchronous=FULL) unless every unit of the group asked for `durable=False`.
 - The WAL is checkpointed off the writer (`checkpoint`, run by the daemon between orders), so
@@ -229,6 +229,9 @@ class Store:
         for conn in (self._checkpointer, self._reader, self._writer):
             if conn is not None:
                 await conn.close()
+        if self._writer is not None:
+            log.info("store_closed", transactions=self.groups, units=self.units,
+                     checkpoints=self.checkpoints)
         self._writer = self._reader = self._checkpointer = None
 
     @staticmethod
@@ -265,12 +268,21 @@ class Store:
 
     def _next_group(self) -> list[_Unit]:
         group: list[_Unit] = []
-        # While a ticket waits, only what the print path itself needs rides along.
-        limit = Priority.INTAKE if self._waiting[0].priority is Priority.PRINT else max(Priority)
-        while self._waiting and len(group) < MAX_GROUP and self._waiting[0].priority <= limit:
+        # While a ticket waits, an apply pass (up to a chunk of orders' worth of work) waits
+        # for the next group; the small units ride along: the disk's fsync, not their SQL,
+        # is what every one of them waits for, and one fsync serves them all.
+        ticket_waits = self._waiting[0].priority is Priority.PRINT
+        later: list[_Unit] = []
+        while self._waiting and len(group) < MAX_GROUP:
             unit = heapq.heappop(self._waiting)
-            if not unit.future.done():        # its caller gave up before it ran: drop it
-                group.append(unit)
+            if unit.future.done():            # its caller gave up before it ran: drop it
+                continue
+            if ticket_waits and unit.priority is Priority.APPLY:
+                later.append(unit)
+                continue
+            group.append(unit)
+        for unit in later:
+            heapq.heappush(self._waiting, unit)
         return group
 
     async def _run_waiting(self) -> None:
