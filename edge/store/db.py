@@ -24,6 +24,7 @@ run in arrival order:
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import heapq
 import itertools
@@ -163,6 +164,11 @@ class _Unit:
         return (self.priority, self.seq) < (other.priority, other.seq)
 
 
+def _kind(fn: Callable[..., Any]) -> str:
+    inner = fn.func if isinstance(fn, functools.partial) else fn
+    return str(getattr(inner, "__qualname__", type(inner).__name__))
+
+
 class Store:
     """The daemon's handle on its database: one writer connection (scheduled, see the module
     docstring), one reader connection, and one that only checkpoints the WAL."""
@@ -183,6 +189,9 @@ class Store:
         self.groups = 0
         self.units = 0
         self.checkpoints = 0
+        self.durable_groups = 0
+        # Units by the function that made them (its qualified name): what fills the writer.
+        self.unit_kinds: collections.Counter[str] = collections.Counter()
 
     def react(self, kind: type[C], fn: Callable[[Tx, C], None]) -> None:
         """Run `fn(tx, change)` inside every write transaction, for each change of `kind`
@@ -231,7 +240,8 @@ class Store:
                 await conn.close()
         if self._writer is not None:
             log.info("store_closed", transactions=self.groups, units=self.units,
-                     checkpoints=self.checkpoints)
+                     durable=self.durable_groups, checkpoints=self.checkpoints,
+                     units_by_kind=dict(self.unit_kinds.most_common(12)))
         self._writer = self._reader = self._checkpointer = None
 
     @staticmethod
@@ -308,6 +318,9 @@ class Store:
                 continue
             self.groups += 1
             self.units += len(group)
+            self.durable_groups += any(unit.durable for unit in group)
+            for unit in group:
+                self.unit_kinds[_kind(unit.fn)] += 1
             for unit in group:
                 if unit.error is not None:
                     if not unit.future.done():
