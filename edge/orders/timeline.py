@@ -35,6 +35,7 @@ evidence that way fails `evidence_linked`).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -151,7 +152,7 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     # A known contact can only hide in a string with enough digits for a phone, or an '@'.
     suspicious = any("@" in t or sum(c.isdigit() for c in t) >= 7 for t in outside)
     known = _known_contacts(conn, intake_id) if suspicious else _NONE_KNOWN
-    if any(looks_personal(text, known) for text in outside):
+    if any(_personal(text, *known) for text in outside):
         document = _scrub(document, known)
     kept: list[dict[str, Any]] = document.get("steps", [])
     present = {s.get("key") for s in kept}
@@ -281,6 +282,13 @@ def looks_personal(text: str,
         return True
     only_digits = re.sub(r"\D", "", text)
     return any(p in only_digits for p in phones)
+
+
+@functools.lru_cache(maxsize=8192)
+def _personal(text: str, phones: frozenset[str], emails: frozenset[str]) -> bool:
+    """`looks_personal`, remembered: an order's timeline is rebuilt at each of its steps and
+    holds the same ids every time (the contact sets are the cached ones, their hash kept)."""
+    return looks_personal(text, (phones, emails))
 
 
 def _scrub(node: Any, known: tuple[Set[str], Set[str]]) -> Any:

@@ -127,9 +127,13 @@ class Spooler:
                                 floor=0.5),
             )
 
-    def kick(self) -> None:
+    def kick(self, station_id: str | None = None) -> None:
+        """Wake the workers that may print a job of `station_id` (its primary and its backup;
+        every worker when None). A worker woken for nothing makes an empty claim."""
         for worker in self.workers.values():
-            worker.wake.set()
+            if station_id is None or station_id in worker.primary_for \
+                    or station_id in worker.backup_for:
+                worker.wake.set()
 
     async def wait_idle(self) -> None:
         """Stop claiming jobs, then wait until no ticket is on its way to a printer.
