@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import heapq
 import itertools
@@ -145,6 +146,8 @@ class Priority(IntEnum):
 # Units in one group commit at most: a group is one transaction on the writer, and a ticket
 # waiting behind it waits for all of it.
 MAX_GROUP = 64
+# How long background work alone waits for a unit of the print path to share a commit with.
+BACKGROUND_LINGER = 0.02
 # How often the WAL is copied into the database, at most, while writes keep coming.
 CHECKPOINT_EVERY = 1.0
 _SAVEPOINT = "writer_unit"
@@ -186,6 +189,8 @@ class Store:
         self._drain: asyncio.Task[None] | None = None
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpoint_due: asyncio.TimerHandle | None = None
+        self._arrived = asyncio.Event()     # a unit other than background work was queued
+        self._closing = False
         # Figures for benches and tests: transactions run, units they held.
         self.groups = 0
         self.units = 0
@@ -200,6 +205,7 @@ class Store:
         self._reactions.append((kind, fn))
 
     async def open(self) -> None:
+        self._closing = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = aiosqlite.connect(str(self.path), isolation_level=None)
         await writer
@@ -229,6 +235,8 @@ class Store:
     async def close(self) -> None:
         # Units already handed in are carried out (their callers wait for them); then the
         # connections go.
+        self._closing = True
+        self._arrived.set()
         while self._drain is not None and not self._drain.done():
             await asyncio.shield(self._drain)
         if self._checkpoint_due is not None:
@@ -273,6 +281,8 @@ class Store:
         loop = asyncio.get_running_loop()
         unit = _Unit(fn, durable, Priority(priority), next(self._seq), loop.create_future())
         heapq.heappush(self._waiting, unit)
+        if unit.priority is not Priority.BACKGROUND:
+            self._arrived.set()
         if self._drain is None or self._drain.done():
             self._drain = loop.create_task(self._run_waiting(), name="store-writer")
         return unit.future
@@ -300,6 +310,13 @@ class Store:
         assert self._writer is not None
         writer = self._writer
         while self._waiting:
+            if self._waiting[0].priority is Priority.BACKGROUND and not self._closing:
+                # Only background work waiting: give the print path a moment to bring a
+                # durable commit whose fsync it can share (and the sender more records per
+                # request) rather than paying for an fsync of its own.
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), BACKGROUND_LINGER)
             group = self._next_group()
             if not group:
                 continue
