@@ -27,7 +27,7 @@ from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
 from edge.ingest.pipeline import BatchResult, Incoming, Outcome, Pipeline, Result
 from edge.orders.commands import COMMANDS
-from edge.store import Store, Tx
+from edge.store import Priority, Store, Tx
 from edge.store.trouble import StorageTrouble
 
 log = structlog.get_logger(__name__)
@@ -96,7 +96,7 @@ class Ingest:
 
             return fn(tx, accept)
 
-        value = await self.store.transact(unit)
+        value = await self.store.transact(unit, priority=Priority.INTAKE)
         taken = sum(len(r.outcomes) for r in results)
         if taken:
             self.committed += taken
@@ -117,7 +117,8 @@ class Ingest:
         incoming = [Incoming(self.pipeline.command_topic(name), payload)]
         now = self.clock.now()
         result = await self.store.transact(
-            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+            functools.partial(self.pipeline.accept_batch, batch=incoming, now=now),
+            priority=Priority.INTAKE)
         self._pending.set()       # an order answer is an event for the applier
         self._log(result)
         return result.outcomes[0]
@@ -142,6 +143,10 @@ class Ingest:
                     break
                 batch.append(more)
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
+            # Wake the applier now, not after the COMMIT: its pass queues on the writer
+            # right behind this batch, so both run in one group commit (one fsync, one trip
+            # through the writer) and the tickets are queued the moment the batch is durable.
+            self._pending.set()
             try:
                 result = await self._store_batch(incoming)
                 if result is None:
@@ -161,7 +166,6 @@ class Ingest:
             finally:
                 self.idle.set()
             self._hint(result)
-            self._pending.set()
             self._log(result)
 
     def _hint(self, result: BatchResult) -> None:
@@ -182,7 +186,8 @@ class Ingest:
             now = self.clock.now()
             try:
                 return await self.store.transact(
-                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now))
+                    functools.partial(self.pipeline.accept_batch, batch=incoming, now=now),
+                    priority=Priority.INTAKE)
             except StorageTrouble as exc:
                 log.error("events_not_stored", events=len(incoming), storage=exc.kind,
                           error=exc.detail, hint="not acknowledged: the broker keeps them")
@@ -194,6 +199,7 @@ class Ingest:
                 self.idle.clear()
             if self.stopping:
                 return None
+            self._pending.set()    # the applier's pass behind the retried batch, as above
 
     async def _until_storage_or_stop(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -227,7 +233,7 @@ class Ingest:
                     result = await self.store.transact(
                         functools.partial(self.pipeline.apply_pending, now=now_wall,
                                           limit=APPLY_CHUNK),
-                        durable=False)
+                        durable=False, priority=Priority.APPLY)
                 except StorageTrouble as exc:
                     # The events are stored; they are applied once the disk takes writes.
                     log.error("events_not_applied", storage=exc.kind, error=exc.detail)

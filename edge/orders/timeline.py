@@ -35,10 +35,11 @@ evidence that way fails `evidence_linked`).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from typing import Any
 
 from edge.clock import clock_synced, parse_rfc3339, rfc3339
@@ -150,8 +151,8 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     outside = list(_outside_strings(document))
     # A known contact can only hide in a string with enough digits for a phone, or an '@'.
     suspicious = any("@" in t or sum(c.isdigit() for c in t) >= 7 for t in outside)
-    known = _known_contacts(conn, intake_id) if suspicious else (set(), set())
-    if any(looks_personal(text, known) for text in outside):
+    known = _known_contacts(conn, intake_id) if suspicious else _NONE_KNOWN
+    if any(_personal(text, *known) for text in outside):
         document = _scrub(document, known)
     kept: list[dict[str, Any]] = document.get("steps", [])
     present = {s.get("key") for s in kept}
@@ -217,12 +218,31 @@ def _outside_strings(document: dict[str, Any]) -> Iterable[str]:
                 yield value
 
 
-def _known_contacts(conn: sqlite3.Connection, intake_id: str) -> tuple[set[str], set[str]]:
+# The timeline is rebuilt at every step of an order, and finding the contacts in its intake
+# payload each time was a third of it. Keyed by the payload text itself (not the event id): a
+# payload rolled back and sent again corrected is looked at afresh.
+_CONTACTS_KEPT = 4096
+_contacts: dict[tuple[str, ...], tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _known_contacts(conn: sqlite3.Connection,
+                    intake_id: str) -> tuple[frozenset[str], frozenset[str]]:
     """(phone digit strings, lowercased e-mails) in the order's intake event: the one event
     whose schema carries the customer's contact."""
+    payloads = tuple(events.payloads(conn, intake_id))
+    known = _contacts.get(payloads)
+    if known is None:
+        known = _read_contacts(payloads)
+        if len(_contacts) >= _CONTACTS_KEPT:
+            _contacts.clear()
+        _contacts[payloads] = known
+    return known
+
+
+def _read_contacts(payloads: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
     phones: set[str] = set()
     emails: set[str] = set()
-    for payload in events.payloads(conn, intake_id):
+    for payload in payloads:
         try:
             doc = json.loads(payload)
         except (TypeError, ValueError):
@@ -233,7 +253,7 @@ def _known_contacts(conn: sqlite3.Connection, intake_id: str) -> tuple[set[str],
                 digits = re.sub(r"\D", "", value)
                 if len(digits) >= 7:
                     phones.add(digits)
-    return phones, emails
+    return frozenset(phones), frozenset(emails)
 
 
 def _strings(node: Any, key: str) -> Iterable[tuple[str, str]]:
@@ -247,7 +267,11 @@ def _strings(node: Any, key: str) -> Iterable[tuple[str, str]]:
             yield from _strings(v, key)
 
 
-def looks_personal(text: str, known: tuple[set[str], set[str]] = (set(), set())) -> bool:
+_NONE_KNOWN: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+def looks_personal(text: str,
+                   known: tuple[Set[str], Set[str]] = _NONE_KNOWN) -> bool:
     """True if `text` holds an e-mail address, a phone-shaped number or a known contact."""
     if _EMAIL.search(text) or _NANP.search(text):
         return True
@@ -264,7 +288,14 @@ def looks_personal(text: str, known: tuple[set[str], set[str]] = (set(), set()))
     return any(p in only_digits for p in phones)
 
 
-def _scrub(node: Any, known: tuple[set[str], set[str]]) -> Any:
+@functools.lru_cache(maxsize=8192)
+def _personal(text: str, phones: frozenset[str], emails: frozenset[str]) -> bool:
+    """`looks_personal`, remembered: an order's timeline is rebuilt at each of its steps and
+    holds the same ids every time (the contact sets are the cached ones, their hash kept)."""
+    return looks_personal(text, (phones, emails))
+
+
+def _scrub(node: Any, known: tuple[Set[str], Set[str]]) -> Any:
     if isinstance(node, dict):
         clean: dict[str, Any] = {}
         for key, value in node.items():

@@ -44,7 +44,7 @@ class Printing(BaseComponent):
         await self.spooler.recover()
         feed = self.ctx.feed
         self._unsubscribe = [
-            feed.subscribe(JobQueued, lambda _: self.spooler.kick()),
+            feed.subscribe(JobQueued, lambda c: self.spooler.kick(c.station_id)),
             # A printer plugged in or found again takes its queue at once.
             feed.subscribe(PrinterSeen, lambda _: self.spooler.kick()),
         ]

@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 import structlog
@@ -47,7 +48,7 @@ from edge.printing.transport import (
     Transport,
 )
 from edge.printing.transports import AddressLookup, make_transport
-from edge.store import Store, registry
+from edge.store import Priority, Store, registry
 from edge.store import jobs as job_rows
 from edge.store.trouble import StorageTrouble
 
@@ -89,6 +90,14 @@ class Worker:
     held: dict[str, int] = field(default_factory=dict)
 
 
+class Claim(Enum):
+    """What a worker's try at the next ticket came to."""
+
+    PRINTED = "printed"       # a ticket went (or was handled: failed, unconfirmed, not sent)
+    NONE = "none"             # nothing this printer may take
+    REFUSED = "refused"       # the disk refused the claim: nothing was sent
+
+
 @dataclass
 class Unconfirmed:
     printer_id: str
@@ -116,6 +125,8 @@ class Spooler:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Printed marks on their way (not awaited by the worker; see `_print_claimed`).
+        self._marks: set[asyncio.Task[None]] = set()
         timing = cfg.printing
         for printer in cfg.printers:
             transport = (transports or {}).get(printer.id) or make_transport(
@@ -129,9 +140,13 @@ class Spooler:
                                 floor=0.5),
             )
 
-    def kick(self) -> None:
+    def kick(self, station_id: str | None = None) -> None:
+        """Wake the workers that may print a job of `station_id` (its primary and its backup;
+        every worker when None). A worker woken for nothing makes an empty claim."""
         for worker in self.workers.values():
-            worker.wake.set()
+            if station_id is None or station_id in worker.primary_for \
+                    or station_id in worker.backup_for:
+                worker.wake.set()
 
     async def wait_idle(self) -> None:
         """Stop claiming jobs, then wait until no ticket is on its way to a printer.
@@ -410,35 +425,42 @@ class Spooler:
             worker.wake.clear()
             stations = self._serving(worker)
             copies = self._copies_for(worker)
-            key = await self.store.read(functools.partial(
-                job_rows.next_queued, printer_id=worker.printer.id, stations=stations,
-                copies_for=copies))
-            if key is None:
+            # Straight to the claim, no read first: the claim finds the job itself, and a
+            # ticket waiting makes one trip through the database, not two.
+            outcome = await self._print_one(worker, stations, copies)
+            if outcome is Claim.REFUSED:
+                # The claim was refused (the disk): wait for the disk, not busy, so a
+                # shutdown meanwhile need not wait for us.
+                await self.store.disk.wait_ok()
+            elif outcome is Claim.NONE:
                 # Idle: wake at once for new jobs, ask the printer now and then.
                 await self._watch_or_wake(worker, IDLE_POLL)
                 if not worker.wake.is_set():
                     await self._check(worker)
-                continue
-            if not await self._print_one(worker, stations, copies):
-                # The claim was refused (the disk): wait for the disk, not busy, so a
-                # shutdown meanwhile need not wait for us.
-                await self.store.disk.wait_ok()
 
-    async def _print_one(self, worker: Worker, stations: list[str], copies: list[str]) -> bool:
-        """False when the disk refused the claim: nothing was sent."""
+    async def _print_one(self, worker: Worker, stations: list[str],
+                         copies: list[str]) -> Claim:
+        """Claim and print the next ticket this printer may take."""
         if self._stopping:
-            return True
-        self._busy += 1
-        self._idle.clear()
+            return Claim.NONE
+        self._busy_begin()
         try:
             return await self._claim_and_print(worker, stations, copies)
         finally:
-            self._busy -= 1
-            if not self._busy:
-                self._idle.set()
+            self._busy_end()
+
+    def _busy_begin(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _busy_end(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
+
 
     async def _claim_and_print(self, worker: Worker, stations: list[str],
-                               copies: list[str]) -> bool:
+                               copies: list[str]) -> Claim:
         now = self.clock.now()
         backups = self._backups(worker)
         printer = worker.printer
@@ -446,21 +468,22 @@ class Spooler:
             claimed = await self.store.transact(
                 lambda tx: jobs.claim(tx, stations, printer.id, backups, now,
                                      self.cfg.printing.late_after, copies,
-                                     self.clock.restamp))
+                                     self.clock.restamp),
+                priority=Priority.PRINT)
         except StorageTrouble as exc:
             # Never a ticket without a durable claim (a crash would print it again, silently):
             # it waits, queued, and the kitchen is told why (the log, the edge's state).
             log.error("ticket_not_claimed", printer_id=printer.id, storage=exc.kind,
                       hint="tickets wait until the disk takes writes again")
-            return False
+            return Claim.REFUSED
         if claimed is None:
-            return True
+            return Claim.NONE
         # Everything logged while this ticket is on its way (the transport's lines too)
         # names the job, its order and the printer.
         with structlog.contextvars.bound_contextvars(
                 job_key=claimed.job_key, order_id=claimed.order_id, printer_id=printer.id):
             await self._print_claimed(worker, claimed)
-        return True
+        return Claim.PRINTED
 
     async def _print_claimed(self, worker: Worker, claimed: jobs.Claimed) -> None:
         printer = worker.printer
@@ -473,7 +496,8 @@ class Spooler:
             log_.exception("ticket_render_failed")
             why, at = f"render failed: {exc}", self.clock.now()
             await self.store.disk.patiently(
-                lambda: self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at)),
+                lambda: self.store.transact(lambda tx: jobs.fail(tx, claimed, why, at),
+                                            priority=Priority.PRINT),
                 what="ticket failed")
             return
         try:
@@ -483,7 +507,8 @@ class Spooler:
             reason = exc.reason
             await self.store.disk.patiently(
                 lambda: self.store.transact(lambda tx: jobs.unclaim(tx, claimed, reason),
-                                            durable=False), what="ticket not sent")
+                                            durable=False, priority=Priority.PRINT),
+                what="ticket not sent")
             state = exc.status.state if isinstance(exc, NotReady) else "offline"
             log_.debug("ticket_not_sent", reason=reason)
             await self._failed(worker, state, None if isinstance(exc, NotReady) else reason)
@@ -493,14 +518,32 @@ class Spooler:
             await self._unconfirmed(worker, claimed, delivery, log_)
             return
         done = self.clock.now()
-        # Printed: the mark waits for the disk if it must (a crash meanwhile prints the
-        # ticket again marked MAY BE DUPLICATE, never silently).
-        await self.store.disk.patiently(
-            lambda: self.store.transact(lambda tx: jobs.printed(tx, claimed, done),
-                                        durable=False), what="ticket printed")
-        self.printed += 1
-        log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
-                  backup_from=claimed.backup_from, bytes=len(data))
+        # The printed mark is not waited for: the worker goes on to claim the next ticket,
+        # and the mark shares that claim's transaction. Shutdown still waits for it (busy).
+        # It waits for the disk if it must (a crash meanwhile prints the ticket again
+        # marked MAY BE DUPLICATE, never silently).
+        self._busy_begin()
+        mark = asyncio.get_running_loop().create_task(
+            self._mark_printed(claimed, done, len(data), log_), name="printed-mark")
+        self._marks.add(mark)
+        mark.add_done_callback(self._marks.discard)
+
+    async def _mark_printed(self, claimed: jobs.Claimed, done: datetime, size: int,
+                            log_: Any) -> None:
+        try:
+            await self.store.disk.patiently(
+                lambda: self.store.transact(lambda tx: jobs.printed(tx, claimed, done),
+                                            durable=False, priority=Priority.PRINT),
+                what="ticket printed")
+        except Exception as exc:
+            # Left `sending`: the next start prints it again marked MAY BE DUPLICATE.
+            log_.error("ticket_printed_mark_failed", error=repr(exc))
+        else:
+            self.printed += 1
+            log_.info("ticket_printed", kind=claimed.ticket.kind, station=claimed.station_id,
+                      backup_from=claimed.backup_from, bytes=size)
+        finally:
+            self._busy_end()
 
     async def _unconfirmed(self, worker: Worker, claimed: jobs.Claimed, delivery: Delivery,
                            log_: Any) -> None:
@@ -509,7 +552,8 @@ class Spooler:
         # Durable: a power cut must not turn this back into `sending`, which a restart would
         # send to this printer again.
         await self.store.disk.patiently(
-            lambda: self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at)),
+            lambda: self.store.transact(lambda tx: jobs.unconfirmed(tx, claimed, reason, at),
+                                        priority=Priority.PRINT),
             what="ticket unconfirmed")
         if delivery.outcome is Outcome.HELD:
             worker.held[claimed.job_key] = delivery.generation

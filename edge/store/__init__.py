@@ -5,7 +5,7 @@ One module per aggregate holds all of its SQL (`orders`, `jobs`, `events`, `outb
 typed rows read by column name. Nothing outside this package writes SQL.
 """
 
-from edge.store.db import DB_FILENAME, SchemaTooNew, Store, open_readonly
+from edge.store.db import DB_FILENAME, Priority, SchemaTooNew, Store, open_readonly
 from edge.store.tx import Tx, as_tx
 
-__all__ = ["DB_FILENAME", "SchemaTooNew", "Store", "Tx", "as_tx", "open_readonly"]
+__all__ = ["DB_FILENAME", "Priority", "SchemaTooNew", "Store", "Tx", "as_tx", "open_readonly"]

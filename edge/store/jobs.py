@@ -221,21 +221,20 @@ def next_queued(conn: sqlite3.Connection, printer_id: str, stations: Sequence[st
     """The oldest queued job this printer may take: one of the stations it serves now, or a
     copy of a ticket another printer may hold (a job with delivered_to) for a station it
     backs up. Never a job whose bytes may already be in this printer."""
-    if not stations and not copies_for:
-        return None
-    where = []
-    args: list[str] = [printer_id]
-    if stations:
-        where.append(f"station_id IN ({','.join('?' * len(stations))})")
-        args += stations
-    if copies_for:
-        where.append(f"(delivered_to != '[]' AND station_id IN "
-                     f"({','.join('?' * len(copies_for))}))")
-        args += copies_for
-    row = query(conn,
-                f"SELECT job_key FROM print_jobs WHERE state='queued' AND {_NOT_HELD_BY} "
-                f"AND ({' OR '.join(where)}) ORDER BY rowid LIMIT 1", tuple(args)).fetchone()
-    return None if row is None else str(row["job_key"])
+    # One indexed look per station (print_jobs_queue yields a station's queued jobs in rowid
+    # order), then the oldest of those: no sort over the whole queue, however long it is.
+    best: tuple[int, str] | None = None
+    wanted = [(s, False) for s in stations] + [(s, True) for s in copies_for
+                                               if s not in stations]
+    for station_id, copies_only in wanted:
+        row = query(conn,
+                    "SELECT rowid, job_key FROM print_jobs WHERE state='queued' "
+                    f"AND station_id=? AND {_NOT_HELD_BY}"
+                    + (" AND delivered_to != '[]'" if copies_only else "")
+                    + " ORDER BY rowid LIMIT 1", (station_id, printer_id)).fetchone()
+        if row is not None and (best is None or int(row["rowid"]) < best[0]):
+            best = (int(row["rowid"]), str(row["job_key"]))
+    return None if best is None else best[1]
 
 
 def queued_count(conn: sqlite3.Connection, stations: Sequence[str]) -> int:

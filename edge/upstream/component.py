@@ -3,6 +3,7 @@ WAN judgement published to the feed (`WanChanged`: the broker presence says it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,12 @@ from edge.store import outbox
 from edge.upstream.sender import Sender
 
 UPSTREAM = "upstream"
+# New records wake the sender this long after the first of them, not at once: an order's
+# records come from several commits within milliseconds (intake, each ticket's claim and
+# print), and waking per commit made a POST, and a durable write before it, per commit, on
+# the same writer and CPU the kitchen's tickets need (issue 17). The cloud hears a tenth of
+# a second later.
+SEND_LINGER = 0.1
 
 
 class Upstream(BaseComponent):
@@ -24,6 +31,7 @@ class Upstream(BaseComponent):
         self.sender = Sender(ctx.store, cfg, ctx.cfg.site, clock=ctx.clock,
                              on_wan_change=lambda up: ctx.feed.publish([WanChanged(up)]))
         self._unsubscribe: Callable[[], None] | None = None
+        self._kick_due: asyncio.TimerHandle | None = None
         ctx.board.add("upstream", self.status)
 
     async def status(self) -> dict[str, Any]:
@@ -42,9 +50,13 @@ class Upstream(BaseComponent):
         }
 
     async def start(self) -> None:
+        def kick() -> None:
+            self._kick_due = None
+            self.sender.kick()
+
         def queued(change: RecordQueued) -> None:
-            if change.destination == UPSTREAM:
-                self.sender.kick()
+            if change.destination == UPSTREAM and self._kick_due is None:
+                self._kick_due = asyncio.get_running_loop().call_later(SEND_LINGER, kick)
 
         self._unsubscribe = self.ctx.feed.subscribe(RecordQueued, queued)
 
@@ -52,6 +64,8 @@ class Upstream(BaseComponent):
         await self.sender.run()
 
     async def close(self) -> None:
+        if self._kick_due is not None:
+            self._kick_due.cancel()
         if self._unsubscribe is not None:
             self._unsubscribe()
 

@@ -17,7 +17,9 @@ Two configurations:
   orders of three lines over both (two tickets per order), an upstream (the fake upstream,
   `python -m edge.upstream.fake`, in its own process) configured and syncing, and the HTTP
   listener on. The naive consumer prints the same two tickets to its own two printers.
-  Default: 300 orders at 20/s and 300 at 100/s.
+  Default: 300 orders at 20/s and 300 at 100/s. With `--marketplace-polling` the daemon also
+  runs a marketplace connector polling the fake marketplace (its own process) every second;
+  with `--screens N`, N clients hold the kitchen screens' event streams open throughout.
 
 The publisher (QoS 1, MQTT v5) sends one order.created every 1/rate seconds on a fixed
 schedule and notes time.time() just before each publish. The virtual printer stamps every
@@ -35,18 +37,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     KITCHEN_STATIONS,
+    ROOT,
     Broker,
     DaemonRun,
     FakeUpstreamProc,
@@ -59,6 +68,7 @@ from _common import (
     paho_client,
     proc_sample,
     stop_on_signals,
+    stop_pid,
     summary,
     table,
     write_config,
@@ -69,17 +79,118 @@ NAIVE_SITE = "lat-naive"
 WARMUP = 5
 DRAIN_TIMEOUT = 60.0
 
-# Hooks for issue 17's full mix, refused rather than faked: no marketplace poller is wired
-# into `kitchen-edge run`, and the kitchen screens are not driven by this bench yet.
-NOT_AVAILABLE = {
-    "marketplace": "a marketplace connector polling: not available yet (edge/connectors/"
-                   "marketplace has the schema and mapping, but no poller runs in the daemon "
-                   "and the config has no `marketplaces:` key)",
-    "screens": "kitchen screens open: not available yet in this bench (the screens "
-               "reached main after it was written; the load to add is N clients holding "
-               "GET /kds/{station}/events, the server-sent events stream, open through "
-               "every phase; CONTRACT section 12)",
-}
+# The marketplace connector's poll interval in the bench: the shipped default is 15 s; every
+# second is a heavier load than a kitchen sees, on purpose.
+MARKET_POLL_SECONDS = 1.0
+
+
+class MarketplaceProc:
+    """The seed 001 fake marketplace (`python -m edge.connectors.marketplace.fake`) in its own
+    process, for the daemon's marketplace connector to poll."""
+
+    def __init__(self, workdir: Path, token: str = "bench-market-token") -> None:
+        self.workdir = workdir
+        self.token_file = workdir / "market.token"
+        self.token = token
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.control_url = ""
+
+    def start(self) -> MarketplaceProc:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token_file.write_text(self.token)
+        os.chmod(self.token_file, 0o600)     # the daemon's config check wants a secret's mode
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.connectors.marketplace.fake",
+             "--token-file", str(self.token_file)], stdout=subprocess.PIPE, cwd=ROOT)
+        assert self.proc.stdout is not None
+        info = json.loads(self.proc.stdout.readline())
+        self.url = str(info["url"])
+        self.control_url = f"http://127.0.0.1:{info['control_port']}"
+        return self
+
+    def polls(self) -> int:
+        """How many times the connector has asked for new orders so far."""
+        import httpx
+
+        answer = httpx.get(self.control_url + "/requests", timeout=10).raise_for_status().json()
+        listed = answer["data"]
+        return sum(1 for r in listed if str(r.get("path", "")).endswith("/get-current"))
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        stop_pid(proc, timeout=10)
+
+
+class Screens:
+    """N kitchen screens: clients holding `GET /kds/{station}/events` (server-sent events)
+    open, one thread each, reading everything the daemon sends them."""
+
+    def __init__(self, port: int, stations: list[str], count: int) -> None:
+        self.port = port
+        self.stations = [stations[n % len(stations)] for n in range(count)]
+        self.events = [0] * count
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._socks: list[socket.socket] = []
+
+    def start(self) -> Screens:
+        for n, station in enumerate(self.stations):
+            sock = self._connect()
+            sock.sendall(f"GET /kds/{station}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Accept: text/event-stream\r\n\r\n".encode())
+            head = sock.recv(65536)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"screen {station}: {head[:200]!r}")
+            self.events[n] += head.count(b"\nevent: ")
+            self._socks.append(sock)
+            thread = threading.Thread(target=self._read, args=(n, sock), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _connect(self, timeout: float = 30.0) -> socket.socket:
+        """The daemon's HTTP listener may still be starting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _read(self, n: int, sock: socket.socket) -> None:
+        sock.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.events[n] += data.count(b"event: ")
+
+    def total(self) -> int:
+        return sum(self.events)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        for sock in self._socks:
+            sock.close()
+
+
+def add_marketplace(cfg: Path, market: MarketplaceProc) -> None:
+    """The daemon's config gets a marketplace connector polling the fake every second."""
+    doc = yaml.safe_load(cfg.read_text())
+    doc["marketplaces"] = [{"id": "yemek", "url": market.url,
+                            "token_file": str(market.token_file),
+                            "poll_seconds": MARKET_POLL_SECONDS}]
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def job_order(job_key: str | None) -> str | None:
@@ -161,10 +272,14 @@ class Consumer:
 
 
 def phase(client: Any, consumer: Consumer, tag: str, rate: float, count: int,
-          kitchen: bool, upstream: FakeUpstreamProc | None) -> dict[str, Any]:
+          kitchen: bool, upstream: FakeUpstreamProc | None,
+          market: MarketplaceProc | None = None,
+          screens: Screens | None = None) -> dict[str, Any]:
     for printer in consumer.printers:
         printer.reset()
     accepted_before = upstream.state()["accepted"] if upstream is not None else 0
+    polls_before = market.polls() if market is not None else 0
+    screen_events_before = screens.total() if screens is not None else 0
     cpu_before = proc_sample(consumer.pid)
     began = time.monotonic()
     sent = publish_paced(client, consumer.site, tag, rate, count, kitchen)
@@ -199,6 +314,10 @@ def phase(client: Any, consumer: Consumer, tag: str, rate: float, count: int,
     if upstream is not None and consumer.db is not None:
         result["upstream_accepted"] = upstream.state()["accepted"] - accepted_before
         result["outbox_pending_after"] = outbox_pending(consumer.db)
+    if market is not None:
+        result["marketplace_polls"] = market.polls() - polls_before
+    if screens is not None:
+        result["screen_events"] = screens.total() - screen_events_before
     return result
 
 
@@ -241,6 +360,8 @@ def main_runs(args: argparse.Namespace) -> int:
         broker = Broker(workdir / "broker", extra_conf=extra).start()
         stack: list[Any] = []
         upstream: FakeUpstreamProc | None = None
+        market: MarketplaceProc | None = None
+        screens: Screens | None = None
         try:
             def printer(name: str) -> VPrinterProc:
                 proc = VPrinterProc(workdir / f"printer-{name}", png=False).start()
@@ -262,6 +383,10 @@ def main_runs(args: argparse.Namespace) -> int:
                     log_level=args.log_level)
                 naive_stations = {sid: (naive_printers[sid].port, cats)
                                   for sid, (_, cats) in KITCHEN_STATIONS.items()}
+                if args.marketplace_polling:
+                    market = MarketplaceProc(workdir / "market").start()
+                    stack.append(market)
+                    add_marketplace(cfg, market)
             else:
                 edge_printers = {"hot": printer("edge")}
                 naive_printers = {"grill": printer("naive")}
@@ -275,6 +400,11 @@ def main_runs(args: argparse.Namespace) -> int:
                                profile_args=tuple(args.py_spy_args.split()))
             daemon.start()
             stack.append(daemon)
+            if args.screens:
+                http_port = int(yaml.safe_load(cfg.read_text())["http"]["listen"]
+                                .rpartition(":")[2])
+                screens = Screens(http_port, list(KITCHEN_STATIONS), args.screens).start()
+                stack.append(screens)
             naive_proc = NaiveProc(broker.port, NAIVE_SITE, naive_stations)
             stack.append(naive_proc)
             edge = Consumer("daemon", EDGE_SITE, list(edge_printers.values()))
@@ -296,8 +426,11 @@ def main_runs(args: argparse.Namespace) -> int:
                             if args.py_spy and consumer is edge:
                                 daemon.profile_start(spy_to)
                             try:
+                                mine = consumer is edge
                                 r = phase(client, consumer, tag, rate, count, kitchen,
-                                          upstream if consumer is edge else None)
+                                          upstream if mine else None,
+                                          market if mine else None,
+                                          screens if mine else None)
                             finally:
                                 if args.py_spy and consumer is edge:
                                     daemon.profile_stop()
@@ -330,8 +463,10 @@ def main_runs(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace, kitchen: bool, rates: list[tuple[float, float]],
            results: list[dict[str, Any]], wall: float) -> None:
     print()
-    what = ("issue 17 kitchen: 2 printers, 2 stations, upstream syncing, HTTP on; "
-            "per ticket" if kitchen else "one printer, one ticket per order")
+    what = ("issue 17 kitchen: 2 printers, 2 stations, upstream syncing, HTTP on"
+            + (", a marketplace polled" if args.marketplace_polling else "")
+            + (f", {args.screens} screens open" if args.screens else "")
+            + "; per ticket" if kitchen else "one printer, one ticket per order")
     print(f"publish -> first ticket byte at the virtual printer (--no-png), milliseconds "
           f"({what}); wall time {wall:.0f}s")
     rows = []
@@ -343,9 +478,11 @@ def report(args: argparse.Namespace, kitchen: bool, rates: list[tuple[float, flo
                      f"{ms['max']:.1f}", f"{ms['mean']:.1f}",
                      f"{first['p50']:.1f}/{first['p99']:.1f}" if kitchen else "-",
                      f"{r['cpu_ms_per_order']:.1f}",
-                     r.get("upstream_accepted", "-"), r.get("outbox_pending_after", "-")])
+                     r.get("upstream_accepted", "-"), r.get("outbox_pending_after", "-"),
+                     r.get("marketplace_polls", "-"), r.get("screen_events", "-")])
     print(table(["round", "consumer", "rate", "tickets", "p50", "p90", "p99", "max", "mean",
-                 "1st ticket p50/p99", "CPU ms/order", "upstream took", "outbox left"],
+                 "1st ticket p50/p99", "CPU ms/order", "upstream took", "outbox left",
+                 "market polls", "screen events"],
                 rows))
     print()
     rows = []
@@ -406,19 +543,17 @@ def main() -> int:
                              "e.g. 'set_tcp_nodelay true'")
     parser.add_argument("--workdir", help="keep logs and databases here (default: a temp dir)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    # Issue 17 hooks, refused until the parts exist.
+    # The rest of issue 17's mix (--kitchen only).
     parser.add_argument("--marketplace-polling", action="store_true",
-                        help="NOT AVAILABLE YET: " + NOT_AVAILABLE["marketplace"])
+                        help="a marketplace connector in the daemon polling the fake "
+                             f"marketplace (its own process) every {MARKET_POLL_SECONDS:g} s")
     parser.add_argument("--screens", type=int, default=0, metavar="N",
-                        help="NOT AVAILABLE YET: N kitchen screens open; "
-                             + NOT_AVAILABLE["screens"])
+                        help="N kitchen screens: clients holding GET /kds/{station}/events "
+                             "open through every phase")
     args = parser.parse_args()
-    missing = [NOT_AVAILABLE["marketplace"]] if args.marketplace_polling else []
-    if args.screens:
-        missing.append(NOT_AVAILABLE["screens"])
-    if missing:
-        for text in missing:
-            print(f"latency.py: {text}", file=sys.stderr)
+    if (args.marketplace_polling or args.screens) and not args.kitchen:
+        print("latency.py: --marketplace-polling and --screens need --kitchen",
+              file=sys.stderr)
         return 2
     stop_on_signals()
     return main_runs(args)
