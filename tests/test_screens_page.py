@@ -43,6 +43,10 @@ def login(driver: Any, base: str, next_path: str) -> None:
     driver.find_element(By.NAME, "token").send_keys(TOKEN)
     driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
     wait_for(lambda: driver.current_url.endswith(next_path), 5, "back on the display")
+    # The URL changes when the navigation commits, before the new page is there (the first
+    # screen page of a daemon also imports its templates first).
+    wait_for(lambda: driver.execute_script("return document.readyState") == "complete"
+             and not driver.find_elements(By.NAME, "token"), 5, "the page loaded")
 
 
 def test_live_cards_escaping_timer_bump_and_recall(server: ScreensServer,
