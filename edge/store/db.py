@@ -169,6 +169,10 @@ class Priority(IntEnum):
 MAX_GROUP = 64
 # How long background work alone waits for a unit of the print path to share a commit with.
 BACKGROUND_LINGER = 0.02
+# ... and only while the kitchen is busy: a unit of the print path or the intake came within
+# this many seconds. In a quiet moment (the upstream draining a day's backlog after the WAN
+# came back) nothing is coming to share with, and each wait would only slow the drain.
+BUSY_WITHIN = 1.0
 # How often the WAL is copied into the database, at most, while writes keep coming. Each
 # checkpoint copies every page changed since the last one, however often it changed: the
 # longer between them, the fewer bytes per order reach the storage (issue 12; the WAL then
@@ -217,6 +221,7 @@ class Store:
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpoint_due: asyncio.TimerHandle | None = None
         self._arrived = asyncio.Event()     # a unit other than background work was queued
+        self._foreground_at = float("-inf")  # when the last such unit was (loop time)
         self._closing = False
         # Figures for benches and tests: transactions run, units they held.
         self.groups = 0
@@ -310,6 +315,7 @@ class Store:
         unit = _Unit(fn, durable, Priority(priority), next(self._seq), loop.create_future())
         heapq.heappush(self._waiting, unit)
         if unit.priority is not Priority.BACKGROUND:
+            self._foreground_at = loop.time()
             self._arrived.set()
         if self._drain is None or self._drain.done():
             self._drain = loop.create_task(self._run_waiting(), name="store-writer")
@@ -338,7 +344,8 @@ class Store:
         assert self._writer is not None
         writer = self._writer
         while self._waiting:
-            if self._waiting[0].priority is Priority.BACKGROUND and not self._closing:
+            if (self._waiting[0].priority is Priority.BACKGROUND and not self._closing
+                    and asyncio.get_running_loop().time() - self._foreground_at < BUSY_WITHIN):
                 # Only background work waiting: give the print path a moment to bring a
                 # durable commit whose fsync it can share (and the sender more records per
                 # request) rather than paying for an fsync of its own.
