@@ -36,6 +36,7 @@ evidence that way fails `evidence_linked`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import sqlite3
@@ -219,10 +220,19 @@ def _outside_strings(document: dict[str, Any]) -> Iterable[str]:
 
 
 # The timeline is rebuilt at every step of an order, and finding the contacts in its intake
-# payload each time was a third of it. Keyed by the payload text itself (not the event id): a
-# payload rolled back and sent again corrected is looked at afresh.
+# payload each time was a third of it. Keyed by a digest of the payload text itself (not the
+# event id: a payload rolled back and sent again corrected is looked at afresh), not by the
+# text: holding thousands of payloads was most of the daemon's RSS growth over a service.
 _CONTACTS_KEPT = 4096
-_contacts: dict[tuple[str, ...], tuple[frozenset[str], frozenset[str]]] = {}
+_contacts: dict[bytes, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _digest(payloads: tuple[str, ...]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for payload in payloads:
+        h.update(payload.encode())
+        h.update(b"\0")
+    return h.digest()
 
 
 def _known_contacts(conn: sqlite3.Connection,
@@ -230,12 +240,13 @@ def _known_contacts(conn: sqlite3.Connection,
     """(phone digit strings, lowercased e-mails) in the order's intake event: the one event
     whose schema carries the customer's contact."""
     payloads = tuple(events.payloads(conn, intake_id))
-    known = _contacts.get(payloads)
+    key = _digest(payloads)
+    known = _contacts.get(key)
     if known is None:
         known = _read_contacts(payloads)
         if len(_contacts) >= _CONTACTS_KEPT:
             _contacts.clear()
-        _contacts[payloads] = known
+        _contacts[key] = known
     return known
 
 
@@ -288,7 +299,7 @@ def looks_personal(text: str,
     return any(p in only_digits for p in phones)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=2048)
 def _personal(text: str, phones: frozenset[str], emails: frozenset[str]) -> bool:
     """`looks_personal`, remembered: an order's timeline is rebuilt at each of its steps and
     holds the same ids every time (the contact sets are the cached ones, their hash kept)."""
