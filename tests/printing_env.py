@@ -25,6 +25,20 @@ def has_line(job: dict[str, Any], text: str) -> bool:
     return any(text in line for line in job["text"])
 
 
+def printed_once(tickets: list[dict[str, Any]], keys: set[str]) -> dict[str, int]:
+    """Exactly `keys` reached paper, each at least once; a second copy of one only ever
+    says MAY BE DUPLICATE (the crash rule). The copies of each key."""
+    seen: dict[str, int] = {}
+    for job in tickets:
+        key = job_key_of(job)
+        assert key is not None
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            assert has_line(job, "MAY BE DUPLICATE"), f"{key} printed twice unmarked"
+    assert set(seen) == keys
+    return seen
+
+
 @dataclass
 class Kitchen:
     daemon: DaemonProc

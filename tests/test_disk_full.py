@@ -35,7 +35,7 @@ from edge.store import Store, kv
 from edge.store.trouble import PROBE_FILENAME, StorageTrouble, is_storage_error, storage_kind
 from tests.broker import Broker, free_port
 from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created, write_config
-from tests.printing_env import has_line, job_key_of, kitchen
+from tests.printing_env import kitchen, printed_once
 from tests.test_sdnotify import NotifySocket
 
 GRILL = [{"id": "grill", "printer": "hot", "categories": ["grill"]}]
@@ -95,17 +95,9 @@ def edge_state(listener: Listener, health: str, timeout: float) -> dict[str, Any
     return body
 
 
-def printed_once(tickets: list[dict[str, Any]], order_ids: list[str]) -> dict[str, int]:
-    """Every order's ticket printed; a second copy only ever says MAY BE DUPLICATE."""
-    seen: dict[str, int] = {}
-    for job in tickets:
-        key = job_key_of(job)
-        assert key is not None
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            assert has_line(job, "MAY BE DUPLICATE"), f"{key} printed twice unmarked"
-    assert set(seen) == {f"{o}/new/grill" for o in order_ids}
-    return seen
+def printed_once_grill(tickets: list[dict[str, Any]], order_ids: list[str]) -> dict[str, int]:
+    """Every order's grill ticket printed; a second copy only ever says MAY BE DUPLICATE."""
+    return printed_once(tickets, {f"{o}/new/grill" for o in order_ids})
 
 
 def metric(port: int, name: str) -> float:
@@ -269,7 +261,7 @@ def test_disk_full_holds_the_orders_and_prints_them_once_when_space_returns(
             assert d.proc is not None and d.proc.poll() is None, "the daemon must not exit"
             tickets = k.tickets("hot")
             lines = list(d.lines)
-        seen = printed_once(tickets, queued + during)
+        seen = printed_once_grill(tickets, queued + during)
         assert all(n == 1 for n in seen.values()), seen
         events = [line.get("event") for line in lines]
         assert "daemon_failed" not in events and "message_crashed_intake" not in events
@@ -393,4 +385,4 @@ def test_sigkill_while_the_disk_is_full_and_while_it_recovers_loses_nothing(
         print(f"kills={kills} while_full={full_kills}")
         assert d.scalar("SELECT COUNT(*) FROM orders") == len(orders) + len(extra)
         assert d.scalar("SELECT COUNT(*) FROM dead_letters") == 0
-    printed_once(tickets, orders + extra)
+    printed_once_grill(tickets, orders + extra)

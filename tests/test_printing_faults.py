@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.broker import Broker
 from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created
-from tests.printing_env import has_line, job_key_of, kitchen
+from tests.printing_env import has_line, job_key_of, kitchen, printed_once
 
 GRILL_ONLY = [{"id": "grill", "printer": "hot", "backup": "bar", "categories": ["grill"]}]
 
@@ -137,14 +137,7 @@ def test_random_sigkills_while_tickets_flow_every_ticket_arrives_duplicates_mark
         d.wait_until(lambda: d.scalar("SELECT COUNT(*) FROM print_jobs WHERE state='printed'")
                      == orders, timeout=60, what="every job printed")
         tickets = k.tickets("hot")
-    seen: dict[str, int] = {}
-    for job in tickets:
-        key = job_key_of(job)
-        assert key is not None
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            assert has_line(job, "MAY BE DUPLICATE"), f"{key} printed twice unmarked"
-    assert set(seen) == {f"s-{i}/new/grill" for i in range(orders)}
+    printed_once(tickets, {f"s-{i}/new/grill" for i in range(orders)})
 
 
 def test_random_sigkills_while_the_printer_keeps_running_out_of_paper(

@@ -43,7 +43,7 @@ from edge.store.db import DB_FILENAME, connect_sync
 from edge.store.migrate import latest_version, migrations
 from tests.broker import Broker
 from tests.daemon import ROOT, DaemonProc, Publisher, created, event, write_config
-from tests.printing_env import has_line, job_key_of
+from tests.printing_env import printed_once
 from tests.vprinter import VPrinterProc
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -478,11 +478,4 @@ def test_sigkill_while_retention_runs_loses_nothing_and_prints_nothing_twice(
     print(f"kills={kills} compacted at each kill={at_kill}")
     # Some kills landed while retention had work left (not all before, not all after).
     assert any(0 < n < ORDERS for n in at_kill), at_kill
-    seen: dict[str, int] = {}
-    for job in tickets:
-        key = job_key_of(job)
-        assert key is not None
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            assert has_line(job, "MAY BE DUPLICATE"), f"{key} printed twice unmarked"
-    assert set(seen) == {f"r-{i}/new/grill" for i in range(ORDERS)} | {"r-late/new/grill"}
+    printed_once(tickets, {f"r-{i}/new/grill" for i in range(ORDERS)} | {"r-late/new/grill"})
