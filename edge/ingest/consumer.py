@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TypeVar
 
 import structlog
 
 from edge import crashpoints
-from edge.clock import Clock, parse_rfc3339
+from edge.clock import Clock
 from edge.component import IntakeClosed
 from edge.ingest.mqtt_compat import Session
 from edge.ingest.parse import connector_topic
@@ -145,11 +143,15 @@ class Ingest:
                     break
                 batch.append(more)
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
-            self._hint_before(incoming)
             # Wake the applier now, not after the COMMIT: its pass queues on the writer
             # right behind this batch, so both run in one group commit (one fsync, one trip
             # through the writer) and the tickets are queued the moment the batch is durable.
-            self._pending.set()
+            # Not while the clock is unsynchronised: the pass takes its time (the tickets')
+            # when it starts, and the batch's occurred_at may be about to set the clock
+            # forward (`_hint`, after the COMMIT).
+            early = self.clock.synced()
+            if early:
+                self._pending.set()
             try:
                 result = await self._store_batch(incoming)
                 if result is None:
@@ -169,24 +171,9 @@ class Ingest:
             finally:
                 self.idle.set()
             self._hint(result)
+            if not early:
+                self._pending.set()
             self._log(result)
-
-    def _hint_before(self, incoming: list[Incoming]) -> None:
-        """`_hint` before the batch is stored, from the raw payloads: the applier's pass that
-        shares the batch's commit takes its `now` (the tickets' times) before the COMMIT.
-        Only while the clock is unsynchronised (a JSON parse more per event)."""
-        if self.clock.synced():
-            return
-        latest: datetime | None = None
-        for message in incoming:
-            try:
-                at = parse_rfc3339(json.loads(message.payload)["occurred_at"])
-            except (ValueError, TypeError, KeyError):
-                continue        # the pipeline says what is wrong with it
-            if latest is None or at > latest:
-                latest = at
-        if latest is not None:
-            self.clock.hint(latest)
 
     def _hint(self, result: BatchResult) -> None:
         """Publishers' clocks tell an unsynchronised box that it is behind (edge.clock);
