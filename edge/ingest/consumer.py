@@ -143,15 +143,6 @@ class Ingest:
                     break
                 batch.append(more)
             incoming = [Incoming(str(m.topic), _bytes(m.payload)) for m in batch]
-            # Wake the applier now, not after the COMMIT: its pass queues on the writer
-            # right behind this batch, so both run in one group commit (one fsync, one trip
-            # through the writer) and the tickets are queued the moment the batch is durable.
-            # Not while the clock is unsynchronised: the pass takes its time (the tickets')
-            # when it starts, and the batch's occurred_at may be about to set the clock
-            # forward (`_hint`, after the COMMIT).
-            early = self.clock.synced()
-            if early:
-                self._pending.set()
             try:
                 result = await self._store_batch(incoming)
                 if result is None:
@@ -170,9 +161,12 @@ class Ingest:
                 raise
             finally:
                 self.idle.set()
+            # The applier is woken after the COMMIT and the hint, not before it to share the
+            # batch's commit: its pass takes its time (the tickets') when it starts, and the
+            # batch's occurred_at may set an unsynchronised clock forward. Measured side by
+            # side, the early wake did not shorten the print path either (scripts/bench).
             self._hint(result)
-            if not early:
-                self._pending.set()
+            self._pending.set()
             self._log(result)
 
     def _hint(self, result: BatchResult) -> None:
