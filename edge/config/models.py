@@ -201,6 +201,13 @@ class PrintingConfig(_Strict):
         return self.failover_after
 
 
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"'{value}': must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 class UpstreamConfig(_Strict):
     url: str
     token_file: Path
@@ -211,13 +218,7 @@ class UpstreamConfig(_Strict):
     retention_hours: float = Field(default=72.0, ge=0)
     disk_budget_mb: float = Field(default=512.0, gt=0)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"'{value}': must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _url = field_validator("url")(_http_url)
 
 
 def _host_port(value: str) -> str:
@@ -227,12 +228,10 @@ def _host_port(value: str) -> str:
     return value
 
 
-class HttpConfig(_Strict):
-    listen: str = "127.0.0.1:8765"
-    # Addition: the operator token (one line, readable by the service user only). Every action
-    # of the screens (bump, recall, reprint, retry, accept, reject, 86, store) needs it;
-    # viewing does not. Without it the screens are read-only.
-    operator_token_file: Path | None = None
+class _Listener(_Strict):
+    """A section with a `listen: HOST:PORT` the daemon serves on."""
+
+    listen: str
 
     _listen = field_validator("listen")(_host_port)
 
@@ -245,7 +244,15 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
-class AggregatorConfig(_Strict):
+class HttpConfig(_Listener):
+    listen: str = "127.0.0.1:8765"
+    # Addition: the operator token (one line, readable by the service user only). Every action
+    # of the screens (bump, recall, reprint, retry, accept, reject, 86, store) needs it;
+    # viewing does not. Without it the screens are read-only.
+    operator_token_file: Path | None = None
+
+
+class AggregatorConfig(_Listener):
     """CONTRACT section 10: the order API a delivery platform calls (seed 004), and where
     the kitchen's webhooks go. Additions: TLS, and the webhooks' timeout and retry cap."""
 
@@ -262,29 +269,13 @@ class AggregatorConfig(_Strict):
     webhook_timeout: float = Field(default=10.0, gt=0, le=120)
     webhook_retry_max: float = Field(default=300.0, gt=0)
 
-    _listen = field_validator("listen")(_host_port)
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"'{value}': must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _url = field_validator("webhook_url")(_http_url)
 
     @model_validator(mode="after")
     def _pair(self) -> AggregatorConfig:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
     @property
     def tls(self) -> bool:
@@ -369,13 +360,7 @@ class MarketplaceConfig(_Strict):
     timeout: float = Field(default=10.0, gt=0, le=120)
     backoff_max: float = Field(default=60.0, gt=0, le=3600)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"'{value}': must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _url = field_validator("url")(_http_url)
 
 
 class Config(_Strict):
