@@ -5,11 +5,10 @@ the line and key of each problem."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from edge.config import load_config
+from tests.test_config import check
 
 BASE = """\
 site: ist-kadikoy-01
@@ -24,14 +23,6 @@ stations:
 routing:
   default_station: grill
 """
-
-
-def check(tmp_path: Path, text: str) -> tuple[int, str]:
-    path = tmp_path / "station.yaml"
-    path.write_text(text)
-    proc = subprocess.run([sys.executable, "-m", "edge", "config", "check", str(path)],
-                          capture_output=True, text=True, timeout=60)
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_defaults_and_a_good_token_file(tmp_path: Path) -> None:
