@@ -5,9 +5,7 @@ On a real SQLite file, through the real pipeline."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,16 +29,6 @@ from edge.store import Store, Tx
 
 ROOT = "kitchen/s"
 STATIONS = (StationConfig(id="grill", printer="hot", categories=["grill"]),)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "k.db", Feed())
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def message(order_id: str, kind: str, data: dict[str, Any], n: str = "") -> Incoming:

@@ -11,25 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from edge.feed import Change, EventAccepted, Feed
+from edge.feed import Change, EventAccepted
 from edge.store import Priority, Store, Tx, db, kv
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "k.db", Feed())
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def _put(key: str, done: list[str] | None = None) -> Callable[[Tx], str]:
