@@ -133,7 +133,8 @@ def _cross_checks(data: dict[str, Any], add: Any,
                   codepage_check: CodepageCheck | None = None) -> None:
     """Checks across keys; they read the raw data so they run even when a field is invalid."""
     printers, stations = _items(data, "printers"), _items(data, "stations")
-    for kind, entries in (("printers", printers), ("stations", stations)):
+    for kind, entries in (("printers", printers), ("stations", stations),
+                          ("marketplaces", _items(data, "marketplaces"))):
         seen: set[str] = set()
         for i, entry in enumerate(entries):
             ident = entry.get("id")
@@ -215,14 +216,9 @@ def _cross_checks(data: dict[str, Any], add: Any,
 
 
 def _marketplace_checks(data: dict[str, Any], add: Any) -> None:
-    """Each marketplace once, and its token a secret: a file only the service user may read."""
-    seen: set[str] = set()
+    """A marketplace's token is a secret: a file only the service user may read (its id once:
+    `_cross_checks`)."""
     for i, market in enumerate(_items(data, "marketplaces")):
-        ident = market.get("id")
-        if isinstance(ident, str):
-            if ident in seen:
-                add(("marketplaces", i, "id"), f"duplicate id '{ident}'")
-            seen.add(ident)
         token = market.get("token_file")
         if isinstance(token, str):
             problem = private_file_problem(Path(token))

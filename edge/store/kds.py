@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from edge.store.rows import chunks
 from edge.store.rows import query as _query
 
 
@@ -81,8 +82,7 @@ def show_jobs(conn: sqlite3.Connection, job_keys: Iterable[str], at: str) -> lis
     become cards, each once. Returns the order ids of the new cards."""
     keys = sorted(set(job_keys))
     shown: list[str] = []
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
+    for chunk in chunks(keys):
         rows = _query(conn,
             "SELECT j.job_key, j.order_id, j.station_id, j.line_ids FROM print_jobs j "
             f"WHERE j.job_key IN ({','.join('?' * len(chunk))}) AND {_COOKING} "
@@ -179,8 +179,7 @@ def open_tickets(conn: sqlite3.Connection, stations: Sequence[str] | None, *, si
         return [_ticket(r) for r in _query(conn, sql + _ORDER, args)]
     wanted = sorted(set(order_ids))
     out: list[TicketRow] = []
-    for start in range(0, len(wanted), 500):     # a burst of orders: bounded statements
-        chunk = wanted[start:start + 500]
+    for chunk in chunks(wanted):     # a burst of orders: bounded statements
         out += [_ticket(r) for r in _query(
             conn, sql + f" AND t.order_id IN ({','.join('?' * len(chunk))})" + _ORDER,
             args + chunk)]
@@ -193,8 +192,7 @@ def lines_of(conn: sqlite3.Connection, order_ids: Iterable[str]) -> dict[tuple[s
     """Every line of these orders, by (order_id, line_id)."""
     wanted = sorted(set(order_ids))
     out: dict[tuple[str, str], TicketLine] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
+    for chunk in chunks(wanted):
         for r in _query(conn,
                 "SELECT order_id, line_id, qty, name, modifiers, note, allergens, state "
                 f"FROM order_lines WHERE order_id IN ({','.join('?' * len(chunk))})", chunk):

@@ -33,17 +33,16 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
 from edge.clock import parse_rfc3339, rfc3339_ms
 from edge.store import kv
-from edge.store.rows import query
+from edge.store.rows import chunks, query
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
 
 # Rough per-row cost beyond the body (ids, timestamps, index entries), for the disk budget.
 ROW_OVERHEAD = 160
@@ -75,19 +74,6 @@ class OutboxRecord:
     def wire(self) -> str:
         """The record as it goes upstream (CONTRACT section 7), as JSON text."""
         return self.wire_json
-
-
-def _wire(seq: int, record_id: str, kind: str, order_id: str | None, created_at: str,
-          body_json: str) -> str:
-    # The stored body text is spliced in as is: it was written by json.dumps.
-    return (
-        '{"record_id":' + json.dumps(record_id)
-        + ',"kind":' + json.dumps(kind)
-        + ',"order_id":' + json.dumps(order_id)
-        + ',"seq":' + str(seq)
-        + ',"created_at":' + json.dumps(created_at)
-        + ',"body":' + body_json + "}"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +114,7 @@ class BudgetReport:
         return self.bytes_after > self.budget_bytes
 
 
-_COLUMNS = "seq, record_id, kind, order_id, created_at, body, size, attempts, state"
 _KV_LAST_SUCCESS = "upstream.last_success"
-
-
-def _record(row: sqlite3.Row) -> OutboxRecord:
-    seq, record_id, kind = int(row["seq"]), str(row["record_id"]), str(row["kind"])
-    order_id = None if row["order_id"] is None else str(row["order_id"])
-    created_at, body_json = str(row["created_at"]), str(row["body"])
-    return OutboxRecord(
-        seq=seq, record_id=record_id, kind=kind, order_id=order_id, created_at=created_at,
-        body_json=body_json, size=int(row["size"]), attempts=int(row["attempts"]),
-        state=str(row["state"]),
-        wire_json=_wire(seq, record_id, kind, order_id, created_at, body_json),
-    )
 
 
 def add_record(
@@ -214,7 +187,7 @@ ORDER BY seq
 """
 # Then the chosen records, each already in its wire form (CONTRACT section 7): SQLite
 # splices the stored body text in as is (it was written by json.dumps), so a batch of 500
-# costs no Python JSON work. The same record as `_wire` builds.
+# costs no Python JSON work.
 _CHOSEN = """
 SELECT seq, record_id, kind, order_id, created_at, body, size, attempts, state,
        '{"record_id":' || json_quote(record_id) || ',"kind":' || json_quote(kind)
@@ -268,7 +241,7 @@ def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int,
             break
     batch: list[OutboxRecord] = []
     total = _BATCH_FRAME
-    for chunk in _chunks(chosen):
+    for chunk in chunks(chosen):
         for row in query(conn, _CHOSEN.replace("@marks", ",".join("?" * len(chunk))), chunk):
             wire = str(row[9])
             cost = len(wire.encode("utf-8")) + 1
@@ -284,23 +257,12 @@ def next_batch(conn: sqlite3.Connection, *, max_records: int, max_bytes: int,
     return batch
 
 
-def _chunks(ids: Iterable[T], size: int = 500) -> Iterable[list[T]]:
-    chunk: list[T] = []
-    for record_id in ids:
-        chunk.append(record_id)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _update(conn: sqlite3.Connection, record_ids: Iterable[str] | Iterable[int],
             assignments: str, only_state: str, params: tuple[Any, ...], *,
             key: str = "record_id") -> int:
     """UPDATE the given records in chunks (SQLite caps bound parameters); rows changed."""
     changed = 0
-    for chunk in _chunks(record_ids):
+    for chunk in chunks(record_ids):
         marks = ",".join("?" * len(chunk))
         cur = query(conn,
             f"UPDATE outbox SET {assignments} WHERE {key} IN ({marks}) AND {only_state}",
@@ -335,31 +297,38 @@ def _accepted(conn: sqlite3.Connection, keys: Iterable[str] | Iterable[int], at:
     return changed
 
 
-def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str] | None = None,
-                error: str = "", *, seqs: Iterable[int] | None = None) -> int:
-    """A send of these records failed in a way worth retrying; they stay pending. By
-    `seqs` (the sender's way, the primary key) or by `record_ids` (a scan)."""
-    keys, key = _keys(record_ids, seqs)
+def mark_failed(conn: sqlite3.Connection, record_ids: Iterable[str], error: str) -> int:
+    """A send of these records failed in a way worth retrying; they stay pending. (By id: a
+    scan, for tools and tests; the sender marks by seq.)"""
+    return _failed(conn, record_ids, error, key="record_id")
+
+
+def mark_failed_seqs(conn: sqlite3.Connection, seqs: Iterable[int], error: str) -> int:
+    """`mark_failed` by seq (the sender's way, the primary key)."""
+    return _failed(conn, seqs, error, key="seq")
+
+
+def _failed(conn: sqlite3.Connection, keys: Iterable[str] | Iterable[int], error: str, *,
+            key: str) -> int:
     return _update(conn, keys, "attempts = attempts + 1, last_error = ?",
                    "state = 'pending'", (error[:500],), key=key)
 
 
-def park(conn: sqlite3.Connection, record_ids: Iterable[str] | None = None, error: str = "",
-         at: datetime | None = None, *, seqs: Iterable[int] | None = None) -> int:
+def park(conn: sqlite3.Connection, record_ids: Iterable[str], error: str, at: datetime) -> int:
     """The upstream refuses these records themselves: keep them aside for the operator."""
-    if at is None:
-        raise TypeError("park needs `at`")
-    keys, key = _keys(record_ids, seqs)
+    return _park(conn, record_ids, error, at, key="record_id")
+
+
+def park_seqs(conn: sqlite3.Connection, seqs: Iterable[int], error: str, at: datetime) -> int:
+    """`park` by seq (the sender's way)."""
+    return _park(conn, seqs, error, at, key="seq")
+
+
+def _park(conn: sqlite3.Connection, keys: Iterable[str] | Iterable[int], error: str,
+          at: datetime, *, key: str) -> int:
     return _update(conn, keys,
                    "state = 'parked', parked_at = ?, attempts = attempts + 1, last_error = ?",
                    "state = 'pending'", (rfc3339_ms(at), error[:500]), key=key)
-
-
-def _keys(record_ids: Iterable[str] | None,
-          seqs: Iterable[int] | None) -> tuple[Iterable[str] | Iterable[int], str]:
-    if (record_ids is None) == (seqs is None):
-        raise TypeError("give record_ids or seqs")
-    return (seqs, "seq") if seqs is not None else (record_ids or (), "record_id")
 
 
 def retry_parked(conn: sqlite3.Connection) -> int:
@@ -480,8 +449,7 @@ def _drop_moot_status(conn: sqlite3.Connection, budget_bytes: int, current: int)
             break
         victims.append(int(row["seq"]))
         current -= int(row["size"]) + ROW_OVERHEAD
-    for start in range(0, len(victims), 500):
-        chunk = victims[start:start + 500]
+    for chunk in chunks(victims):
         query(conn,
             f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk
         )

@@ -4,8 +4,10 @@ has `sqlite3.Row` set), an operator tool's, or a test's bare one."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def query(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -14,4 +16,16 @@ def query(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sql
     return cursor.execute(sql, params)
 
 
-__all__ = ["query"]
+def chunks(items: Iterable[T], size: int = 500) -> Iterator[list[T]]:
+    """`items` in lists of at most `size`: SQLite caps the parameters one statement binds."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+__all__ = ["chunks", "query"]

@@ -385,7 +385,7 @@ class Sender:
             log.warning("upstream_rejected_batch", status=answer.status, records=len(batch),
                         error=answer.error)
             return await self._isolate(batch, answer, tally)
-        await self._write(partial(outbox.mark_failed, seqs=[r.seq for r in batch],
+        await self._write(partial(outbox.mark_failed_seqs, seqs=[r.seq for r in batch],
                                   error=answer.error))
         return answer
 
@@ -409,14 +409,14 @@ class Sender:
                 if outcome is not None:
                     return outcome
             else:
-                await self._write(partial(outbox.mark_failed, seqs=[r.seq for r in half],
+                await self._write(partial(outbox.mark_failed_seqs, seqs=[r.seq for r in half],
                                           error=reply.error))
                 return reply
         return None
 
     async def _park(self, record: OutboxRecord, answer: _Answer) -> None:
         error = f"HTTP {answer.status}: {answer.error}"
-        await self._write(partial(outbox.park, seqs=[record.seq], error=error,
+        await self._write(partial(outbox.park_seqs, seqs=[record.seq], error=error,
                                   at=self._clock.now()))
         log.error("upstream_record_parked", record_id=record.record_id, kind=record.kind,
                   order_id=record.order_id, seq=record.seq, status=answer.status,
