@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -42,6 +43,10 @@ STEP_TOLERANCE = 2.0
 HINT_TOLERANCE = 120.0
 # An `occurred_at` before this cannot be the present (the software is younger).
 HINT_FLOOR = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+# `Clock.restamp`, as the code that only needs it takes it.
+Restamp = Callable[[datetime], datetime]
 
 
 class Clock(Protocol):

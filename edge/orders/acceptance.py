@@ -11,11 +11,10 @@ kitchen to accept or reject it (CONTRACT section 9).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from edge.clock import parse_rfc3339, rfc3339_ms
+from edge.clock import Restamp, parse_rfc3339, rfc3339_ms
 from edge.orders import kitchen
 from edge.orders.progress import set_order
 from edge.orders.records import add_activity
@@ -24,7 +23,6 @@ from edge.store import Tx, orders
 from edge.store.orders import OrderRow
 
 ATTENTION = "ATTENTION"
-Restamp = Callable[[datetime], datetime]
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ void that lands a moment later sees the job as possibly on paper and prints a VO
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from edge.clock import clock_synced, parse_rfc3339, rfc3339_ms
+from edge.clock import Restamp, clock_synced, parse_rfc3339, rfc3339_ms
 from edge.feed import (
     JobClaimed,
     JobConfirmed,
@@ -35,8 +35,6 @@ from edge.orders.progress import refresh_progress
 from edge.orders.records import add_activity, sync_records
 from edge.orders.ticket import Ticket, TicketItem, TicketKind
 from edge.store import Tx, jobs, orders
-
-Restamp = Callable[[datetime], datetime]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ evidence that way fails `evidence_linked`).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -152,9 +151,11 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     outside = list(_outside_strings(document))
     # A known contact can only hide in a string with enough digits for a phone, or an '@'.
     suspicious = any("@" in t or sum(c.isdigit() for c in t) >= 7 for t in outside)
-    known = _known_contacts(conn, intake_id) if suspicious else _NONE_KNOWN
-    if any(_personal(text, *known) for text in outside):
-        document = _scrub(document, known)
+    # Not suspicious: nothing there can match an e-mail, a phone or a contact.
+    if suspicious:
+        known = _known_contacts(conn, intake_id)
+        if any(looks_personal(text, known) for text in outside):
+            document = _scrub(document, known)
     kept: list[dict[str, Any]] = document.get("steps", [])
     present = {s.get("key") for s in kept}
     document["last_status"] = kept[-1].get("label") if kept else None
@@ -297,13 +298,6 @@ def looks_personal(text: str,
         return True
     only_digits = re.sub(r"\D", "", text)
     return any(p in only_digits for p in phones)
-
-
-@functools.lru_cache(maxsize=2048)
-def _personal(text: str, phones: frozenset[str], emails: frozenset[str]) -> bool:
-    """`looks_personal`, remembered: an order's timeline is rebuilt at each of its steps and
-    holds the same ids every time (the contact sets are the cached ones, their hash kept)."""
-    return looks_personal(text, (phones, emails))
 
 
 def _scrub(node: Any, known: tuple[Set[str], Set[str]]) -> Any:

@@ -4,6 +4,7 @@ drawn line by line as the printer draws a line it has to raster. Only reads."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image
@@ -30,7 +31,8 @@ class TicketPreview:
     async def png(self, job_key: str) -> bytes | None:
         now = self.clock.now()
         found = await self.store.read(
-            lambda c: ticket_of(c, job_key, now, self.cfg.printing.late_after, {}))
+            lambda c: ticket_of(c, job_key, now, self.cfg.printing.late_after, {},
+                                self.clock.restamp))
         if found is None:
             return None
         _, ticket = found
@@ -40,7 +42,8 @@ class TicketPreview:
             columns = self.cfg.printer(station.printer).columns
         except KeyError:        # a station no longer configured: the default paper
             pass
-        return render_png(ticket, columns)
+        # PIL draws line by line: tens of ms a ticket, never on the event loop.
+        return await asyncio.to_thread(render_png, ticket, columns)
 
 
 def render_png(ticket: Ticket, columns: int) -> bytes:

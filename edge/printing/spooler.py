@@ -83,6 +83,8 @@ class Worker:
     backup_for: dict[str, str]        # station -> its primary printer id
     backoff: Backoff
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Woken for a job of a station it prints first: the next claim need not look first.
+    claim_now: bool = False
     health: PrinterHealth = field(default_factory=PrinterHealth)
     last_published: dict[str, object] | None = None
     retry_in: float = 0.0             # seconds to the next attempt while it cannot print
@@ -142,10 +144,11 @@ class Spooler:
 
     def kick(self, station_id: str | None = None) -> None:
         """Wake the workers that may print a job of `station_id` (its primary and its backup;
-        every worker when None). A worker woken for nothing makes an empty claim."""
+        every worker when None)."""
         for worker in self.workers.values():
             if station_id is None or station_id in worker.primary_for \
                     or station_id in worker.backup_for:
+                worker.claim_now |= station_id is not None and station_id in worker.primary_for
                 worker.wake.set()
 
     async def wait_idle(self) -> None:
@@ -410,6 +413,7 @@ class Spooler:
                 await self._publish_state(worker)
 
     async def _work(self, worker: Worker) -> None:
+        printed_last = False
         while True:
             if self._stopping:
                 # Shutting down or reloading: claim nothing more, wait to be cancelled.
@@ -425,18 +429,32 @@ class Spooler:
             worker.wake.clear()
             stations = self._serving(worker)
             copies = self._copies_for(worker)
-            # Straight to the claim, no read first: the claim finds the job itself, and a
-            # ticket waiting makes one trip through the database, not two.
+            # Right after a ticket, or woken for a job of a station it prints first: straight
+            # to the claim, which finds the job itself (one trip through the database, and
+            # the claim shares the printed mark's commit). Otherwise (a poll, a wake for a
+            # station it only backs up) a look on the reader first: an empty claim is a
+            # write on the single writer, at the print path's priority.
+            straight, worker.claim_now = printed_last or worker.claim_now, False
+            if not straight and await self.store.read(functools.partial(
+                    job_rows.next_queued, printer_id=worker.printer.id, stations=stations,
+                    copies_for=copies)) is None:
+                printed_last = False
+                await self._idle_wait(worker)
+                continue
             outcome = await self._print_one(worker, stations, copies)
+            printed_last = outcome is Claim.PRINTED
             if outcome is Claim.REFUSED:
                 # The claim was refused (the disk): wait for the disk, not busy, so a
                 # shutdown meanwhile need not wait for us.
                 await self.store.disk.wait_ok()
             elif outcome is Claim.NONE:
-                # Idle: wake at once for new jobs, ask the printer now and then.
-                await self._watch_or_wake(worker, IDLE_POLL)
-                if not worker.wake.is_set():
-                    await self._check(worker)
+                await self._idle_wait(worker)
+
+    async def _idle_wait(self, worker: Worker) -> None:
+        """Idle: wake at once for new jobs, ask the printer now and then."""
+        await self._watch_or_wake(worker, IDLE_POLL)
+        if not worker.wake.is_set():
+            await self._check(worker)
 
     async def _print_one(self, worker: Worker, stations: list[str],
                          copies: list[str]) -> Claim:
