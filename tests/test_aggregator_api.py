@@ -53,6 +53,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     token_file = tmp_path / "aggregator.token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     cfg = AggregatorConfig(listen="127.0.0.1:0", token_file=token_file,
                            webhook_url="http://127.0.0.1:9/hooks", auto_accept=True)
     store = Store(tmp_path / "k.db", Feed())

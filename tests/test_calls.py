@@ -104,6 +104,7 @@ class Rig:
     def start(self, **kw: Any) -> CallSender:
         token = self.tmp / "partner.token"
         token.write_text("s3cret\n")
+        token.chmod(0o600)
         dest = Destination("yemek", self.partner.url, token_file=token, timeout=1.0,
                            backoff_base=kw.pop("backoff_base", 0.05),
                            backoff_max=kw.pop("backoff_max", 0.5),

@@ -107,6 +107,7 @@ def test_missing_token_file_and_every_problem_reported_at_once(tmp_path: Path) -
     assert f"station.yaml:24 upstream.token_file: token file {tmp_path.resolve()}/missing.token "\
            "does not exist" in out
     (tmp_path / "missing.token").write_text("secret\n")
+    (tmp_path / "missing.token").chmod(0o600)
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "station.yaml")
     assert len(err.value.problems) == 2
@@ -187,6 +188,7 @@ def test_the_aggregator_section(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     for name in ("aggregator.token", "secrets/platform.token"):
         (tmp_path / name).write_text("t\n")
+        (tmp_path / name).chmod(0o600)
     path = tmp_path / "station.yaml"
     path.write_text(GOOD + AGGREGATOR)
     agg = load_config(path).aggregator

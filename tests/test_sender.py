@@ -84,6 +84,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     token_file = tmp_path / "upstream.token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     store = Store(tmp_path / "kitchen-edge.db")
     await store.open()
     fake = await FakeUpstream(token=TOKEN).start()
@@ -488,6 +489,7 @@ async def test_a_missing_token_file_sends_nothing_until_it_appears(rig: Rig) -> 
     assert rig.fake.requests == [] and rig.wan == []
     assert sender.last_error is not None and "upstream.token" in sender.last_error
     rig.token_file.write_text(TOKEN)
+    rig.token_file.chmod(0o600)
     await rig.fake.wait_accepted(1)
 
 

@@ -44,6 +44,7 @@ class Upstream:
         workdir.mkdir(parents=True, exist_ok=True)
         self.token_file = workdir / "upstream.token"
         self.token_file.write_text(TOKEN + "\n")
+        self.token_file.chmod(0o600)     # a secret: the daemon refuses one others can read
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="fake-upstream",
                                        daemon=True)

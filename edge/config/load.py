@@ -19,7 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from edge.config.menu import Menu
 from edge.config.models import Config
-from edge.config.secrets import operator_token_problem, private_file_problem
+from edge.config.secrets import MIN_TOKEN_LENGTH, token_file_problem
 
 Loc = Sequence[str | int]
 
@@ -176,10 +176,7 @@ def _cross_checks(data: dict[str, Any], add: Any,
         add(("routing", "default_station"), f"unknown station '{default}'")
     if not stations:
         add(("stations",), "no stations: no ticket could ever print")
-    upstream = data.get("upstream")
-    token = upstream.get("token_file") if isinstance(upstream, dict) else None
-    if isinstance(token, str) and not Path(token).is_file():
-        add(("upstream", "token_file"), f"token file {token} does not exist")
+    _token_file_checks(data, add)
     tables = data.get("tables")
     if isinstance(tables, list):
         seen_tables: set[str] = set()
@@ -187,11 +184,9 @@ def _cross_checks(data: dict[str, Any], add: Any,
             if isinstance(table_id, str) and table_id in seen_tables:
                 add(("tables", i), f"duplicate table '{table_id}'")
             seen_tables.add(str(table_id))
-    _marketplace_checks(data, add)
     aggregator = data.get("aggregator")
     if isinstance(aggregator, dict):
-        for key, what in (("token_file", "token file"), ("webhook_token_file", "token file"),
-                          ("tls_cert_file", "certificate file"), ("tls_key_file", "key file")):
+        for key, what in (("tls_cert_file", "certificate file"), ("tls_key_file", "key file")):
             named = aggregator.get(key)
             if isinstance(named, str) and not Path(named).is_file():
                 add(("aggregator", key), f"{what} {named} does not exist")
@@ -201,11 +196,6 @@ def _cross_checks(data: dict[str, Any], add: Any,
             if station.get("id") == "all":
                 add(("stations", i, "id"), "'all' is the kitchen display's page of every "
                     "station (/kds/all): name this station otherwise")
-    operator = http.get("operator_token_file") if isinstance(http, dict) else None
-    if isinstance(operator, str):
-        problem = operator_token_problem(Path(operator))
-        if problem:
-            add(("http", "operator_token_file"), problem)
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("password_file"), str):
         if not Path(mqtt["password_file"]).is_file():
@@ -215,15 +205,26 @@ def _cross_checks(data: dict[str, Any], add: Any,
             add(("mqtt", "username"), "password_file is set but username is not")
 
 
-def _marketplace_checks(data: dict[str, Any], add: Any) -> None:
-    """A marketplace's token is a secret: a file only the service user may read (its id once:
-    `_cross_checks`)."""
+def _token_file_checks(data: dict[str, Any], add: Any) -> None:
+    """Every token file by the same rules (edge.config.secrets: a file only the service user
+    may read, not empty), the operator's also of the daemon's own token shape."""
+    named: list[tuple[tuple[str | int, ...], Any, int]] = []
+    for section, key in (("upstream", "token_file"), ("aggregator", "token_file"),
+                         ("aggregator", "webhook_token_file")):
+        values = data.get(section)
+        if isinstance(values, dict):
+            named.append(((section, key), values.get(key), 1))
+    http = data.get("http")
+    if isinstance(http, dict):
+        named.append((("http", "operator_token_file"), http.get("operator_token_file"),
+                      MIN_TOKEN_LENGTH))
     for i, market in enumerate(_items(data, "marketplaces")):
-        token = market.get("token_file")
-        if isinstance(token, str):
-            problem = private_file_problem(Path(token))
+        named.append((("marketplaces", i, "token_file"), market.get("token_file"), 1))
+    for where, path, min_length in named:
+        if isinstance(path, str):
+            problem = token_file_problem(Path(path), min_length=min_length)
             if problem:
-                add(("marketplaces", i, "token_file"), problem)
+                add(where, problem)
 
 
 def _read_yaml(text: str, name: str) -> CommentedMap:

@@ -35,6 +35,7 @@ import structlog
 from edge.backoff import Backoff
 from edge.clock import parse_rfc3339, rfc3339_ms
 from edge.component import BaseComponent, Context
+from edge.config.secrets import SecretProblem, read_token_file
 from edge.feed import RecordQueued
 from edge.store import calls, kv
 from edge.store.calls import Call
@@ -279,8 +280,8 @@ class CallSender(BaseComponent):
         if path is None:
             return None
         try:
-            return path.read_text("utf-8").strip() or None
-        except OSError as exc:
+            return read_token_file(path)     # at each call: a rotated token is used at once
+        except SecretProblem as exc:
             log.error("partner_token_unreadable", path=str(path), error=str(exc))
             return None
 

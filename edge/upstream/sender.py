@@ -46,6 +46,7 @@ import structlog
 from edge.backoff import Backoff
 from edge.clock import Clock, SystemClock
 from edge.config.models import UpstreamConfig
+from edge.config.secrets import TokenFile
 from edge.store import outbox
 from edge.store.db import Store
 from edge.store.outbox import OutboxRecord
@@ -134,9 +135,7 @@ class Sender:
                                             if cfg.url.startswith("https:") else False)
         self._kicked = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._token_key: tuple[int, int] | None = None
-        self._token_value: str | None = None
-        self._token_problem: str | None = None
+        self._token_file = TokenFile(cfg.token_file, "upstream_token")
         self._last_housekeeping: float | None = None
         self._wan_up: bool | None = None
         self._max_in_flight = max(1, max_in_flight)
@@ -445,9 +444,9 @@ class Sender:
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _post(self, records: Sequence[OutboxRecord]) -> _Answer:
-        token = self._token()
+        token = self._token_file.get()
         if token is None:
-            return _Answer("config", error=self._token_problem or "no token")
+            return _Answer("config", error=self._token_file.problem or "no token")
         payload = ('{"records":[' + ",".join(r.wire() for r in records) + "]}").encode()
         headers = {
             "Authorization": f"Bearer {token}",
@@ -526,28 +525,6 @@ class Sender:
         if self._client is not None:
             self._retire_client(self._client)
         await self._close_retired()
-
-    def _token(self) -> str | None:
-        path = self._cfg.token_file
-        try:
-            st = path.stat()
-            key = (st.st_mtime_ns, st.st_size)
-            if key != self._token_key:
-                value = path.read_text(encoding="utf-8").strip()
-                self._token_key, self._token_value = key, value or None
-                if value:
-                    log.info("upstream_token_loaded", path=str(path))
-                    self._token_problem = None
-                else:
-                    self._token_problem = f"{path}: token file is empty"
-                    log.error("upstream_token_empty", path=str(path))
-        except OSError as exc:
-            problem = f"{path}: {exc.strerror or exc}"
-            if problem != self._token_problem:
-                log.error("upstream_token_unreadable", path=str(path), error=problem)
-            self._token_problem = problem
-            self._token_key = self._token_value = None
-        return self._token_value
 
     def _set_wan(self, up: bool, reason: str) -> None:
         if up == self._wan_up:

@@ -33,7 +33,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from edge.config.secrets import SecretProblem, read_private_token
+from edge.config.secrets import MIN_TOKEN_LENGTH, TokenFile
 
 log = structlog.get_logger(__name__)
 
@@ -47,39 +47,22 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_POSTS = frozenset({"/login"})
 
 class OperatorToken:
-    """The token file, read again whenever it changes (rotate it without a restart)."""
+    """The operator token file, read again whenever it changes (rotate it without a restart),
+    with the rules of every secret file (edge.config.secrets) and the daemon's own token shape."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._key: tuple[int, int, int] | None = None
-        self._token: str | None = None
-        self.problem: str | None = None if path else "http.operator_token_file is not set"
+        self._file = (TokenFile(path, "operator_token", min_length=MIN_TOKEN_LENGTH)
+                      if path is not None else None)
+
+    @property
+    def problem(self) -> str | None:
+        if self._file is None:
+            return "http.operator_token_file is not set"
+        return self._file.problem
 
     def get(self) -> str | None:
-        if self.path is None:
-            return None
-        try:
-            st = self.path.stat()
-            key = (st.st_mtime_ns, st.st_size, st.st_mode)
-        except OSError as exc:
-            key = None
-            self._set(None, f"token file {self.path}: {exc.strerror or exc}")
-        if key is not None and key != self._key:
-            try:
-                self._set(read_private_token(self.path), None)
-            except SecretProblem as exc:
-                self._set(None, str(exc))
-            self._key = key
-        return self._token
-
-    def _set(self, token: str | None, problem: str | None) -> None:
-        if problem != self.problem and problem is not None:
-            log.error("operator_token_unusable", problem=problem)
-        elif token is not None and token != self._token:
-            log.info("operator_token_loaded", path=str(self.path))
-        self._token, self.problem = token, problem
-        if token is None:
-            self._key = None
+        return self._file.get() if self._file is not None else None
 
     def matches(self, presented: str) -> bool:
         token = self.get()

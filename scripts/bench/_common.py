@@ -220,6 +220,7 @@ class FakeUpstreamProc:
     def start(self) -> FakeUpstreamProc:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)     # a secret: the daemon refuses one others can read
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.upstream.fake", "--token-file", str(self.token_file)],
             stdout=subprocess.PIPE, cwd=ROOT)

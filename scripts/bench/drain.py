@@ -91,6 +91,7 @@ def fill(db_path: Path, records: int, orders: int) -> float:
 def start_fake(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     token_file = workdir / "upstream.token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.upstream.fake", "--token-file", str(token_file)],
         stdout=subprocess.PIPE, cwd=ROOT,

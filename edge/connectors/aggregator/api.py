@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -37,6 +36,7 @@ from edge import crashpoints
 from edge.clock import Clock, rfc3339_ms
 from edge.component import Intake, IntakeClosed
 from edge.config.models import AggregatorConfig
+from edge.config.secrets import SecretProblem, read_token_file
 from edge.connectors.aggregator import inbound
 from edge.connectors.aggregator.inbound import Answer, TakeIn
 from edge.connectors.aggregator.schema import (
@@ -64,14 +64,6 @@ def _json(status: int, body: dict[str, Any], **headers: str) -> web.Response:
 
 def _error(status: int, error: str, **headers: str) -> web.Response:
     return _json(status, {"error": error}, **headers)
-
-
-def read_token(path: Path) -> str | None:
-    """The platform's token, or None when the file cannot be read or is empty."""
-    try:
-        return path.read_text("utf-8").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def bearer(header: str | None) -> str | None:
@@ -146,9 +138,12 @@ class AggregatorApi:
 
     @web.middleware
     async def _authorised(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        expected = read_token(self.cfg.token_file)
-        if expected is None:
-            log.error("aggregator_token_unreadable", path=str(self.cfg.token_file))
+        # Read for each request: replacing the file changes the token at once.
+        try:
+            expected = read_token_file(self.cfg.token_file)
+        except SecretProblem as exc:
+            log.error("aggregator_token_unreadable", path=str(self.cfg.token_file),
+                      problem=str(exc))
             return _error(503, "the kitchen has no API token configured", **{"Retry-After": "60"})
         given = bearer(request.headers.get("Authorization"))
         if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -268,4 +263,4 @@ def _error_of(text: str | None) -> str | None:
     return str(body.get("error"))[:200] if isinstance(body, dict) else None
 
 
-__all__ = ["BODY_DEADLINE", "AggregatorApi", "bearer", "read_token"]
+__all__ = ["BODY_DEADLINE", "AggregatorApi", "bearer"]

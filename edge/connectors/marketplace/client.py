@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
+from edge.config.secrets import SecretProblem, read_token_file
 from edge.connectors.calls import retry_after_seconds
 
 log = structlog.get_logger(__name__)
@@ -68,9 +69,9 @@ class MarketplaceClient:
     def _token(self) -> str:
         # Read at every request: an operator rotating the token needs no restart.
         try:
-            return self.token_file.read_text("utf-8").strip()
-        except OSError as exc:
-            raise Unavailable("unauthorized", f"token file unreadable: {exc.strerror}") from None
+            return read_token_file(self.token_file)
+        except SecretProblem as exc:
+            raise Unavailable("unauthorized", str(exc)) from None
 
     async def _get(self, path: str) -> Any:
         headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json",
