@@ -3,17 +3,14 @@ day in the middle of scheduled orders, LATE and ATTENTION decisions and a failov
 
 The unit tests drive `edge.clock.KitchenClock` over a ManualClock whose wall and monotonic
 clocks step separately, and read the kernel's real sync state once. The daemon tests run the
-daemon in this process on such a clock (as tests/test_scheduled.py does), with a real broker,
-database and virtual printers.
+daemon in this process on such a clock (tests/in_process.py, as tests/test_scheduled.py does),
+with a real broker, database and virtual printers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,15 +20,13 @@ import pytest
 from edge import clock as clock_module
 from edge import daemon as daemon_module
 from edge.clock import HINT_FLOOR, ManualClock, parse_rfc3339, rfc3339, rfc3339_ms
-from edge.config import load_config
-from edge.daemon import Daemon
 from edge.store import Store, calls
 from edge.timesync import STA_UNSYNC, TIME_ERROR, SyncWatch, is_synced, kernel_synced, read_kernel
 from edge.web.kitchen import StoreCards
 from tests.broker import Broker, free_port
-from tests.daemon import ROOT, Listener, Publisher, created, write_config
+from tests.daemon import ROOT, Listener, created
+from tests.in_process import in_process_kitchen, stamp
 from tests.printing_env import has_line, job_key_of
-from tests.vprinter import VPrinterProc
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 YEARS_2 = 730 * 86400.0
@@ -198,98 +193,14 @@ async def test_sleepers_wake_on_the_monotonic_clock_only() -> None:
 # -- the daemon on a stepping clock ---------------------------------------------------------
 
 
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def line(order_id: str, name: str, category: str = "grill") -> list[dict[str, Any]]:
     return [{"line_id": "l1", "name": name, "qty": 1, "category": category}]
-
-
-@dataclass
-class Kitchen:
-    daemon: Daemon
-    pos: Publisher
-    clock: ManualClock
-    printers: dict[str, VPrinterProc]
-
-    async def send(self, body: dict[str, Any], occurred_at: datetime | None = None) -> None:
-        if occurred_at is not None:
-            body = {**body, "occurred_at": stamp(occurred_at)}
-        await asyncio.to_thread(self.pos.order, body)
-
-    async def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        return await self.daemon.store.read(
-            lambda c: [tuple(r) for r in c.execute(sql, args).fetchall()])
-
-    async def state(self, job_key: str) -> str | None:
-        found = await self.rows("SELECT state FROM print_jobs WHERE job_key=?", job_key)
-        return str(found[0][0]) if found else None
-
-    async def until_state(self, job_key: str, want: str) -> None:
-        for _ in range(500):
-            if await self.state(job_key) == want:
-                return
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"{job_key}: {await self.state(job_key)} never became {want}")
-
-    async def ticks(self, n: int = 3) -> None:
-        """Let the scheduler run a few rounds on the clock as it stands (a second of
-        monotonic time each: nothing due in the next few seconds fires wrongly)."""
-        for _ in range(n):
-            self.clock.advance(1)
-            await asyncio.sleep(0.1)
-
-    async def printed(self, printer: str = "hot") -> list[str | None]:
-        return [job_key_of(j) for j in await self.printers[printer].ajobs()]
-
-
-@asynccontextmanager
-async def kitchen(tmp_path: Path, broker: Broker, clock: ManualClock, *,
-                  stations: list[dict[str, Any]] | None = None,
-                  down: tuple[str, ...] = (), **config: Any) -> AsyncIterator[Kitchen]:
-    printers: dict[str, VPrinterProc] = {}
-    pos: Publisher | None = None
-    task: asyncio.Task[int] | None = None
-    daemon: Daemon | None = None
-    try:
-        for name in ("hot", "bar"):
-            printers[name] = await asyncio.to_thread(
-                VPrinterProc(tmp_path / f"printer-{name}").start)
-        addresses = {n: "tcp://127.0.0.1:9" if n in down else p.address
-                     for n, p in printers.items()}
-        cfg = load_config(write_config(
-            tmp_path / "station.yaml", broker_port=broker.port,
-            printers=[{"id": n, "connection": a} for n, a in addresses.items()],
-            stations=stations or [
-                {"id": "grill", "printer": "hot", "categories": ["grill"]},
-                {"id": "cold", "printer": "hot", "categories": ["cold"], "lead_minutes": 5}],
-            **config))
-        daemon = Daemon(cfg, clock=clock)
-        task = asyncio.create_task(daemon.run())
-        async with asyncio.timeout(20):
-            await daemon.ready.wait()
-        pos = await asyncio.to_thread(Publisher, broker.port)
-        yield Kitchen(daemon, pos, clock, printers)
-    finally:
-        if pos is not None:
-            pos.close()
-        stopped = True
-        if daemon is not None and task is not None:
-            daemon.request_stop("test over")
-            done, _ = await asyncio.wait({task}, timeout=25)
-            if not done:
-                stopped = False
-                task.cancel()
-        for printer in printers.values():
-            await asyncio.to_thread(printer.stop)
-        assert stopped, "the daemon did not stop within 25 s of request_stop"
 
 
 async def test_scheduled_orders_fire_on_time_through_steps_of_an_unsynchronised_clock(
         tmp_path: Path, broker: Broker) -> None:
     clock = ManualClock(START, synced=False)
-    async with kitchen(tmp_path, broker, clock) as k:
+    async with in_process_kitchen(tmp_path, broker, clock) as k:
         # a: grill at 09:40 (due 10:00, lead 20); b: grill at 10:40; c: cold at 10:55.
         for order_id, due, category in (("a", 1, "grill"), ("b", 2, "grill"),
                                         ("c", 2, "cold")):
@@ -338,7 +249,7 @@ async def test_scheduled_orders_fire_on_time_through_steps_of_an_unsynchronised_
 async def test_late_and_attention_follow_the_monotonic_clock_not_the_wall(
         tmp_path: Path, broker: Broker) -> None:
     clock = ManualClock(START, synced=False)
-    async with kitchen(tmp_path, broker, clock, printing={"retry_max": 1}) as k:
+    async with in_process_kitchen(tmp_path, broker, clock, printing={"retry_max": 1}) as k:
         hot = k.printers["hot"]
         # Waiting on paper for 5 minutes of real kitchen time while the wall jumps 2 years.
         await hot.aset_state("paper_out")
@@ -373,7 +284,8 @@ async def test_a_synchronised_step_does_not_age_what_was_stamped_before_it(
         tmp_path: Path, broker: Broker) -> None:
     clock = ManualClock(START)
     screens = {"listen": f"127.0.0.1:{free_port()}"}
-    async with kitchen(tmp_path, broker, clock, printing={"retry_max": 1}, http=screens) as k:
+    async with in_process_kitchen(tmp_path, broker, clock, printing={"retry_max": 1},
+                                  http=screens) as k:
         hot = k.printers["hot"]
         await hot.aset_state("paper_out")
         await k.send(created("w3", line("w3", "Kebap")))
@@ -401,7 +313,7 @@ async def test_a_box_booted_years_behind_takes_the_publisher_s_time_then_syncs(
     clock = ManualClock(START - timedelta(seconds=YEARS_2), synced=False)
     state = await asyncio.to_thread(Listener, broker.port, f"{ROOT}/edge/state")
     try:
-        async with kitchen(tmp_path, broker, clock) as k:
+        async with in_process_kitchen(tmp_path, broker, clock) as k:
             await asyncio.to_thread(state.wait_for, lambda _t, b: b.get("state") == "online"
                                     and b.get("clock_synced") is False)
             due = stamp(START + timedelta(hours=1))
@@ -440,7 +352,7 @@ async def test_failover_waits_its_time_on_the_monotonic_clock(
         tmp_path: Path, broker: Broker) -> None:
     clock = ManualClock(START, synced=False)
     stations = [{"id": "grill", "printer": "hot", "backup": "bar", "categories": ["grill"]}]
-    async with kitchen(tmp_path, broker, clock, stations=stations, down=("hot",),
+    async with in_process_kitchen(tmp_path, broker, clock, stations=stations, down=("hot",),
                        printing={"failover_after": 15, "retry_max": 1}) as k:
         await k.send(created("f1", line("f1", "Döner")))
         await k.until_state("f1/new/grill", "queued")

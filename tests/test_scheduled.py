@@ -1,33 +1,26 @@
 """Scheduled orders (seed 001): each station's ticket fires at the due time minus the
 station's lead time, shows the due time, survives a SIGKILL, and prints once.
 
-The first test runs the daemon in this process on a ManualClock, the one seam through which
-the daemon reads the time, so "an hour later" is a method call, not a sleep. The broker, the
-database and the printer are real. The SIGKILL test runs the daemon as a process on the
-system clock.
+The first test runs the daemon in this process on a ManualClock (tests/in_process.py), the one
+seam through which the daemon reads the time, so "an hour later" is a method call, not a sleep.
+The broker, the database and the printer are real. The SIGKILL test runs the daemon as a process
+on the system clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from edge.clock import ManualClock, parse_rfc3339
-from edge.config import load_config
-from edge.daemon import Daemon
 from tests.broker import Broker
-from tests.daemon import Publisher, created, write_config
+from tests.daemon import created
+from tests.in_process import in_process_kitchen, stamp
 from tests.printing_env import has_line, job_key_of, kitchen
-from tests.vprinter import VPrinterProc
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-
-
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def due_line(due: datetime, made: datetime) -> str:
@@ -41,50 +34,12 @@ def kinds_and_keys(jobs: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return [(next(x for x in j["text"] if x.strip()).strip(), job_key_of(j)) for j in jobs]
 
 
-class InProcess:
-    def __init__(self, daemon: Daemon, pos: Publisher) -> None:
-        self.daemon = daemon
-        self.pos = pos
-
-    async def send(self, body: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.pos.order, body)
-
-    async def states(self, order_id: str) -> dict[str, str]:
-        def read(conn: Any) -> dict[str, str]:
-            return {r[0]: r[1] for r in conn.execute(
-                "SELECT job_key, state FROM print_jobs WHERE order_id=?", (order_id,))}
-        return await self.daemon.store.read(read)
-
-    async def until(self, order_id: str, want: dict[str, str]) -> None:
-        """Poll the database (a committed fact has no event to wait on) for up to 10 s."""
-        for _ in range(500):
-            if (await self.states(order_id)) == want:
-                return
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"{order_id}: {await self.states(order_id)} never became {want}")
-
-
 async def test_tickets_fire_at_due_minus_each_stations_lead_time_once(
         tmp_path: Path, broker: Broker) -> None:
     clock = ManualClock(START)
-    printer = await asyncio.to_thread(VPrinterProc(tmp_path / "printer").start)
-    pos: Publisher | None = None
-    task: asyncio.Task[int] | None = None
-    daemon: Daemon | None = None
-    try:
-        cfg = load_config(write_config(
-            tmp_path / "station.yaml", broker_port=broker.port,
-            printers=[{"id": "hot", "connection": printer.address}],
-            stations=[{"id": "grill", "printer": "hot", "categories": ["grill"]},   # default 20
-                      {"id": "cold", "printer": "hot", "categories": ["cold"],
-                       "lead_minutes": 5}]))
-        daemon = Daemon(cfg, clock=clock)
-        task = asyncio.create_task(daemon.run())
-        async with asyncio.timeout(20):
-            await daemon.ready.wait()
-        pos = await asyncio.to_thread(Publisher, broker.port)
-        k = InProcess(daemon, pos)
-
+    # One printer; grill (lead 20 minutes, the default) and cold (lead 5) print on it.
+    async with in_process_kitchen(tmp_path, broker, clock, printers=("hot",)) as k:
+        printer = k.printers["hot"]
         due = START + timedelta(hours=1)
         await k.send(created("s-1", [
             {"line_id": "l1", "name": "Kuzu tandır", "qty": 4, "category": "grill"},
@@ -129,25 +84,10 @@ async def test_tickets_fire_at_due_minus_each_stations_lead_time_once(
             "probe/new/grill", "s-1/new/grill", "walk-in/new/cold", "s-1/new/cold",
             "late/new/cold"]
         await k.until("s-1", {"s-1/new/grill": "printed", "s-1/new/cold": "printed"})
-        rows = await daemon.store.read(lambda c: c.execute(
-            "SELECT printed_at, not_before FROM print_jobs WHERE order_id='s-1' "
-            "ORDER BY job_key").fetchall())
+        rows = await k.rows("SELECT printed_at, not_before FROM print_jobs WHERE order_id='s-1' "
+                            "ORDER BY job_key")
         for printed_at, not_before in rows:
             assert parse_rfc3339(printed_at) >= parse_rfc3339(not_before)
-    finally:
-        if pos is not None:
-            pos.close()
-        stopped = True
-        if daemon is not None and task is not None:
-            daemon.request_stop("test over")
-            done, _ = await asyncio.wait({task}, timeout=25)
-            if not done:
-                stopped = False
-                for t in asyncio.all_tasks():      # where shutdown is stuck, for the log
-                    t.print_stack(limit=8)
-                task.cancel()
-        await asyncio.to_thread(printer.stop)
-        assert stopped, "the daemon did not stop within 25 s of request_stop"
 
 
 def test_scheduled_ticket_survives_sigkill_and_fires_once(tmp_path: Path,
