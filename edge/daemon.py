@@ -418,6 +418,9 @@ class Daemon:
     def status_line(self) -> str:
         storage = self.store.disk.current
         degraded = "" if storage.ok else f"{storage.label}; "
+        # As {root}/edge/state's clock_synced: what this box stamps cannot be trusted yet.
+        if not self.clock.synced():
+            degraded += "clock not synced; "
         if self.printing is None:
             return f"{degraded}starting"
         spooler = self.printing.spooler

@@ -316,6 +316,7 @@ async def test_a_box_booted_years_behind_takes_the_publisher_s_time_then_syncs(
         async with in_process_kitchen(tmp_path, broker, clock) as k:
             await asyncio.to_thread(state.wait_for, lambda _t, b: b.get("state") == "online"
                                     and b.get("clock_synced") is False)
+            assert k.daemon.status_line().startswith("clock not synced; printers ")
             due = stamp(START + timedelta(hours=1))
             await k.send(created("s1", line("s1", "Beyti"), scheduled_for=due),
                          occurred_at=START)
@@ -332,6 +333,7 @@ async def test_a_box_booted_years_behind_takes_the_publisher_s_time_then_syncs(
             clock.set_synced(True)
             await k.ticks()
             online = await asyncio.to_thread(state.wait_for, lambda _t, b: b.get("clock_synced"))
+            assert k.daemon.status_line().startswith("printers ")    # sd_notify STATUS
             # Its start, stamped two years back, was carried over the step.
             assert parse_rfc3339(online["since"]).year == START.year
             assert await k.printed() == ["s1/new/grill"], "the sync fired s2 early"

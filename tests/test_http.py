@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.timesync import kernel_synced
 from tests.broker import Broker, free_port
 from tests.daemon import ROOT, DaemonProc, Listener, created
 from tests.fake_upstream import FakeUpstreamProcess
@@ -65,7 +66,9 @@ def test_health_timeline_activities_and_metrics(tmp_path: Path, broker: Broker) 
             assert health.status_code == 200
             body = health.json()
             assert (body["status"], body["mqtt"]) == ("ok", "connected")
-            assert body["summary"].startswith("printers ")
+            # The sd_notify STATUS line; it says so first while the kernel clock is unsynced.
+            unsynced = "" if kernel_synced() else "clock not synced; "
+            assert body["summary"].startswith(f"{unsynced}printers ")
 
             for i in range(3):
                 k.pos.order(created(f"h-{i}", item(f"Dish {i}"), channel="qr_menu"))
