@@ -28,11 +28,19 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
 
 from edge.component import BaseComponent
 from edge.daemon import Daemon, load_station
 from edge.store import Store, kv
-from edge.store.trouble import PROBE_FILENAME, StorageTrouble, is_storage_error, storage_kind
+from edge.store.trouble import (
+    PROBE_FILENAME,
+    StorageTrouble,
+    is_storage_error,
+    log_failure,
+    storage_kind,
+)
 from tests.broker import Broker, free_port
 from tests.daemon import ROOT, DaemonProc, Listener, Publisher, created, write_config
 from tests.printing_env import kitchen, printed_once
@@ -134,6 +142,26 @@ def test_storage_errors_are_told_apart_from_other_database_errors() -> None:
     except sqlite3.OperationalError as exc:
         assert storage_kind(exc) == "full"
         assert is_storage_error(exc)
+
+
+def test_a_retry_loop_logs_a_full_disk_in_one_line_and_a_bug_with_its_traceback() -> None:
+    """The upstream sender's and the marketplace connector's loops wait a full disk out: one
+    line each time, not a traceback at every retry; anything else keeps its traceback."""
+    log = structlog.get_logger("test")
+    with structlog.testing.capture_logs() as logs:
+        try:
+            raise StorageTrouble("full", "database or disk is full")
+        except Exception as exc:
+            log_failure(log, "upstream_sender_error", exc)
+        try:
+            raise KeyError("seq")
+        except Exception as exc:
+            log_failure(log, "marketplace_poll_failed", exc, marketplace="yemek")
+    waited, bug = logs
+    assert waited == {"event": "upstream_sender_error", "log_level": "warning",
+                      "storage": "full", "error": "disk full: database or disk is full"}
+    assert bug == {"event": "marketplace_poll_failed", "log_level": "error", "exc_info": True,
+                   "error": "KeyError('seq')", "marketplace": "yemek"}
 
 
 async def test_a_store_on_a_full_disk_refuses_says_so_and_recovers_by_the_probe(

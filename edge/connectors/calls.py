@@ -39,6 +39,7 @@ from edge.config.secrets import SecretProblem, read_token_file
 from edge.feed import RecordQueued
 from edge.store import calls, kv
 from edge.store.calls import Call
+from edge.store.trouble import log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +157,8 @@ class CallSender(BaseComponent):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a database hiccup must not end the sending
-                    log.exception("partner_calls_error", destination=self.destination.name)
+                    log_failure(log, "partner_calls_error", exc,
+                                destination=self.destination.name)
                     self.last_error = repr(exc)
                     delay = self._backoff.failed()
                 await self._wait(delay)

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -104,6 +104,17 @@ def is_storage_error(exc: BaseException) -> bool:
     """For code that catches everything inside a transaction (one odd message must not stop
     the kitchen): a storage error is not the message's fault, re-raise it."""
     return storage_kind(exc) is not None
+
+
+def log_failure(logger: Any, event: str, exc: BaseException, **fields: Any) -> None:
+    """For a loop that logs a failure and tries again later: a storage trouble is waited out
+    and says so in one line (no traceback at every retry while the disk is full); anything
+    else is unexpected and keeps its traceback. Call it inside the `except` block."""
+    kind = storage_kind(exc)
+    if kind is not None:
+        logger.warning(event, storage=kind, error=str(exc), **fields)
+    else:
+        logger.exception(event, error=repr(exc), **fields)
 
 
 @dataclass(frozen=True)
@@ -271,5 +282,5 @@ def _write_probe_file(path: Path) -> None:
 
 __all__ = [
     "FULL", "IO_ERROR", "PROBE_BYTES", "StorageHealth", "StorageState", "StorageTrouble",
-    "is_storage_error", "storage_kind",
+    "is_storage_error", "log_failure", "storage_kind",
 ]

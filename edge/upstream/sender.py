@@ -50,6 +50,7 @@ from edge.config.secrets import TokenFile
 from edge.store import outbox
 from edge.store.db import Store
 from edge.store.outbox import OutboxRecord
+from edge.store.trouble import log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +197,7 @@ class Sender:
                 except Exception as exc:
                     # A database hiccup (disk full, a locked file) must not end syncing for
                     # good: log it and come back later.
-                    log.exception("upstream_sender_error", error=repr(exc))
+                    log_failure(log, "upstream_sender_error", exc)
                     await self._clock.sleep(self._failed(repr(exc), None))
         finally:
             flights = list(self._flights)
@@ -300,7 +301,7 @@ class Sender:
                 raise
             except Exception as exc:
                 # The records stay pending: a failed mark only means they go again.
-                log.exception("upstream_sender_error", error=repr(exc))
+                log_failure(log, "upstream_sender_error", exc)
                 answer = _Answer("retry", error=repr(exc))
         finally:
             # Only now, with the answer marked, may the next record of these orders go.

@@ -68,6 +68,7 @@ from edge.feed import OrderStageChanged
 from edge.store import Tx, calls
 from edge.store import marketplace as kept
 from edge.store.calls import Call
+from edge.store.trouble import log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -163,7 +164,7 @@ class MarketplaceConnector:
             except IntakeClosed:
                 return           # the daemon is stopping: what was not stored repeats
             except Exception as exc:  # a database hiccup must not end the polling
-                log.exception("marketplace_poll_failed", marketplace=self.id)
+                log_failure(log, "marketplace_poll_failed", exc, marketplace=self.id)
                 self.last_error = repr(exc)
                 delay = self.backoff.failed()
             if self._stopping:
@@ -263,8 +264,8 @@ class MarketplaceConnector:
                 await work
             except (IntakeClosed, asyncio.CancelledError):
                 raise
-            except Exception:  # a bug of ours must not lose the other orders of the poll
-                log.exception("marketplace_order_failed")
+            except Exception as exc:  # a bug of ours must not lose the other orders of the poll
+                log_failure(log, "marketplace_order_failed", exc)
 
     async def _import(self, order: MarketplaceOrder, document: Any, now: datetime, *,
                       acknowledge: bool, problem: str | None = None) -> None:
