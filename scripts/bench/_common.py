@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -29,11 +30,11 @@ from tests.broker import Broker, free_port, wait_port  # noqa: E402
 from tests.vprinter import VPrinterProc  # noqa: E402
 
 __all__ = [
-    "KITCHEN_STATIONS", "ROOT", "Broker", "DaemonRun", "FakeUpstreamProc", "NaiveProc",
-    "ProcSample",
+    "KITCHEN_STATIONS", "ROOT", "Broker", "Consumer", "DaemonRun", "FakeUpstreamProc",
+    "NaiveProc", "ProcSample",
     "VPrinterProc", "created_event", "free_port", "fs_type", "kitchen_config", "kitchen_event",
-    "percentile", "proc_sample", "sqlite_bytes", "stop_on_signals", "stop_pid", "summary",
-    "table", "wait_port", "write_config",
+    "outbox_pending", "percentile", "printed", "proc_sample", "sqlite_bytes", "start_printer",
+    "stop_on_signals", "stop_pid", "summary", "table", "wait_port", "write_config",
 ]
 
 # Tickets that cannot be printed stay queued: a port where nothing listens.
@@ -183,6 +184,50 @@ def proc_sample(pid: int) -> ProcSample:
                       rss_kib=int(status["VmRSS"].split()[0]),
                       hwm_kib=int(status["VmHWM"].split()[0]),
                       write_bytes=io["write_bytes"], wchar=io["wchar"])
+
+
+def outbox_pending(db: Path) -> int:
+    """Upstream records the daemon has not yet had accepted (read-only, beside the daemon)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def start_printer(workdir: Path, name: str, stack: list[Any]) -> VPrinterProc:
+    """A virtual printer without PNGs (workdir/printer-NAME), put on `stack` to be stopped."""
+    proc = VPrinterProc(workdir / f"printer-{name}", png=False).start()
+    stack.append(proc)
+    return proc
+
+
+def printed(printers: Sequence[VPrinterProc]) -> int:
+    """Tickets these printers recorded since they started (a reset keeps the numbering)."""
+    import httpx
+
+    return sum(int(httpx.get(p.control_url + "/state", timeout=10).json()["last_seq"])
+               for p in printers)
+
+
+@dataclass
+class Consumer:
+    """One side of a comparison (the daemon, or the naive consumer): its topic root, its
+    printers, its process and, for the daemon, its database."""
+
+    who: str
+    site: str
+    printers: list[VPrinterProc]
+    pid: int = 0
+    db: Path | None = None
+    printed_base: int = 0            # printed() counts from here
+
+    def sample(self) -> ProcSample:
+        return proc_sample(self.pid)
+
+    def printed(self) -> int:
+        return printed(self.printers) - self.printed_base
 
 
 def sqlite_bytes(db: Path) -> dict[str, int]:

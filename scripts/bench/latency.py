@@ -57,6 +57,7 @@ from _common import (
     KITCHEN_STATIONS,
     ROOT,
     Broker,
+    Consumer,
     DaemonRun,
     FakeUpstreamProc,
     NaiveProc,
@@ -65,8 +66,10 @@ from _common import (
     free_port,
     kitchen_config,
     kitchen_event,
+    outbox_pending,
     paho_client,
     proc_sample,
+    start_printer,
     stop_on_signals,
     stop_pid,
     summary,
@@ -251,26 +254,6 @@ def breakdown(db: Path, tag: str, sent: dict[str, float],
     return {k: summary(v) for k, v in parts.items()}
 
 
-def outbox_pending(db: Path) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0])
-    finally:
-        conn.close()
-
-
-class Consumer:
-    """One side of the comparison: its printers, its topic root, its process."""
-
-    def __init__(self, who: str, site: str, printers: list[VPrinterProc]) -> None:
-        self.who = who
-        self.site = site
-        self.printers = printers
-        self.pid = 0
-        self.db: Path | None = None
-
-
 def phase(client: Any, consumer: Consumer, tag: str, rate: float, count: int,
           kitchen: bool, upstream: FakeUpstreamProc | None,
           market: MarketplaceProc | None = None,
@@ -364,9 +347,7 @@ def main_runs(args: argparse.Namespace) -> int:
         screens: Screens | None = None
         try:
             def printer(name: str) -> VPrinterProc:
-                proc = VPrinterProc(workdir / f"printer-{name}", png=False).start()
-                stack.append(proc)
-                return proc
+                return start_printer(workdir, name, stack)
 
             if kitchen:
                 edge_printers = {pid: printer(f"edge-{pid}")
@@ -407,10 +388,10 @@ def main_runs(args: argparse.Namespace) -> int:
                 stack.append(screens)
             naive_proc = NaiveProc(broker.port, NAIVE_SITE, naive_stations)
             stack.append(naive_proc)
-            edge = Consumer("daemon", EDGE_SITE, list(edge_printers.values()))
-            edge.pid, edge.db = daemon.proc.pid if daemon.proc else 0, daemon.db
-            naive = Consumer("naive", NAIVE_SITE, list(naive_printers.values()))
-            naive.pid = naive_proc.pid
+            edge = Consumer("daemon", EDGE_SITE, list(edge_printers.values()),
+                            pid=daemon.proc.pid if daemon.proc else 0, db=daemon.db)
+            naive = Consumer("naive", NAIVE_SITE, list(naive_printers.values()),
+                             pid=naive_proc.pid)
             client = paho_client(broker.port, "bench-lat-pos")
             try:
                 warm_up(client, edge, kitchen)

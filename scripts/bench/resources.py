@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,13 +46,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     KITCHEN_STATIONS,
     Broker,
+    Consumer,
     DaemonRun,
     FakeUpstreamProc,
     NaiveProc,
@@ -63,9 +61,11 @@ from _common import (
     fs_type,
     kitchen_config,
     kitchen_event,
+    outbox_pending,
     paho_client,
-    proc_sample,
+    printed,
     sqlite_bytes,
+    start_printer,
     stop_on_signals,
     stop_pid,
     table,
@@ -79,12 +79,6 @@ PRUNE_EVERY = 1000   # orders between two clean-ups of the printers' files
 LAG_CHECK_S = 5.0   # how often (in publishing time) the consumers' backlog is looked at
 
 
-def printed(printers: list[VPrinterProc]) -> int:
-    """Tickets these printers recorded since they started (a reset keeps the numbering)."""
-    return sum(int(httpx.get(p.control_url + "/state", timeout=10).json()["last_seq"])
-               for p in printers)
-
-
 def prune(printers: list[VPrinterProc]) -> None:
     """Forget what the printers hold: their job files and lists (not needed here)."""
     for p in printers:
@@ -95,15 +89,6 @@ def prune(printers: list[VPrinterProc]) -> None:
         jsonl = p.out_dir / "jobs.jsonl"
         if jsonl.exists():
             jsonl.write_bytes(b"")
-
-
-def outbox_pending(db: Path) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def strace_start(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -140,24 +125,7 @@ def wait_until(what: str, check: Any, timeout: float) -> float:
     return time.monotonic() - began
 
 
-class Side:
-    """One consumer: its process, its printers, its samples."""
-
-    def __init__(self, who: str, site: str, printers: list[VPrinterProc]) -> None:
-        self.who = who
-        self.site = site
-        self.printers = printers
-        self.pid = 0
-        self.printed_base = 0
-
-    def sample(self) -> ProcSample:
-        return proc_sample(self.pid)
-
-    def printed(self) -> int:
-        return printed(self.printers) - self.printed_base
-
-
-def checkpoint(n: int, sides: list[Side], daemon: DaemonRun, upstream: FakeUpstreamProc,
+def checkpoint(n: int, sides: list[Consumer], daemon: DaemonRun, upstream: FakeUpstreamProc,
                base: dict[str, ProcSample], log_base: int) -> dict[str, Any]:
     row: dict[str, Any] = {"orders": n, "at": time.monotonic(),
                            "load1": os.getloadavg()[0]}
@@ -182,13 +150,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     broker = Broker(workdir / "broker").start()
     stack: list[Any] = []
     try:
-        def printer(name: str) -> VPrinterProc:
-            proc = VPrinterProc(workdir / f"printer-{name}", png=False).start()
-            stack.append(proc)
-            return proc
-
-        edge_printers = {pid: printer(f"edge-{pid}") for pid, _ in KITCHEN_STATIONS.values()}
-        naive_printers = {sid: printer(f"naive-{sid}") for sid in KITCHEN_STATIONS}
+        edge_printers = {pid: start_printer(workdir, f"edge-{pid}", stack)
+                         for pid, _ in KITCHEN_STATIONS.values()}
+        naive_printers = {sid: start_printer(workdir, f"naive-{sid}", stack)
+                          for sid in KITCHEN_STATIONS}
         upstream = FakeUpstreamProc(workdir / "upstream").start()
         stack.append(upstream)
         cfg = kitchen_config(
@@ -205,11 +170,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             {sid: (naive_printers[sid].port, cats) for sid, (_, cats) in KITCHEN_STATIONS.items()},
             transport="network")
         stack.append(naive_proc)
-        edge = Side("daemon", EDGE_SITE, list(edge_printers.values()))
         assert daemon.proc is not None
-        edge.pid = daemon.proc.pid
-        naive = Side("naive", NAIVE_SITE, list(naive_printers.values()))
-        naive.pid = naive_proc.pid
+        edge = Consumer("daemon", EDGE_SITE, list(edge_printers.values()), pid=daemon.proc.pid,
+                        db=daemon.db)
+        naive = Consumer("naive", NAIVE_SITE, list(naive_printers.values()), pid=naive_proc.pid)
         sides = [edge, naive]
         tracer: subprocess.Popen[bytes] | None = None
         client = paho_client(broker.port, "bench-res-pos")
