@@ -195,6 +195,12 @@ async def test_synced_waits_for_the_next_durable_commit_or_fsyncs_the_wal(
     assert time.monotonic() - started < db.SYNC_LINGER
     assert store.wal_syncs == own_before + 1
 
+    # A backlog coming in expects no claim: no linger.
+    await store.transact(_put("intake-3"), durable=False, priority=Priority.INTAKE)
+    started = time.monotonic()
+    await asyncio.wait_for(store.synced(linger=False), 1)
+    assert store.wal_syncs == own_before + 2
+
 
 async def test_synced_is_not_held_up_by_a_stream_of_non_durable_work(store: Store) -> None:
     """Applying orders (non-durable) keeps the writer busy: past its linger a `synced()`

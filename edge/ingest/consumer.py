@@ -156,7 +156,9 @@ class Ingest:
                 self._hint(result)
                 self._pending.set()
                 self._log(result)
-                if not await self._on_disk(incoming):
+                # More already waiting is a backlog being taken in: the applier holds back
+                # meanwhile, so no claim's fsync is coming to share.
+                if not await self._on_disk(incoming, linger=session.backlog() == 0):
                     continue    # stopping while the disk refused: none of it acknowledged
                 crashpoints.reached("after_commit_before_ack")
                 # On disk: only now may the broker forget these messages.
@@ -206,7 +208,7 @@ class Ingest:
                 return None
             self._pending.set()    # the applier's pass behind the retried batch, as above
 
-    async def _on_disk(self, incoming: list[Incoming]) -> bool:
+    async def _on_disk(self, incoming: list[Incoming], *, linger: bool) -> bool:
         """Wait until the committed batch is on disk (`Store.synced`: the next durable
         commit, usually a ticket's claim, or an fsync of the WAL). While the disk refuses
         the fsync nothing is acknowledged; once it takes writes again the batch is stored
@@ -215,7 +217,7 @@ class Ingest:
         stops meanwhile: the broker sends the batch again on the next connection."""
         while True:
             try:
-                await self.store.synced()
+                await self.store.synced(linger=linger)
                 return True
             except StorageTrouble as exc:
                 log.error("events_not_synced", events=len(incoming), storage=exc.kind,

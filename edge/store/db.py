@@ -340,11 +340,12 @@ class Store:
         self._ensure_drain()
         return unit.future
 
-    async def synced(self) -> None:
+    async def synced(self, *, linger: bool = True) -> None:
         """Return once everything committed before this call is on disk: at the next durable
-        commit, or a WAL fsync of the writer's own (`SYNC_LINGER`). Raises StorageTrouble when
-        the disk refuses the fsync: nothing may then be taken as durable (the caller leaves
-        its messages unacknowledged, as for a refused write)."""
+        commit, or a WAL fsync of the writer's own after `SYNC_LINGER` (at once with
+        `linger=False`: no durable commit is expected, a backlog is being taken in). Raises
+        StorageTrouble when the disk refuses the fsync: nothing may then be taken as durable
+        (the caller leaves its messages unacknowledged, as for a refused write)."""
         target = self._committed
         if self._synced >= target:
             return
@@ -352,7 +353,8 @@ class Store:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._sync_waiters.append((target, loop.time(), future))
+        self._sync_waiters.append((target, loop.time() - (0.0 if linger else SYNC_LINGER),
+                                   future))
         self._ensure_drain()
         await future
 
@@ -387,10 +389,12 @@ class Store:
             if not self._waiting:
                 # Only `synced()` callers: a durable unit (a claim) is likely on its way, and
                 # its fsync would serve them; else the writer fsyncs the WAL for them.
-                if not self._closing:
+                linger = SYNC_LINGER - (asyncio.get_running_loop().time()
+                                        - self._sync_waiters[0][1])
+                if linger > 0 and not self._closing:
                     self._arrived.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), SYNC_LINGER)
+                        await asyncio.wait_for(self._arrived.wait(), linger)
                 if not self._waiting:
                     self.wal_syncs += 1
                     await self._sync_wal(writer)
