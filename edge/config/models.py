@@ -318,6 +318,11 @@ class RetentionConfig(_Strict):
 
     enabled: bool = True
     days: float = Field(default=30.0, gt=0)
+    # An order that never became final (a POS that never sends `order.completed`) and has not
+    # changed for this many days is compacted too, once nothing of it is in flight; without
+    # this a kitchen whose bridge never closes orders would keep every order for ever.
+    # null keeps them.
+    open_days: float | None = Field(default=90.0, gt=0)
     # The newest this many dead letters and activity entries are kept.
     max_dead_letters: int = Field(default=1000, ge=10)
     max_activities: int = Field(default=200_000, ge=100)
@@ -336,6 +341,9 @@ class RetentionConfig(_Strict):
     def _tombstones_outlive_orders(self) -> RetentionConfig:
         if self.tombstone_days is not None and self.tombstone_days < self.days:
             raise ValueError(f"tombstone_days ({self.tombstone_days:g}) is less than days "
+                             f"({self.days:g})")
+        if self.open_days is not None and self.open_days < self.days:
+            raise ValueError(f"open_days ({self.open_days:g}) is less than days "
                              f"({self.days:g})")
         return self
 
