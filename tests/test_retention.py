@@ -93,11 +93,12 @@ class Kitchen:
         self.print_all()
         self.send(event(order_id, "order.completed", {}))
 
-    def compact(self, *, upstream: bool = False, max_rows: int = 300) -> retention.Compacted:
-        before = rfc3339_ms(self.clock.now() - timedelta(days=30))
+    def compact(self, *, upstream: bool = False, max_rows: int = 300, days: float = 30,
+                final: bool = True) -> retention.Compacted:
+        before = rfc3339_ms(self.clock.now() - timedelta(days=days))
         return self._tx(lambda tx: retention.compact_due(
             tx.conn, before=before, upstream=upstream, now=rfc3339_ms(self.clock.now()),
-            max_rows=max_rows))
+            max_rows=max_rows, final=final))
 
     def count(self, sql: str, *args: Any) -> int:
         return int(self.conn.execute(sql, args).fetchone()[0])
@@ -184,6 +185,36 @@ def test_a_final_order_past_the_period_becomes_a_tombstone_and_never_prints_agai
     # A compacted order runs no second compaction.
     k.clock.advance(DAY)
     assert k.compact().orders == 0
+
+
+def test_an_order_that_never_became_final_goes_after_the_longer_period(
+        kitchen: Kitchen) -> None:
+    """A bridge that never closes its orders must not keep every order for ever: an order
+    left open goes after `retention.open_days` unchanged, once nothing of it is in flight."""
+    k = kitchen
+    k.send(created("o-left"))
+    k.print_all()
+    k.send(created("o-stuck"))                      # its ticket never printed
+    k.clock.advance(31 * DAY)
+    k.serve("o-done")
+    assert k.compact().orders == 0                  # not final: the 30 days do not apply
+    assert k.compact(days=90, final=False).orders == 0
+
+    k.clock.advance(60 * DAY)                        # 91 days unchanged
+    done = k.compact(days=90, final=False)
+    assert done.orders == 1 and done.cursor[1] == "o-left"
+    assert rows_of(k, "o-left") == dict.fromkeys(ORDER_TABLES, 0)
+    stone = retention.tombstone(k.conn, "o-left")
+    assert stone is not None and stone["status"] not in retention.FINAL_STATUSES
+    # The one with a ticket still queued stays whole, and the final one is not taken early.
+    assert rows_of(k, "o-stuck")["print_jobs"] == 1
+    assert k.count("SELECT COUNT(*) FROM orders WHERE order_id = 'o-done'") == 1
+    # A late event for it is refused, never printed.
+    [late] = k.send(event("o-left", "order.items_added",
+                          {"batch_id": "b-2", "items": [{"line_id": "l2", "name": "Ayran",
+                                                         "qty": 1, "category": "grill"}]}))
+    assert late.result is Result.DEAD and "compacted" in (late.reason or "")
+    assert k.count("SELECT COUNT(*) FROM print_jobs WHERE order_id = 'o-left'") == 0
 
 
 def test_with_an_upstream_an_order_waits_until_its_records_are_accepted(

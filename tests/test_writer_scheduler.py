@@ -170,6 +170,60 @@ async def test_durable_false_alone_does_not_wait_for_the_disk_and_restores_full(
     assert (await lazy, await strict) == (2, 2)
 
 
+async def test_synced_waits_for_the_next_durable_commit_or_fsyncs_the_wal(
+        store: Store) -> None:
+    """The intake's way to the disk: commit without waiting, then `synced()`. A durable unit
+    coming within the linger (a ticket's claim) serves it with its own fsync; with none, the
+    writer fsyncs the WAL itself after SYNC_LINGER; with nothing unsynced it returns at once."""
+    await store.transact(_put("intake-1"), durable=False, priority=Priority.INTAKE)
+    durable_before, own_before = store.durable_groups, store.wal_syncs
+    waiter = asyncio.create_task(store.synced())
+    await store.transact(_put("claim-1"), priority=Priority.PRINT)
+    await asyncio.wait_for(waiter, 1)
+    assert store.durable_groups == durable_before + 1
+    assert store.wal_syncs == own_before                 # the claim's fsync served it
+
+    await store.transact(_put("intake-2"), durable=False, priority=Priority.INTAKE)
+    started = time.monotonic()
+    await asyncio.wait_for(store.synced(), 1)
+    assert time.monotonic() - started >= db.SYNC_LINGER * 0.9
+    assert store.wal_syncs == own_before + 1              # nothing durable came: its own
+    assert store.durable_groups == durable_before + 1
+
+    started = time.monotonic()
+    await store.synced()                                  # nothing new since: no wait
+    assert time.monotonic() - started < db.SYNC_LINGER
+    assert store.wal_syncs == own_before + 1
+
+    # A backlog coming in expects no claim: no linger.
+    await store.transact(_put("intake-3"), durable=False, priority=Priority.INTAKE)
+    started = time.monotonic()
+    await asyncio.wait_for(store.synced(linger=False), 1)
+    assert store.wal_syncs == own_before + 2
+
+
+async def test_synced_is_not_held_up_by_a_stream_of_non_durable_work(store: Store) -> None:
+    """Applying orders (non-durable) keeps the writer busy: past its linger a `synced()`
+    caller gets the WAL fsynced after the next group all the same."""
+    await store.transact(_put("intake-1"), durable=False, priority=Priority.INTAKE)
+    waiter = asyncio.create_task(store.synced())
+    stop = asyncio.Event()
+
+    async def apply_forever() -> None:
+        i = 0
+        while not stop.is_set():
+            await store.transact(_put(f"apply-{i}"), durable=False, priority=Priority.APPLY)
+            i += 1
+
+    applying = asyncio.create_task(apply_forever())
+    try:
+        await asyncio.wait_for(waiter, db.SYNC_LINGER * 100)
+    finally:
+        stop.set()
+        await applying
+    assert store.wal_syncs >= 1
+
+
 _WRITER = """
 import asyncio, sys
 from pathlib import Path

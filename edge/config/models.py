@@ -318,12 +318,19 @@ class RetentionConfig(_Strict):
 
     enabled: bool = True
     days: float = Field(default=30.0, gt=0)
+    # An order that never became final (a POS that never sends `order.completed`) and has not
+    # changed for this many days is compacted too, once nothing of it is in flight; without
+    # this a kitchen whose bridge never closes orders would keep every order for ever.
+    # null keeps them.
+    open_days: float | None = Field(default=90.0, gt=0)
     # The newest this many dead letters and activity entries are kept.
     max_dead_letters: int = Field(default=1000, ge=10)
     max_activities: int = Field(default=200_000, ge=100)
-    # Tombstones (what keeps a late duplicate of a compacted order from printing) are kept
-    # for ever by default (about 120 bytes an order); a number of days lets them go too.
-    tombstone_days: float | None = Field(default=None, gt=0)
+    # Tombstones (what keeps a late duplicate of a compacted order from printing, about 210
+    # bytes an order) go a year after they were made, so the file stops growing in steady
+    # state (issue 12); a year is far beyond any redelivery (MQTT sessions expire after
+    # `mqtt.session_expiry`, marketplaces list recent orders). null keeps them for ever.
+    tombstone_days: float | None = Field(default=365.0, gt=0)
     # How often a pass runs (minutes), and the rows deleted per transaction.
     every_minutes: float = Field(default=60.0, gt=0, le=24 * 60)
     chunk_rows: int = Field(default=300, ge=10, le=10_000)
@@ -334,6 +341,9 @@ class RetentionConfig(_Strict):
     def _tombstones_outlive_orders(self) -> RetentionConfig:
         if self.tombstone_days is not None and self.tombstone_days < self.days:
             raise ValueError(f"tombstone_days ({self.tombstone_days:g}) is less than days "
+                             f"({self.days:g})")
+        if self.open_days is not None and self.open_days < self.days:
+            raise ValueError(f"open_days ({self.open_days:g}) is less than days "
                              f"({self.days:g})")
         return self
 

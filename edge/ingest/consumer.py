@@ -1,7 +1,8 @@
 """The ingest loop: take what the broker has sent, make it durable, acknowledge it, apply it.
 
 Messages are taken in batches (whatever is already queued, up to `max_batch`) and stored in
-one durable transaction; the PUBACKs go out, in arrival order, only after COMMIT. A crash
+one transaction; the PUBACKs go out, in arrival order, only once it is on disk
+(`Store.synced`, usually by the fsync of the ticket's claim that follows). A crash
 before the commit leaves every message of the batch unacknowledged, so the broker sends it
 again; a crash after the commit and before the PUBACKs makes the broker resend messages that
 are already stored, and `event_id` deduplication absorbs them.
@@ -147,8 +148,20 @@ class Ingest:
                 result = await self._store_batch(incoming)
                 if result is None:
                     continue    # stopping while the disk was full: none of it acknowledged
+                # Committed, not yet on disk. The applier goes first: the claim of the
+                # ticket it makes is a durable commit whose fsync also puts this batch on
+                # disk (one fsync before the first ticket byte, not two). It is woken after
+                # the hint: the batch's occurred_at may set an unsynchronised clock forward
+                # before the applier takes its `now` for these tickets.
+                self._hint(result)
+                self._pending.set()
+                self._log(result)
+                # More already waiting is a backlog being taken in: the applier holds back
+                # meanwhile, so no claim's fsync is coming to share.
+                if not await self._on_disk(incoming, linger=session.backlog() == 0):
+                    continue    # stopping while the disk refused: none of it acknowledged
                 crashpoints.reached("after_commit_before_ack")
-                # Committed: only now may the broker forget these messages.
+                # On disk: only now may the broker forget these messages.
                 for message in batch:
                     session.ack(message)
                 self.committed += len(batch)
@@ -161,13 +174,6 @@ class Ingest:
                 raise
             finally:
                 self.idle.set()
-            # The applier is woken after the COMMIT and the hint, not before it to share the
-            # batch's commit: its pass takes its time (the tickets') when it starts, and the
-            # batch's occurred_at may set an unsynchronised clock forward. Measured side by
-            # side, the early wake did not shorten the print path either (scripts/bench).
-            self._hint(result)
-            self._pending.set()
-            self._log(result)
 
     def _hint(self, result: BatchResult) -> None:
         """Publishers' clocks tell an unsynchronised box that it is behind (edge.clock);
@@ -178,17 +184,17 @@ class Ingest:
             self.clock.hint(max(stamps))
 
     async def _store_batch(self, incoming: list[Incoming]) -> BatchResult | None:
-        """The batch in one durable transaction. While the disk refuses it, nothing is
-        acknowledged and nothing more is taken (the broker keeps the rest, Receive Maximum
-        bounds what it sends ahead): the same batch is tried again once the disk takes
-        writes. None when the daemon stops meanwhile: the broker sends the batch again on
-        the next connection."""
+        """The batch in one transaction, committed without waiting for the disk (see
+        `_on_disk`). While the disk refuses it, nothing is acknowledged and nothing more is
+        taken (the broker keeps the rest, Receive Maximum bounds what it sends ahead): the
+        same batch is tried again once the disk takes writes. None when the daemon stops
+        meanwhile: the broker sends the batch again on the next connection."""
         while True:
             now = self.clock.now()
             try:
                 return await self.store.transact(
                     functools.partial(self.pipeline.accept_batch, batch=incoming, now=now),
-                    priority=Priority.INTAKE)
+                    durable=False, priority=Priority.INTAKE)
             except StorageTrouble as exc:
                 log.error("events_not_stored", events=len(incoming), storage=exc.kind,
                           error=exc.detail, hint="not acknowledged: the broker keeps them")
@@ -201,6 +207,35 @@ class Ingest:
             if self.stopping:
                 return None
             self._pending.set()    # the applier's pass behind the retried batch, as above
+
+    async def _on_disk(self, incoming: list[Incoming], *, linger: bool) -> bool:
+        """Wait until the committed batch is on disk (`Store.synced`: the next durable
+        commit, usually a ticket's claim, or an fsync of the WAL). While the disk refuses
+        the fsync nothing is acknowledged; once it takes writes again the batch is stored
+        again in a durable transaction (its events are duplicates by then, or stored anew
+        if the first commit did not hold) and then waited for afresh. False when the daemon
+        stops meanwhile: the broker sends the batch again on the next connection."""
+        while True:
+            try:
+                await self.store.synced(linger=linger)
+                return True
+            except StorageTrouble as exc:
+                log.error("events_not_synced", events=len(incoming), storage=exc.kind,
+                          error=exc.detail, hint="not acknowledged: the broker keeps them")
+            self.idle.set()
+            try:
+                await self._until_storage_or_stop()
+            finally:
+                self.idle.clear()
+            if self.stopping:
+                return False
+            try:
+                await self.store.transact(
+                    functools.partial(self.pipeline.accept_batch, batch=incoming,
+                                      now=self.clock.now()),
+                    priority=Priority.INTAKE)
+            except StorageTrouble:
+                continue
 
     async def _until_storage_or_stop(self) -> None:
         async with asyncio.TaskGroup() as group:

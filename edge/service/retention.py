@@ -1,5 +1,6 @@
 """Retention as a component (issue 12, docs/retention.md): a periodic, low-priority pass
-that compacts final orders past the retention period, caps dead letters and the activity
+that compacts final orders past the retention period (and orders abandoned before becoming
+final, past a longer one), caps dead letters and the activity
 log, and hands the freed pages back to the file system.
 
 Every step is a short transaction of about `chunk_rows` rows (or `vacuum_pages` pages) on
@@ -79,18 +80,22 @@ class Retention(BaseComponent):
         before = rfc3339_ms(now - timedelta(days=cfg.days))
         upstream = self.ctx.cfg.upstream is not None
         report = PassReport(started_at=at)
-        cursor = retention.START
-        while True:
-            done: retention.Compacted = await self._step(
-                lambda c, after=cursor: retention.compact_due(
-                    c, before=before, upstream=upstream, now=at, max_rows=cfg.chunk_rows,
-                    after=after))
-            cursor = done.cursor
-            report.orders += done.orders
-            report.rows += done.rows
-            report.steps += 1
-            if done.orders == 0:
-                break
+        kinds = [(True, before)]
+        if cfg.open_days is not None:
+            kinds.append((False, rfc3339_ms(now - timedelta(days=cfg.open_days))))
+        for final, cutoff in kinds:
+            cursor = retention.START
+            while True:
+                done: retention.Compacted = await self._step(
+                    lambda c, after=cursor, final=final, cutoff=cutoff: retention.compact_due(
+                        c, before=cutoff, upstream=upstream, now=at,
+                        max_rows=cfg.chunk_rows, after=after, final=final))
+                cursor = done.cursor
+                report.orders += done.orders
+                report.rows += done.rows
+                report.steps += 1
+                if done.orders == 0:
+                    break
         for table, keep, field in (("dead_letters", cfg.max_dead_letters, "dead_letters"),
                                    ("activities", cfg.max_activities, "activities")):
             while True:

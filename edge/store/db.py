@@ -17,6 +17,12 @@ run in arrival order:
   waits, only an apply pass (which can hold a chunk of orders) is left for the next group.
 - Every caller gets its result only once the COMMIT holding its unit has returned, durable
   (synchronous=FULL) unless every unit of the group asked for `durable=False`.
+- `synced()` waits until everything committed so far is on disk, without a commit of its
+  own: the intake stores a batch with `durable=False`, wakes the applier, and sends its
+  PUBACKs after `synced()`. A ticket's claim, durable, follows within a few milliseconds and
+  its one fsync serves both; only when no durable unit comes within `SYNC_LINGER` does the
+  writer fsync the WAL itself. So the print path pays one fsync, not two, and the broker still
+  forgets nothing that is not on disk.
 - The WAL is checkpointed off the writer: the writer has `wal_autocheckpoint=0`, and a third
   connection checkpoints (PASSIVE) every `CHECKPOINT_EVERY` seconds while commits come in, so
   no ticket's COMMIT pays for copying the WAL into the database. Seldom, for the storage's
@@ -31,6 +37,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +186,11 @@ BUSY_WITHIN = 1.0
 # holds up to about this many seconds of writes, ~15 MiB at 20 orders/s, in line with
 # WAL_CHECKPOINT_BYTES, which other connections, the operator's tools, go by).
 CHECKPOINT_EVERY = 10.0
+# How long `synced()` callers wait for a durable unit to share its fsync with before the writer
+# fsyncs the WAL for them. A stored order's claim (durable) comes within a few milliseconds of
+# its intake when a printer is free; this only delays the PUBACKs of what prints nothing, or
+# prints later, by at most this much.
+SYNC_LINGER = 0.005
 _SAVEPOINT = "writer_unit"
 
 
@@ -223,11 +235,19 @@ class Store:
         self._arrived = asyncio.Event()     # a unit other than background work was queued
         self._foreground_at = float("-inf")  # when the last such unit was (loop time)
         self._closing = False
+        # Groups committed, and the last of them known to be on disk (a durable commit or a
+        # WAL fsync after it). `synced()` callers wait for a group number, in the order they
+        # came (so their numbers only grow), with the loop time they came at.
+        self._committed = 0
+        self._synced = 0
+        self._sync_waiters: collections.deque[tuple[int, float, asyncio.Future[None]]] = (
+            collections.deque())
         # Figures for benches and tests: transactions run, units they held.
         self.groups = 0
         self.units = 0
         self.checkpoints = 0
         self.durable_groups = 0
+        self.wal_syncs = 0          # fsyncs made for `synced()` callers, not by a durable commit
         # Units by the function that made them (its qualified name): what fills the writer.
         self.unit_kinds: collections.Counter[str] = collections.Counter()
 
@@ -317,9 +337,31 @@ class Store:
         if unit.priority is not Priority.BACKGROUND:
             self._foreground_at = loop.time()
             self._arrived.set()
-        if self._drain is None or self._drain.done():
-            self._drain = loop.create_task(self._run_waiting(), name="store-writer")
+        self._ensure_drain()
         return unit.future
+
+    async def synced(self, *, linger: bool = True) -> None:
+        """Return once everything committed before this call is on disk: at the next durable
+        commit, or a WAL fsync of the writer's own after `SYNC_LINGER` (at once with
+        `linger=False`: no durable commit is expected, a backlog is being taken in). Raises
+        StorageTrouble when the disk refuses the fsync: nothing may then be taken as durable
+        (the caller leaves its messages unacknowledged, as for a refused write)."""
+        target = self._committed
+        if self._synced >= target:
+            return
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._sync_waiters.append((target, loop.time() - (0.0 if linger else SYNC_LINGER),
+                                   future))
+        self._ensure_drain()
+        await future
+
+    def _ensure_drain(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_task(
+                self._run_waiting(), name="store-writer")
 
     def _next_group(self) -> list[_Unit]:
         group: list[_Unit] = []
@@ -343,7 +385,20 @@ class Store:
     async def _run_waiting(self) -> None:
         assert self._writer is not None
         writer = self._writer
-        while self._waiting:
+        while self._waiting or self._sync_waiters:
+            if not self._waiting:
+                # Only `synced()` callers: a durable unit (a claim) is likely on its way, and
+                # its fsync would serve them; else the writer fsyncs the WAL for them.
+                linger = SYNC_LINGER - (asyncio.get_running_loop().time()
+                                        - self._sync_waiters[0][1])
+                if linger > 0 and not self._closing:
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), linger)
+                if not self._waiting:
+                    self.wal_syncs += 1
+                    await self._sync_wal(writer)
+                    continue
             if (self._waiting[0].priority is Priority.BACKGROUND and not self._closing
                     and asyncio.get_running_loop().time() - self._foreground_at < BUSY_WITHIN):
                 # Only background work waiting: give the print path a moment to bring a
@@ -355,8 +410,9 @@ class Store:
             group = self._next_group()
             if not group:
                 continue
+            durable = any(unit.durable for unit in group)
             try:
-                await self._run(writer, functools.partial(self._commit_group, group))
+                await self._run(writer, functools.partial(self._commit_group, group, durable))
             except BaseException as exc:
                 # Nothing of the group committed (COMMIT failed, or a unit broke the whole
                 # transaction): every caller gets the error, the disk refusing told apart
@@ -373,7 +429,8 @@ class Store:
             self.disk.committed()
             self.groups += 1
             self.units += len(group)
-            self.durable_groups += any(unit.durable for unit in group)
+            self._committed += 1
+            self.durable_groups += durable
             for unit in group:
                 self.unit_kinds[_kind(unit.fn)] += 1
             for unit in group:
@@ -386,6 +443,53 @@ class Store:
                 if not unit.future.done():
                     unit.future.set_result(unit.result)
             self._schedule_checkpoint()
+            # `synced()` callers are served by the fsync of a durable group, or by one of
+            # the writer's own once they have waited their linger (a stream of non-durable
+            # work must not hold their PUBACKs). The WAL is fsynced after the group either
+            # way: a durable COMMIT that changed nothing does not touch the WAL, and after
+            # one that did, the file is clean and the fsync costs next to nothing.
+            if self._sync_waiters and (durable or self._sync_overdue()):
+                self.wal_syncs += not durable
+                await self._sync_wal(writer)
+
+    def _sync_overdue(self) -> bool:
+        """A `synced()` caller has waited its linger already."""
+        return bool(self._sync_waiters) and (
+            asyncio.get_running_loop().time() - self._sync_waiters[0][1] >= SYNC_LINGER)
+
+    def _now_synced(self, group: int) -> None:
+        self._synced = max(self._synced, group)
+        while self._sync_waiters and self._sync_waiters[0][0] <= self._synced:
+            _, _, future = self._sync_waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    async def _sync_wal(self, writer: aiosqlite.Connection) -> None:
+        """fsync the WAL on the writer's thread, after its last COMMIT: the frames of every
+        non-durable commit before it are then on disk, as a synchronous=FULL commit would
+        have left them (SQLite's recovery takes every complete, checksummed frame)."""
+        target = self._committed
+        wal = f"{self.path}-wal"
+
+        def sync(_: sqlite3.Connection) -> None:
+            fd = os.open(wal, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        try:
+            await self._run(writer, sync)
+        except OSError as exc:
+            refused: BaseException = self.disk.refused(exc) or exc
+            # Nothing committed since the last good fsync can be vouched for: every waiter
+            # gets the trouble, and a later fsync is asked for afresh.
+            while self._sync_waiters:
+                _, _, future = self._sync_waiters.popleft()
+                if not future.done():
+                    future.set_exception(refused)
+            return
+        self._now_synced(target)
 
     def _refused(self, exc: BaseException) -> BaseException:
         """What a caller gets for `exc`: a StorageTrouble (the health degraded) when it is
@@ -398,9 +502,9 @@ class Store:
         trouble.__cause__ = exc
         return trouble
 
-    def _commit_group(self, group: list[_Unit], conn: sqlite3.Connection) -> None:
+    def _commit_group(self, group: list[_Unit], durable: bool,
+                      conn: sqlite3.Connection) -> None:
         """On the writer's thread: the group's units in one transaction."""
-        durable = any(unit.durable for unit in group)
         if not durable:
             conn.execute("PRAGMA synchronous=NORMAL")
         try:

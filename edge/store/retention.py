@@ -1,7 +1,8 @@
 """Retention (issue 12): the SQL that keeps the file from growing for ever.
 
 A *final* order (seed 003: completed, cancelled, void, refunded, partially refunded) whose
-last change is older than the retention period is *compacted*, once nothing about it is
+last change is older than the retention period, or an order that never became final and has
+not changed for the (longer) abandoned-order period, is *compacted*, once nothing about it is
 still in flight: no ticket left to print or confirm, no event waiting to be applied, no
 partner call pending, and (with an upstream) every outbox record of it accepted. Its bulky
 rows go (events and their payloads, lines, check lines and discounts, print jobs, KDS cards
@@ -91,12 +92,18 @@ class Compacted:
 
 
 def due_orders(conn: sqlite3.Connection, *, before: str, upstream: bool, limit: int,
-               after: Cursor = START) -> list[tuple[str, str]]:
-    """(updated_at, order_id) of final orders last changed before `before` with nothing in
-    flight, oldest first, after the cursor `after`.
+               after: Cursor = START, final: bool = True) -> list[tuple[str, str]]:
+    """(updated_at, order_id) of final orders (`final=False`: of orders that never became
+    final) last changed before `before` with nothing in flight, oldest first, after the
+    cursor `after`.
 
     Without an upstream (`upstream=False`) nobody will ever send the outbox, so its pending
-    records do not hold an order back; they go with it (docs/retention.md)."""
+    records do not hold an order back; they go with it (docs/retention.md).
+
+    Final orders are found through their partial index. Abandoned ones are looked for by
+    reading the orders table: an index over working orders would move on every change of
+    every order (storage wear), and the table is kept small by retention itself; this runs
+    once a pass, not once an order."""
     # One NOT EXISTS per state: each is served by its partial index (edge.store.outbox);
     # `state IN (...)` would be served by none and read the whole outbox for every order.
     synced = (" AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id"
@@ -104,7 +111,8 @@ def due_orders(conn: sqlite3.Connection, *, before: str, upstream: bool, limit: 
               " AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id"
               " AND x.state = 'parked')") if upstream else ""
     rows = query(conn,
-        f"SELECT o.updated_at, o.order_id FROM orders o WHERE o.{_FINAL_SQL}"
+        f"SELECT o.updated_at, o.order_id FROM orders o"
+        f" WHERE {'' if final else 'NOT '}(o.{_FINAL_SQL})"
         f" AND o.updated_at < ? AND (o.updated_at, o.order_id) > (?, ?)"
         f" AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.order_id"
         f"                 AND j.state NOT IN {_DONE_JOBS})"
@@ -151,13 +159,16 @@ def compact_order(conn: sqlite3.Connection, order_id: str, *, now: str) -> int:
 
 
 def compact_due(conn: sqlite3.Connection, *, before: str, upstream: bool, now: str,
-                max_rows: int, after: Cursor = START) -> Compacted:
-    """Compact due orders after the cursor until about `max_rows` rows are deleted (one
-    short transaction); returns the new cursor with the counts."""
+                max_rows: int, after: Cursor = START, final: bool = True) -> Compacted:
+    """Compact due orders (final ones, or with `final=False` abandoned ones: see
+    `due_orders`) after the cursor until about `max_rows` rows are deleted (one short
+    transaction); returns the new cursor with the counts."""
     done = rows = 0
     cursor = after
     while rows < max_rows:
-        batch = due_orders(conn, before=before, upstream=upstream, limit=8, after=cursor)
+        # Abandoned orders cost a read of the table per look: take more of them per look.
+        batch = due_orders(conn, before=before, upstream=upstream, limit=8 if final else 64,
+                           after=cursor, final=final)
         if not batch:
             break
         for key in batch:
