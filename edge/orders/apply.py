@@ -85,6 +85,8 @@ class Applied:
     # Jobs this event made printable: created queued, or released from a hold or a course
     # wait. The caller wakes the spooler for them; without it a FIRE waits for its poll.
     new_jobs: list[str] = field(default_factory=list)
+    # The order's confirmation is known to exist (written or found with a job created here).
+    confirmed: bool = field(default=False, repr=False)
 
 
 def _load(tx: Tx, order_id: str) -> OrderRow | None:
@@ -112,10 +114,14 @@ class Applier:
         set_order(tx, order_id, now, **cols)
 
     def _new_job(self, tx: Tx, event: Event[Any], result: Applied, now: datetime,
-                 **kw: Any) -> None:
+                 order: OrderRow | None = None, **kw: Any) -> None:
         if kitchen.insert_job(tx, order_id=event.order_id, now=now, **kw):
             result.new_jobs.append(kw["job_key"])
-            confirmation_if_first(tx, event.order_id, kw["job_key"], now)
+            # Only an event's first new job can be its order's first: after it, the
+            # confirmation exists, so the later ones need not look.
+            if not result.confirmed:
+                result.confirmed = True
+                confirmation_if_first(tx, event.order_id, kw["job_key"], now, order)
 
     def _release(self, tx: Tx, event: Event[Any], result: Applied, job: kitchen.JobRow,
                  now: datetime, wait: str | None) -> None:
@@ -165,7 +171,7 @@ class Applier:
                 # only what the hold stopped, and course_fired re-holds it if need be.
                 if order.status == "held" and wait not in ("course", "acceptance"):
                     wait = "held"
-                self._new_job(tx, event, result, now,
+                self._new_job(tx, event, result, now, order,
                               job_key=job_key(event.order_id, ref, station_id),
                               station_id=station_id, kind=job_kind, change_ref=ref,
                               line_ids=lines, wait_reason=wait, not_before=not_before,
@@ -220,7 +226,7 @@ class Applier:
         env = event.envelope
         courses = [i.course for i in data.items if i.course is not None]
         first_course = min(courses) if courses else None
-        orders.add(
+        created = orders.add(
             tx.conn, order_id=event.order_id, channel=env.source.channel,
             device=env.source.device, display_id=data.display_id,
             fulfillment=data.fulfillment.type, table_label=data.fulfillment.table,
@@ -234,8 +240,6 @@ class Applier:
         self._lines(tx, event.order_id, "initial", items)
         add_activity(tx, event, "Order created", now, {"items": len(items)})
         menu.take_for_lines(tx, event, event.order_id, items, now)
-        created = _load(tx, event.order_id)
-        assert created is not None
         self._food_jobs(tx, event, result, created, items, "NEW", "new", now,
                         data.scheduled_for, None if data.lead_minutes is None
                         else timedelta(minutes=data.lead_minutes))
