@@ -102,9 +102,12 @@ class Applier:
         self.plan = plan
 
     def apply(self, tx: Tx, event: Event[Any], now: datetime) -> Applied:
-        order = _load(tx, event.order_id)
         on = EVENTS[event.type]
-        if order is None and on.needs_order:
+        if not on.needs_order:
+            # order.created finds out itself whether the order exists (its insert does).
+            return on.handler(self, tx, event, None, now)
+        order = _load(tx, event.order_id)
+        if order is None:
             raise Rejected(f"order '{event.order_id}' is unknown: no order.created was applied")
         return on.handler(self, tx, event, order, now)
 
@@ -216,12 +219,9 @@ class Applier:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def _created(self, tx: Tx, event: Event[OrderCreated], order: OrderRow | None,
+    def _created(self, tx: Tx, event: Event[OrderCreated], _order: None,
                  now: datetime) -> Applied:
         result = Applied(event.order_id, Effect.APPLIED)
-        if order is not None:
-            # A platform repeating the order under a new event_id: the kitchen already has it.
-            return _repeat(tx, event, result, "Order created", now)
         data = event.data
         env = event.envelope
         courses = [i.course for i in data.items if i.course is not None]
@@ -235,6 +235,9 @@ class Applier:
             scheduled_for=rfc3339_ms(data.scheduled_for) if data.scheduled_for else None,
             fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id,
             requires_acceptance=data.requires_acceptance, service=data.fulfillment.service)
+        if created is None:
+            # A platform repeating the order under a new event_id: the kitchen already has it.
+            return _repeat(tx, event, result, "Order created", now)
         tx.emit(OrderStatusChanged(event.order_id, status.Status.CREATED, None))
         items = menu.priced(self.plan.menu, data.items)
         self._lines(tx, event.order_id, "initial", items)

@@ -67,6 +67,19 @@ def add(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
          int(applied)))
 
 
+def add_new(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
+            occurred_at: str, received_at: str, channel: str, device: str | None,
+            topic: str, payload: str) -> bool:
+    """Store an event as received, not yet applied, unless its event_id is already stored:
+    False then (a duplicate), and nothing is written. One statement for `seen` and `add`."""
+    cur = query(conn,
+        "INSERT INTO events (event_id, order_id, type, occurred_at, received_at, channel, "
+        "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,0) "
+        "ON CONFLICT(event_id) DO NOTHING",
+        (event_id, order_id, type, occurred_at, received_at, channel, device, topic, payload))
+    return cur.rowcount == 1
+
+
 def unapplied(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:
     """Stored events not yet applied, oldest first."""
     rows = query(conn,

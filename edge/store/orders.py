@@ -114,17 +114,20 @@ def add(conn: sqlite3.Connection, *, order_id: str, channel: str, device: str | 
         courier: str | None, note: str | None, status: str, stage: str,
         scheduled_for: str | None, fired_course: int | None, at: str,
         intake_event_id: str, requires_acceptance: bool = False,
-        service: str | None = None) -> OrderRow:
-    """Insert the order; returns the row as written (the table's defaults for the rest), so
-    the caller need not read back what it has just written."""
-    query(conn,
+        service: str | None = None) -> OrderRow | None:
+    """Insert the order unless one with its order_id exists (None then, nothing written);
+    returns the row as written (the table's defaults for the rest), so the caller need not
+    read back what it has just written, nor look first."""
+    cur = query(conn,
         "INSERT INTO orders (order_id, channel, device, display_id, fulfillment, table_label,"
         " courier, note, status, kitchen_stage, scheduled_for, fired_course, created_at,"
         " updated_at, intake_event_id, requires_acceptance, service)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(order_id) DO NOTHING",
         (order_id, channel, device, display_id, fulfillment, table_label, courier, note,
          status, stage, scheduled_for, fired_course, at, at, intake_event_id,
          1 if requires_acceptance else 0, service))
+    if cur.rowcount != 1:
+        return None
     return OrderRow(
         order_id=order_id, channel=channel, device=device, display_id=display_id,
         fulfillment=fulfillment, table_label=table_label, courier=courier, note=note,
