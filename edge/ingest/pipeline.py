@@ -160,9 +160,14 @@ class Pipeline:
                 with tx.savepoint("event"):
                     event = self._parsed.pop(stored.event_id, None) or parse_event(
                         stored.topic, raw, self.root)
-                    with structlog.contextvars.bound_contextvars(
-                            order_id=event.order_id, event_id=event.event_id):
+                    # Bound for the log lines applying may write; set and reset directly
+                    # (bound_contextvars copies the whole context, twice per event).
+                    bound = structlog.contextvars.bind_contextvars(
+                        order_id=event.order_id, event_id=event.event_id)
+                    try:
                         applied = self.applier.apply(tx, event, now)
+                    finally:
+                        structlog.contextvars.reset_contextvars(**bound)
                     events.mark_applied(tx.conn, stored.rowid)
                     outcome = Outcome(stored.topic, Result(applied.effect), event.event_id,
                                       event.order_id, event.type, new_jobs=applied.new_jobs)

@@ -103,7 +103,7 @@ def timeline_of(conn: sqlite3.Connection, order: OrderRow) -> dict[str, Any]:
     """The timeline of an order whose row the caller has just read. Only reads."""
     order_id = order.order_id
     intake_id = order.intake_event_id
-    intake = events.times(conn, intake_id, order_id)
+    intake, lifecycle = events.for_timeline(conn, order_id, intake_id, [*LIFECYCLE, COURIER])
     created_at = order.created_at
     steps: list[dict[str, Any]] = []
 
@@ -133,7 +133,7 @@ def timeline_of(conn: sqlite3.Connection, order: OrderRow) -> dict[str, Any]:
         add("confirmation_outboxed", confirmation.created_at, confirmation.record_id)
 
     seen: set[str] = set()
-    for applied in events.applied_of_types(conn, order_id, [*LIFECYCLE, COURIER]):
+    for applied in lifecycle:
         if applied.type == COURIER:
             found = COURIER_STEPS.get(str(_payload_data(applied.payload).get("status")))
             if found is None:

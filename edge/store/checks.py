@@ -140,7 +140,21 @@ def active_streams(conn: sqlite3.Connection) -> list[Stream]:
                                  "WHERE active = 1 ORDER BY table_id")]
 
 
-__all__ = ["CheckLine", "Discount", "NewCheckLine", "Stream", "active_streams", "add_discount",
-           "any_streamed",
-           "add_lines", "clear_taken", "discounts", "end_stream", "has_discount", "lines",
-           "mark_delivered", "start_stream", "stream"]
+__all__ = [
+    "CheckLine",
+    "Discount",
+    "NewCheckLine",
+    "Stream",
+    "active_streams",
+    "add_discount",
+    "add_lines",
+    "any_streamed",
+    "clear_taken",
+    "discounts",
+    "end_stream",
+    "has_discount",
+    "lines",
+    "mark_delivered",
+    "start_stream",
+    "stream",
+]
