@@ -246,30 +246,37 @@ class Ingest:
             stop.cancel()
 
     async def run_applier(self) -> None:
-        """Apply stored events until cancelled; first whatever a crash left unapplied."""
+        """Apply stored events until cancelled; first whatever a crash left unapplied.
+
+        While passes come back full (a backlog of stored events), the next pass is queued on
+        the writer before this one's results are logged: the writer works on it while the
+        event loop logs and sends out what this one changed, rather than after. Its `now` is
+        taken then, after this pass, as it would be for a pass started afterwards."""
         self._pending.set()
         waited_since: float | None = None
+        ahead: asyncio.Future[BatchResult] | None = None
         while True:
-            await self._pending.wait()
-            if self.stopping:
-                await asyncio.Event().wait()      # until cancelled
-            # A backlog is arriving: let the intake take it off the broker first, up to a lag.
-            if self._backlog > 0:
-                now = self.clock.monotonic()
-                waited_since = waited_since if waited_since is not None else now
-                if now - waited_since < APPLY_MAX_LAG:
-                    await asyncio.sleep(0.01)
-                    continue
-            waited_since = None
-            self._pending.clear()
-            now_wall = self.clock.now()
+            if ahead is None:
+                await self._pending.wait()
+                if self.stopping:
+                    await asyncio.Event().wait()      # until cancelled
+                # A backlog is arriving: let the intake take it off the broker first, up to
+                # a lag.
+                if self._backlog > 0:
+                    now = self.clock.monotonic()
+                    waited_since = waited_since if waited_since is not None else now
+                    if now - waited_since < APPLY_MAX_LAG:
+                        await asyncio.sleep(0.01)
+                        continue
+                waited_since = None
+                self._pending.clear()
+                self.applier_idle.clear()
+                ahead = self._apply_pass()
+            current, ahead = ahead, None
             self.applier_idle.clear()
             try:
                 try:
-                    result = await self.store.transact(
-                        functools.partial(self.pipeline.apply_pending, now=now_wall,
-                                          limit=APPLY_CHUNK),
-                        durable=False, priority=Priority.APPLY)
+                    result = await current
                 except StorageTrouble as exc:
                     # The events are stored; they are applied once the disk takes writes.
                     log.error("events_not_applied", storage=exc.kind, error=exc.detail)
@@ -278,12 +285,24 @@ class Ingest:
                     self._pending.set()
                     continue
                 if len(result.outcomes) >= APPLY_CHUNK:
-                    self._pending.set()        # more to do
+                    if self._backlog > 0 or self.stopping:
+                        self._pending.set()    # more to do, once the intake lets us
+                    else:
+                        ahead = self._apply_pass()     # more to do: queued at once
+                        await asyncio.sleep(0)         # the writer takes it up
                 if result.outcomes:
                     self.applied += sum(1 for o in result.outcomes if o.result != "dead")
                     self._log(result)
             finally:
-                self.applier_idle.set()
+                if ahead is None:
+                    self.applier_idle.set()
+
+    def _apply_pass(self) -> asyncio.Future[BatchResult]:
+        """One pass of the applier (up to APPLY_CHUNK stored events) queued on the writer."""
+        return self.store.submit(
+            functools.partial(self.pipeline.apply_pending, now=self.clock.now(),
+                              limit=APPLY_CHUNK),
+            durable=False, priority=Priority.APPLY)
 
     @staticmethod
     def _log(result: BatchResult) -> None:

@@ -119,6 +119,8 @@ class Pipeline:
         outcomes: list[Outcome] = []
         touched: set[str] = set()
         new_jobs = 0
+        # Nothing in this batch compacts an order: asked once, not per event.
+        compacted = retention.any_compacted(tx.conn)
         for message in batch:
             try:
                 with tx.savepoint("message"):
@@ -127,7 +129,7 @@ class Pipeline:
                     elif message.topic == self.openapp_topic:
                         outcome = self._openapp(tx, message, now)
                     else:
-                        outcome = self._accept(tx, message, now)
+                        outcome = self._accept(tx, message, now, compacted=compacted)
             except Rejected as exc:
                 outcome = self._dead(tx, message.topic, message.payload, exc.reason, exc.kind,
                                      now)
@@ -158,9 +160,14 @@ class Pipeline:
                 with tx.savepoint("event"):
                     event = self._parsed.pop(stored.event_id, None) or parse_event(
                         stored.topic, raw, self.root)
-                    with structlog.contextvars.bound_contextvars(
-                            order_id=event.order_id, event_id=event.event_id):
+                    # Bound for the log lines applying may write; set and reset directly
+                    # (bound_contextvars copies the whole context, twice per event).
+                    bound = structlog.contextvars.bind_contextvars(
+                        order_id=event.order_id, event_id=event.event_id)
+                    try:
                         applied = self.applier.apply(tx, event, now)
+                    finally:
+                        structlog.contextvars.reset_contextvars(**bound)
                     events.mark_applied(tx.conn, stored.rowid)
                     outcome = Outcome(stored.topic, Result(applied.effect), event.event_id,
                                       event.order_id, event.type, new_jobs=applied.new_jobs)
@@ -253,26 +260,31 @@ class Pipeline:
                 if isinstance(value, str):
                     setattr(outcome, "event_type" if key == "type" else key, value[:128])
 
-    def _accept(self, tx: Tx, message: Incoming, now: datetime) -> Outcome:
+    def _accept(self, tx: Tx, message: Incoming, now: datetime, *,
+                compacted: bool = True) -> Outcome:
+        """Store one event as received. `compacted=False`: no order is compacted, so no
+        tombstone needs looking up."""
         event = parse_event(message.topic, message.payload, self.root)
         base = Outcome(message.topic, Result.ACCEPTED, event.event_id, event.order_id,
                        event.type, occurred_at=event.envelope.occurred_at)
         # A compacted order (edge.store.retention) keeps only a tombstone: a late copy of
         # one of its events is a duplicate, anything else for it is refused, never applied.
-        compacted = retention.replayed(tx.conn, event.order_id, event.event_id)
-        if compacted is False:
+        replay = retention.replayed(tx.conn, event.order_id, event.event_id) \
+            if compacted else None
+        if replay is False:
             raise Rejected(f"order '{event.order_id}' was compacted by retention: it is "
                            "final and past the retention period; nothing more is applied "
                            "to it", RejectKind.TRANSITION)
-        if compacted or events.seen(tx.conn, event.event_id):
+        env = event.envelope
+        # Stored unless its event_id already is (one statement: no look first).
+        if replay or not events.add_new(
+                tx.conn, event_id=event.event_id, order_id=event.order_id, type=event.type,
+                occurred_at=rfc3339_ms(env.occurred_at), received_at=rfc3339_ms(now),
+                channel=env.source.channel, device=env.source.device, topic=message.topic,
+                payload=event.raw):
             base.result = Result.DUPLICATE
             tx.emit(EventDuplicate(event.event_id, event.order_id))
             return base
-        env = event.envelope
-        events.add(tx.conn, event_id=event.event_id, order_id=event.order_id, type=event.type,
-                   occurred_at=rfc3339_ms(env.occurred_at), received_at=rfc3339_ms(now),
-                   channel=env.source.channel, device=env.source.device, topic=message.topic,
-                   payload=event.raw)
         tx.emit(EventAccepted(event.event_id, event.order_id, event.type))
         if len(self._parsed) >= _CACHE_LIMIT:
             self._parsed.clear()

@@ -85,6 +85,8 @@ class Applied:
     # Jobs this event made printable: created queued, or released from a hold or a course
     # wait. The caller wakes the spooler for them; without it a FIRE waits for its poll.
     new_jobs: list[str] = field(default_factory=list)
+    # The order's confirmation is known to exist (written or found with a job created here).
+    confirmed: bool = field(default=False, repr=False)
 
 
 def _load(tx: Tx, order_id: str) -> OrderRow | None:
@@ -100,9 +102,12 @@ class Applier:
         self.plan = plan
 
     def apply(self, tx: Tx, event: Event[Any], now: datetime) -> Applied:
-        order = _load(tx, event.order_id)
         on = EVENTS[event.type]
-        if order is None and on.needs_order:
+        if not on.needs_order:
+            # order.created finds out itself whether the order exists (its insert does).
+            return on.handler(self, tx, event, None, now)
+        order = _load(tx, event.order_id)
+        if order is None:
             raise Rejected(f"order '{event.order_id}' is unknown: no order.created was applied")
         return on.handler(self, tx, event, order, now)
 
@@ -112,10 +117,14 @@ class Applier:
         set_order(tx, order_id, now, **cols)
 
     def _new_job(self, tx: Tx, event: Event[Any], result: Applied, now: datetime,
-                 **kw: Any) -> None:
+                 order: OrderRow | None = None, **kw: Any) -> None:
         if kitchen.insert_job(tx, order_id=event.order_id, now=now, **kw):
             result.new_jobs.append(kw["job_key"])
-            confirmation_if_first(tx, event.order_id, kw["job_key"], now)
+            # Only an event's first new job can be its order's first: after it, the
+            # confirmation exists, so the later ones need not look.
+            if not result.confirmed:
+                result.confirmed = True
+                confirmation_if_first(tx, event.order_id, kw["job_key"], now, order)
 
     def _release(self, tx: Tx, event: Event[Any], result: Applied, job: kitchen.JobRow,
                  now: datetime, wait: str | None) -> None:
@@ -165,7 +174,7 @@ class Applier:
                 # only what the hold stopped, and course_fired re-holds it if need be.
                 if order.status == "held" and wait not in ("course", "acceptance"):
                     wait = "held"
-                self._new_job(tx, event, result, now,
+                self._new_job(tx, event, result, now, order,
                               job_key=job_key(event.order_id, ref, station_id),
                               station_id=station_id, kind=job_kind, change_ref=ref,
                               line_ids=lines, wait_reason=wait, not_before=not_before,
@@ -210,17 +219,14 @@ class Applier:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def _created(self, tx: Tx, event: Event[OrderCreated], order: OrderRow | None,
+    def _created(self, tx: Tx, event: Event[OrderCreated], _order: None,
                  now: datetime) -> Applied:
         result = Applied(event.order_id, Effect.APPLIED)
-        if order is not None:
-            # A platform repeating the order under a new event_id: the kitchen already has it.
-            return _repeat(tx, event, result, "Order created", now)
         data = event.data
         env = event.envelope
         courses = [i.course for i in data.items if i.course is not None]
         first_course = min(courses) if courses else None
-        orders.add(
+        created = orders.add(
             tx.conn, order_id=event.order_id, channel=env.source.channel,
             device=env.source.device, display_id=data.display_id,
             fulfillment=data.fulfillment.type, table_label=data.fulfillment.table,
@@ -229,13 +235,14 @@ class Applier:
             scheduled_for=rfc3339_ms(data.scheduled_for) if data.scheduled_for else None,
             fired_course=first_course, at=rfc3339_ms(now), intake_event_id=event.event_id,
             requires_acceptance=data.requires_acceptance, service=data.fulfillment.service)
+        if created is None:
+            # A platform repeating the order under a new event_id: the kitchen already has it.
+            return _repeat(tx, event, result, "Order created", now)
         tx.emit(OrderStatusChanged(event.order_id, status.Status.CREATED, None))
         items = menu.priced(self.plan.menu, data.items)
         self._lines(tx, event.order_id, "initial", items)
         add_activity(tx, event, "Order created", now, {"items": len(items)})
         menu.take_for_lines(tx, event, event.order_id, items, now)
-        created = _load(tx, event.order_id)
-        assert created is not None
         self._food_jobs(tx, event, result, created, items, "NEW", "new", now,
                         data.scheduled_for, None if data.lead_minutes is None
                         else timedelta(minutes=data.lead_minutes))

@@ -426,6 +426,9 @@ def on_applied(tx: Tx, change: EventApplied, *, root: str, currency: str | None,
     if change.effect != "applied" or change.order_id is None \
             or change.event_type not in _PUSHED:
         return
+    # Most kitchens stream no table: one small look, not the order's row, for every event.
+    if not check_table.any_streamed(tx.conn):
+        return
     order = orders.get(tx.conn, change.order_id)
     if order is None or order.fulfillment != "dine_in" or not order.table_label:
         return

@@ -35,6 +35,7 @@ evidence that way fails `evidence_linked`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -44,6 +45,7 @@ from typing import Any
 
 from edge.clock import clock_synced, parse_rfc3339, rfc3339
 from edge.store import events, jobs, orders, outbox
+from edge.store.orders import OrderRow
 
 LABELS = {
     "order_accepted": "Order accepted",
@@ -94,8 +96,14 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     order = orders.get(conn, order_id)
     if order is None:
         return None
+    return timeline_of(conn, order)
+
+
+def timeline_of(conn: sqlite3.Connection, order: OrderRow) -> dict[str, Any]:
+    """The timeline of an order whose row the caller has just read. Only reads."""
+    order_id = order.order_id
     intake_id = order.intake_event_id
-    intake = events.times(conn, intake_id, order_id)
+    intake, lifecycle = events.for_timeline(conn, order_id, intake_id, [*LIFECYCLE, COURIER])
     created_at = order.created_at
     steps: list[dict[str, Any]] = []
 
@@ -125,7 +133,7 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
         add("confirmation_outboxed", confirmation.created_at, confirmation.record_id)
 
     seen: set[str] = set()
-    for applied in events.applied_of_types(conn, order_id, [*LIFECYCLE, COURIER]):
+    for applied in lifecycle:
         if applied.type == COURIER:
             found = COURIER_STEPS.get(str(_payload_data(applied.payload).get("status")))
             if found is None:
@@ -150,7 +158,7 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     # times are ours. Checking those first keeps the full scrub off the hot path.
     outside = list(_outside_strings(document))
     # A known contact can only hide in a string with enough digits for a phone, or an '@'.
-    suspicious = any("@" in t or sum(c.isdigit() for c in t) >= 7 for t in outside)
+    suspicious = any("@" in t or _digits(t) >= 7 for t in outside)
     # Not suspicious: nothing there can match an e-mail, a phone or a contact.
     if suspicious:
         known = _known_contacts(conn, intake_id)
@@ -174,9 +182,27 @@ def build_timeline(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | 
     return document
 
 
+_ASCII_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _digits(text: str) -> int:
+    """How many digits `text` holds (str.isdigit's count); without a Python step per
+    character for the ASCII strings ids are."""
+    if text.isascii():
+        return len(text) - len(text.translate(_ASCII_DIGITS))
+    return sum(c.isdigit() for c in text)
+
+
 def _at(text: str | None) -> str | None:
     if not text:
         return None
+    return _second(text)
+
+
+# A timeline is rebuilt at each step of an order, and the orders applied together share
+# their stamps: the same few texts are converted again and again.
+@functools.lru_cache(maxsize=1024)
+def _second(text: str) -> str | None:
     try:
         return rfc3339(parse_rfc3339(text))
     except ValueError:

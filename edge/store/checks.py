@@ -128,12 +128,33 @@ def end_stream(conn: sqlite3.Connection, table_id: str, at: str) -> None:
           (at, table_id))
 
 
+def any_streamed(conn: sqlite3.Connection) -> bool:
+    """Whether any table is streamed now (a handful of rows, one per table ever streamed)."""
+    return query(conn, "SELECT 1 FROM table_streams WHERE active = 1 LIMIT 1").fetchone() \
+        is not None
+
+
 def active_streams(conn: sqlite3.Connection) -> list[Stream]:
     return [Stream(str(r["table_id"]), True, str(r["started_at"]), None)
             for r in query(conn, "SELECT table_id, started_at FROM table_streams "
                                  "WHERE active = 1 ORDER BY table_id")]
 
 
-__all__ = ["CheckLine", "Discount", "NewCheckLine", "Stream", "active_streams", "add_discount",
-           "add_lines", "clear_taken", "discounts", "end_stream", "has_discount", "lines",
-           "mark_delivered", "start_stream", "stream"]
+__all__ = [
+    "CheckLine",
+    "Discount",
+    "NewCheckLine",
+    "Stream",
+    "active_streams",
+    "add_discount",
+    "add_lines",
+    "any_streamed",
+    "clear_taken",
+    "discounts",
+    "end_stream",
+    "has_discount",
+    "lines",
+    "mark_delivered",
+    "start_stream",
+    "stream",
+]

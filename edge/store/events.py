@@ -67,6 +67,19 @@ def add(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
          int(applied)))
 
 
+def add_new(conn: sqlite3.Connection, *, event_id: str, order_id: str, type: str,
+            occurred_at: str, received_at: str, channel: str, device: str | None,
+            topic: str, payload: str) -> bool:
+    """Store an event as received, not yet applied, unless its event_id is already stored:
+    False then (a duplicate), and nothing is written. One statement for `seen` and `add`."""
+    cur = query(conn,
+        "INSERT INTO events (event_id, order_id, type, occurred_at, received_at, channel, "
+        "device, topic, payload, applied) VALUES (?,?,?,?,?,?,?,?,?,0) "
+        "ON CONFLICT(event_id) DO NOTHING",
+        (event_id, order_id, type, occurred_at, received_at, channel, device, topic, payload))
+    return cur.rowcount == 1
+
+
 def unapplied(conn: sqlite3.Connection, limit: int) -> list[StoredEvent]:
     """Stored events not yet applied, oldest first."""
     rows = query(conn,
@@ -85,29 +98,33 @@ def forget(conn: sqlite3.Connection, rowid: int) -> None:
     query(conn, "DELETE FROM events WHERE rowid = ?", (rowid,))
 
 
-def times(conn: sqlite3.Connection, event_id: str, order_id: str) -> EventTimes | None:
-    row = query(conn,
-        "SELECT occurred_at, received_at FROM events WHERE event_id = ? AND order_id = ?",
-        (event_id, order_id)).fetchone()
-    return None if row is None else EventTimes(str(row["occurred_at"]), str(row["received_at"]))
-
-
 def payloads(conn: sqlite3.Connection, event_id: str) -> list[str]:
     return [str(r["payload"]) for r in query(conn,
         "SELECT payload FROM events WHERE event_id = ?", (event_id,))]
 
 
-def applied_of_types(conn: sqlite3.Connection, order_id: str,
-                     types: Iterable[str]) -> list[AppliedEvent]:
-    """The order's applied events of these types, in the order they were received."""
+def for_timeline(conn: sqlite3.Connection, order_id: str, intake_id: str,
+                 types: Iterable[str]) -> tuple[EventTimes | None, list[AppliedEvent]]:
+    """For an order's timeline, in one read of its events (it is rebuilt at every step of
+    the order): its intake event's times, and its applied events of these types in the
+    order they were received."""
     wanted = list(types)
     marks = ",".join("?" * len(wanted))
     rows = query(conn,
-        f"SELECT event_id, type, occurred_at, payload FROM events"
-        f" WHERE order_id = ? AND applied = 1 AND type IN ({marks})"
-        f" ORDER BY received_at, rowid", (order_id, *wanted)).fetchall()
-    return [AppliedEvent(str(r["event_id"]), str(r["type"]), str(r["occurred_at"]),
-                         str(r["payload"])) for r in rows]
+        f"SELECT event_id, type, occurred_at, received_at, applied, type IN ({marks}) AS step,"
+        f" CASE WHEN type IN ({marks}) THEN payload END AS payload FROM events"
+        f" WHERE order_id = ? AND (event_id = ? OR (applied = 1 AND type IN ({marks})))"
+        f" ORDER BY received_at, rowid",
+        (*wanted, *wanted, order_id, intake_id, *wanted)).fetchall()
+    intake: EventTimes | None = None
+    steps: list[AppliedEvent] = []
+    for r in rows:
+        if r["event_id"] == intake_id:
+            intake = EventTimes(str(r["occurred_at"]), str(r["received_at"]))
+        if r["applied"] == 1 and r["step"]:
+            steps.append(AppliedEvent(str(r["event_id"]), str(r["type"]),
+                                      str(r["occurred_at"]), str(r["payload"])))
+    return intake, steps
 
 
 # -- dead letters -----------------------------------------------------------------------
@@ -198,19 +215,19 @@ __all__ = [
     "add",
     "add_command",
     "add_dead_letter",
-    "applied_of_types",
+    "add_new",
     "command_result",
     "command_seen",
     "dead_letter",
     "dead_letter_mentioning",
     "event_applied",
+    "for_timeline",
     "forget",
     "mark_applied",
     "mark_dead_letter_published",
     "payloads",
     "recent_dead_letters",
     "seen",
-    "times",
     "unapplied",
     "unpublished_dead_letters",
 ]

@@ -46,6 +46,7 @@ class JobReport:
     reason: str | None
     created_at: str
     printed_at: str | None
+    reported_state: str | None = None    # the last state reported, None: never reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +71,20 @@ def source_of(conn: sqlite3.Connection, job_key: str) -> JobSource | None:
 def unreported(conn: sqlite3.Connection, order_id: str) -> list[JobReport]:
     rows = query(conn,
         "SELECT job_key, station_id, kind, state, printer_id, backup_from, may_be_duplicate, "
-        "reprint_of, reason, created_at, printed_at FROM print_jobs "
+        "reprint_of, reason, created_at, printed_at, reported_state FROM print_jobs "
         "WHERE order_id=? AND state IS NOT reported_state ORDER BY rowid", (order_id,)).fetchall()
     return [JobReport(
         job_key=r["job_key"], station_id=r["station_id"], kind=r["kind"], state=r["state"],
         printer_id=r["printer_id"], backup_from=r["backup_from"],
         may_be_duplicate=bool(r["may_be_duplicate"]), reprint_of=r["reprint_of"],
-        reason=r["reason"], created_at=r["created_at"], printed_at=r["printed_at"])
+        reason=r["reason"], created_at=r["created_at"], printed_at=r["printed_at"],
+        reported_state=r["reported_state"])
         for r in rows]
 
 
-def mark_reported(conn: sqlite3.Connection, job_key: str) -> None:
-    query(conn, "UPDATE print_jobs SET reported_state=state WHERE job_key=?", (job_key,))
+def mark_reported(conn: sqlite3.Connection, job_keys: Sequence[str]) -> None:
+    conn.executemany("UPDATE print_jobs SET reported_state=state WHERE job_key=?",
+                     [(key,) for key in job_keys])
 
 
 def for_timeline(conn: sqlite3.Connection, order_id: str) -> list[TimelineJob]:

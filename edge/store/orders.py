@@ -94,10 +94,14 @@ class LineRow:
     state: str
 
 
+_GET = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id=?"
+
+
 def get(conn: sqlite3.Connection, order_id: str) -> OrderRow | None:
-    row = query(conn, f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id=?",
-                       (order_id,)).fetchone()
-    return None if row is None else OrderRow(**{c: row[c] for c in _ORDER_COLUMNS})
+    # Read several times for every event applied: the columns come in the record's own
+    # order, so the row is handed over positionally, without a dict per read.
+    row = conn.execute(_GET, (order_id,)).fetchone()
+    return None if row is None else OrderRow(*row)
 
 
 def exists(conn: sqlite3.Connection, order_id: str) -> bool:
@@ -110,15 +114,28 @@ def add(conn: sqlite3.Connection, *, order_id: str, channel: str, device: str | 
         courier: str | None, note: str | None, status: str, stage: str,
         scheduled_for: str | None, fired_course: int | None, at: str,
         intake_event_id: str, requires_acceptance: bool = False,
-        service: str | None = None) -> None:
-    query(conn,
+        service: str | None = None) -> OrderRow | None:
+    """Insert the order unless one with its order_id exists (None then, nothing written);
+    returns the row as written (the table's defaults for the rest), so the caller need not
+    read back what it has just written, nor look first."""
+    cur = query(conn,
         "INSERT INTO orders (order_id, channel, device, display_id, fulfillment, table_label,"
         " courier, note, status, kitchen_stage, scheduled_for, fired_course, created_at,"
         " updated_at, intake_event_id, requires_acceptance, service)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(order_id) DO NOTHING",
         (order_id, channel, device, display_id, fulfillment, table_label, courier, note,
          status, stage, scheduled_for, fired_course, at, at, intake_event_id,
          1 if requires_acceptance else 0, service))
+    if cur.rowcount != 1:
+        return None
+    return OrderRow(
+        order_id=order_id, channel=channel, device=device, display_id=display_id,
+        fulfillment=fulfillment, table_label=table_label, courier=courier, note=note,
+        status=str(status), held_from=None, kitchen_stage=str(stage), prep_minutes=None,
+        scheduled_for=scheduled_for, paid_cents=0, refunded_cents=0, hold_count=0,
+        fired_course=fired_course, timeline_digest=None, created_at=at, updated_at=at,
+        intake_event_id=intake_event_id, requires_acceptance=1 if requires_acceptance else 0,
+        attention_at=None, service=service, courier_status=None)
 
 
 def awaiting_acceptance(conn: sqlite3.Connection) -> list[OrderRow]:
@@ -168,14 +185,19 @@ def summary(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
 # -- lines ------------------------------------------------------------------------------
 
 
+def _json_list(values: Sequence[str]) -> str:
+    # Most lines have no modifiers or allergens: "[]" without the encoder.
+    return json.dumps(list(values), ensure_ascii=False) if values else "[]"
+
+
 def add_lines(conn: sqlite3.Connection, order_id: str, batch_ref: str,
               lines: Iterable[NewLine]) -> None:
     conn.executemany(
         "INSERT INTO order_lines (order_id, line_id, batch_ref, name, qty, category, "
         "modifiers, note, allergens, course) VALUES (?,?,?,?,?,?,?,?,?,?)",
         [(order_id, i.line_id, batch_ref, i.name, i.qty, i.category,
-          json.dumps(list(i.modifiers), ensure_ascii=False), i.note,
-          json.dumps(list(i.allergens), ensure_ascii=False), i.course) for i in lines])
+          _json_list(i.modifiers), i.note, _json_list(i.allergens), i.course)
+         for i in lines])
 
 
 def has_batch(conn: sqlite3.Connection, order_id: str, batch_ref: str) -> bool:

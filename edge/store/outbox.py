@@ -125,6 +125,7 @@ def add_record(
     order_id: str | None,
     body: dict[str, Any],
     created_at: datetime,
+    supersede: bool = True,
 ) -> int | None:
     """Write one record; returns its seq, or None if it is a confirmation already written
     (the one record the kitchen writes again on purpose; other ids cannot repeat).
@@ -134,9 +135,10 @@ def add_record(
     a `status` the pending status records of its order, a `print_job` the pending print_job
     records of the same job (`body["job_key"]`). Nothing else is ever superseded. A
     superseded record keeps its seq: the upstream sees a gap there, as it always has for
-    statuses, and never the record.
+    statuses, and never the record. `supersede=False`: the caller knows there is nothing
+    to supersede (the order's first status, a job's first report), so nothing is looked for.
     """
-    body_json = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    body_json = _BODY_JSON.encode(body)
     size = len(body_json.encode("utf-8"))
     cur = query(conn,
         "INSERT OR IGNORE INTO outbox (record_id, kind, order_id, created_at, body, size)"
@@ -146,11 +148,14 @@ def add_record(
     if cur.rowcount == 0:
         return None
     seq = int(cur.lastrowid or 0)
-    if order_id is not None and kind in _SUPERSEDING:
+    if supersede and order_id is not None and kind in _SUPERSEDING:
         _supersede(conn, kind, order_id, seq, body)
     return seq
 
 
+# json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True), built once:
+# several records are written for every order applied.
+_BODY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 _SUPERSEDING = frozenset({"status", "print_job"})
 # The assignments that empty a row's body as it leaves the unsent records for good.
 _DROP_BODY = (f"body = CASE WHEN kind = 'confirmation' THEN body ELSE '{EMPTY_BODY}' END,"

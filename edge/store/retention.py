@@ -185,6 +185,12 @@ def compact_due(conn: sqlite3.Connection, *, before: str, upstream: bool, now: s
     return Compacted(done, rows, cursor)
 
 
+def any_compacted(conn: sqlite3.Connection) -> bool:
+    """Whether any order was compacted at all: until one is, `replayed` is None for every
+    event, and a batch need not ask per event."""
+    return query(conn, "SELECT 1 FROM order_tombstones LIMIT 1").fetchone() is not None
+
+
 def replayed(conn: sqlite3.Connection, order_id: str, event_id: str) -> bool | None:
     """None: the order is not compacted. True: this event is one of the compacted order's
     own (a late duplicate). False: a new event for an order that is gone."""
