@@ -127,6 +127,11 @@ class Sender:
         # Full jitter (towards a server, spreading retriers best); Retry-After wins, capped.
         self._backoff = Backoff(backoff_base, cfg.backoff_max, rng=rng or random.Random())
         self._endpoint = f"{cfg.url}/v1/sites/{site}/records"
+        # Parsed once, and the headers built once per token: a drain makes a request every
+        # few milliseconds, and httpx would otherwise redo both for each (issue 17).
+        self._url = httpx.URL(self._endpoint)
+        self._headers: dict[str, str] = {}
+        self._headers_token: str | None = None
         self._client: httpx.AsyncClient | None = None
         self._retired: list[httpx.AsyncClient] = []
         # Loading the CA bundle takes 50-80 ms of event loop; the client is rebuilt after
@@ -448,16 +453,18 @@ class Sender:
         token = self._token_file.get()
         if token is None:
             return _Answer("config", error=self._token_file.problem or "no token")
-        payload = ('{"records":[' + ",".join(r.wire() for r in records) + "]}").encode()
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "User-Agent": "kitchen-edge",
-        }
+        payload = ('{"records":[' + ",".join([r.wire_json for r in records]) + "]}").encode()
+        if token != self._headers_token:
+            self._headers_token = token
+            self._headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "User-Agent": "kitchen-edge",
+            }
         client = self._get_client()
         try:
             async with asyncio.timeout(self._cfg.timeout * DEADLINE_FACTOR):
-                response = await client.post(self._endpoint, content=payload, headers=headers)
+                response = await client.post(self._url, content=payload, headers=self._headers)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError):
