@@ -3,7 +3,7 @@ and, in the same run, for a naive consumer doing the same printing.
 
     .venv/bin/python scripts/bench/resources.py [--orders 3000] [--rate 50]
         [--rss-every N] [--idle 5] [--max-lag 30] [--json PATH] [--workdir DIR] [--strace]
-        [--daemon-python PATH]
+        [--daemon-python PATH] [--daemon-env NAME=VALUE ...]
 
 The kitchen of issues 12 and 17: two virtual printers (--no-png), two stations (grill: grill
 and mains; bar: drinks), orders of three lines over both (two tickets each), an upstream (the
@@ -221,7 +221,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             state_dir=workdir / "edge" / "state", upstream_url=upstream.url,
             token_file=upstream.token_file, http_port=free_port(), log_level=args.log_level)
         daemon = DaemonRun(cfg, workdir / "edge" / "daemon.log", log_pipe=True,
-                           python=args.daemon_python)
+                           python=args.daemon_python,
+                           extra_env=dict(kv.split("=", 1) for kv in args.daemon_env))
         daemon.start()
         stack.append(daemon)
         naive_proc = NaiveProc(
@@ -390,6 +391,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {"orders": n, "orders_asked": args.orders, "kept_up": kept_up,
             "fell_behind_at": fell_behind_at, "rate": args.rate, "rss_every": every,
             "fs": kind, "daemon_python": args.daemon_info, "before_first": before_first,
+            "daemon_env": args.daemon_env,
             "publish_s": publish_s, "idle": idle, "per_order": per,
             "checkpoints": checkpoints}
 
@@ -401,7 +403,8 @@ def report(r: dict[str, Any], wall: float) -> None:
           f"(2 tickets per order; database on {r['fs']}); wall time {wall:.0f}s")
     py = r["daemon_python"]
     print(f"daemon on {py['python']} (Python {py['version']}, edge from {py['edge']}); "
-          f"dev-only libraries it could import: {', '.join(py['dev_only']) or 'none'}")
+          f"dev-only libraries it could import: {', '.join(py['dev_only']) or 'none'}"
+          + (f"; environment {' '.join(r['daemon_env'])}" if r["daemon_env"] else ""))
     if not r["kept_up"]:
         print(f"NOT KEPT UP: asked for {r['orders_asked']:,} orders, published {r['orders']:,}; "
               f"tickets printed: daemon {d['tickets_printed']:,}, naive "
@@ -486,6 +489,9 @@ def main() -> int:
                              "scripts/bench/prod-venv.sh, a production-like install. The "
                              "daemon still runs this checkout's edge/; the bench's own tools "
                              "stay on this interpreter")
+    parser.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the daemon only (repeatable), e.g. "
+                             "MALLOC_ARENA_MAX=2")
     args = parser.parse_args()
     args.daemon_info = describe_python(args.daemon_python)
     print(f"daemon python: {args.daemon_info['python']} (Python {args.daemon_info['version']}, "
