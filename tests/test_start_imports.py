@@ -13,14 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Not at start: Pillow (a ticket line no code page holds, a preview), python-escpos's printer
 # classes and what they pull in (barcode, QR codes), jinja2 (the screens' pages), zeroconf
-# (mDNS printers), and the development venv's extras (edge.cli.DEV_EXTRAS).
+# (mDNS printers), the virtual printer (the command line once built its arguments), and the
+# development venv's extras (edge.cli.DEV_EXTRAS).
 LAZY = ("PIL", "escpos.escpos", "escpos.printer", "barcode", "qrcode", "jinja2", "zeroconf",
-        "rich", "pygments", "click", "trio", "socks")
+        "edge.virtual_printer", "rich", "pygments", "click", "trio", "socks")
 
-# edge.daemon and every module its component factories import for the shipped config.
+# What `kitchen-edge run` does before the daemon runs (the command line, the extras hidden,
+# edge.daemon), then every module its component factories import for the shipped config.
 PROBE = """
 import json, sys
-from edge.cli import hide_dev_extras
+from edge.cli import build_parser, hide_dev_extras
+build_parser().parse_args(["run", "--config", "station.yaml"])
 hide_dev_extras()
 import edge.daemon, edge.web, edge.printing.preview, edge.upstream.component
 import edge.service.component, edge.service.retention, edge.connectors.openapp.component
