@@ -163,13 +163,13 @@ class Side:
 
 # Libraries the dev venv holds for the tests that the daemon's own libraries import when they
 # are present (structlog: rich and pygments; httpx: click; httpcore: trio; paho: PySocks). A
-# production install has none of them.
+# production install has none of them; `edge run` marks them absent (edge.cli.DEV_EXTRAS).
 DEV_ONLY = ("rich", "pygments", "click", "trio", "socks")
 
 
 def describe_python(python: str) -> dict[str, Any]:
     """What the daemon will run on: the interpreter, where `edge` comes from (run from the
-    checkout, as the daemon is), and which dev-only libraries it could import."""
+    checkout, as the daemon is), and which dev-only libraries that venv holds."""
     probe = ("import importlib.util as u, json, sys, edge; print(json.dumps({'version': "
              "sys.version.split()[0], 'prefix': sys.prefix, 'edge': edge.__file__, "
              f"'dev_only': [m for m in {DEV_ONLY!r} if u.find_spec(m)]}}))")
@@ -403,7 +403,7 @@ def report(r: dict[str, Any], wall: float) -> None:
           f"(2 tickets per order; database on {r['fs']}); wall time {wall:.0f}s")
     py = r["daemon_python"]
     print(f"daemon on {py['python']} (Python {py['version']}, edge from {py['edge']}); "
-          f"dev-only libraries it could import: {', '.join(py['dev_only']) or 'none'}"
+          f"dev-only libraries installed: {', '.join(py['dev_only']) or 'none'}"
           + (f"; environment {' '.join(r['daemon_env'])}" if r["daemon_env"] else ""))
     if not r["kept_up"]:
         print(f"NOT KEPT UP: asked for {r['orders_asked']:,} orders, published {r['orders']:,}; "
@@ -495,7 +495,7 @@ def main() -> int:
     args = parser.parse_args()
     args.daemon_info = describe_python(args.daemon_python)
     print(f"daemon python: {args.daemon_info['python']} (Python {args.daemon_info['version']}, "
-          f"edge from {args.daemon_info['edge']}); dev-only libraries it could import: "
+          f"edge from {args.daemon_info['edge']}); dev-only libraries installed: "
           f"{', '.join(args.daemon_info['dev_only']) or 'none'}", flush=True)
     stop_on_signals()
     started = time.monotonic()
