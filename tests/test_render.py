@@ -591,3 +591,40 @@ def test_without_dejavu_the_builtin_font_still_draws(monkeypatch: pytest.MonkeyP
         assert line.image.getbbox() is not None
     finally:
         raster._fonts.cache_clear()
+
+
+def test_style_changes_are_the_bytes_python_escpos_sends() -> None:
+    """The renderer writes its few style commands itself (python-escpos's printer classes
+    import barcode, QR and Pillow support at start: RSS, issue 12); every change between two
+    styles is byte for byte what python-escpos's Escpos.set() sent for it."""
+    from itertools import product
+
+    from escpos.printer import Dummy
+
+    from edge.printing.layout import Style
+    from edge.printing.render import style_change
+
+    def escpos_bytes(current: Style | None, style: Style) -> bytes:
+        d = Dummy()
+        if current is None or current.size != style.size:
+            d.set(normal_textsize=style.size == "normal", double_width=style.size == "large",
+                  double_height=style.size in ("large", "tall"), bold=style.bold,
+                  invert=style.invert, align="center" if style.center else "left")
+            d._raw(b"\x1bM\x01" if style.font_b else b"\x1bM\x00")
+        else:
+            if current.bold != style.bold:
+                d.set(bold=style.bold)
+            if current.invert != style.invert:
+                d.set(invert=style.invert)
+            if current.center != style.center:
+                d.set(align="center" if style.center else "left")
+            if current.font_b != style.font_b:
+                d._raw(b"\x1bM\x01" if style.font_b else b"\x1bM\x00")
+        return bytes(d.output)
+
+    styles = [Style(size=size, bold=bold, invert=invert, center=center, font_b=font_b)
+              for size, bold, invert, center, font_b
+              in product(("normal", "tall", "large"), *([(False, True)] * 4))]
+    for current in [None, *styles]:
+        for style in styles:
+            assert style_change(current, style) == escpos_bytes(current, style), (current, style)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from edge.clock import Clock
 from edge.config.models import Config
@@ -16,6 +15,9 @@ from edge.orders.ticket import Ticket
 from edge.printing.layout import font_b_columns, layout_ticket
 from edge.printing.raster import draw_line, line_width_px, preview
 from edge.store import Store
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 MARGIN = 16
 
@@ -47,6 +49,9 @@ class TicketPreview:
 
 
 def render_png(ticket: Ticket, columns: int) -> bytes:
+    # Pillow only once a preview is asked for (the web page), not at the daemon's start.
+    from PIL import Image
+
     width = line_width_px(columns, None)
     lines: list[Image.Image] = []
     for block in layout_ticket(ticket, columns):

@@ -16,9 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from PIL import Image, ImageDraw, ImageFont, ImageOps, features
+
+# Pillow is imported where a line is drawn, not at start: most tickets never need a raster
+# line (their text is in a code page), and Pillow's modules are about 4 MB of the daemon's
+# RSS (issue 12).
+if TYPE_CHECKING:
+    from PIL import Image, ImageFont
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +60,8 @@ def _find(name: str) -> Path | None:
 
 @lru_cache(maxsize=1)
 def _layout_engine() -> ImageFont.Layout:
+    from PIL import ImageFont, features
+
     if features.check("raqm") and features.check("fribidi"):
         return ImageFont.Layout.RAQM
     log.warning("raster_no_text_shaping", reason="Pillow lacks libraqm/fribidi")
@@ -85,6 +93,8 @@ class _Font:
 
 @lru_cache(maxsize=32)
 def _fonts(bold: bool, size: float) -> tuple[_Font, ...]:
+    from PIL import ImageFont
+
     engine = _layout_engine()
     chain: list[_Font] = []
     for name in BOLD if bold else REGULAR:
@@ -151,6 +161,8 @@ def draw_line(
     center: bool = False,
 ) -> RasterLine:
     """One printed line: `prefix` (indent, plain) then `text` in the line's style."""
+    from PIL import Image, ImageDraw
+
     cell = width_px / columns
     sx = 2 if double_width else 1
     sy = 2 if double_height else 1
@@ -206,6 +218,8 @@ def draw_line(
 
 def gs_v0(image: Image.Image) -> bytes:
     """GS v 0 m xL xH yL yH d1...dk: raster bit image, normal density, rows MSB first."""
+    from PIL import Image
+
     bitmap = image if image.mode == "1" else image.convert("1", dither=Image.Dither.NONE)
     width, height = bitmap.size
     width_bytes = (width + 7) // 8
@@ -215,4 +229,6 @@ def gs_v0(image: Image.Image) -> bytes:
 
 def preview(image: Image.Image) -> Image.Image:
     """How the line looks on paper (black dots on white), for humans and PNG files."""
+    from PIL import ImageOps
+
     return ImageOps.invert(image.convert("L"))

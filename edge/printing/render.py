@@ -1,4 +1,4 @@
-"""Ticket -> ESC/POS bytes, through python-escpos's Dummy printer.
+"""Ticket -> ESC/POS bytes.
 
 Each block of the layout (edge.printing.layout) is printed as text when one of the printer's
 code pages holds all of it (ESC t n, then the page's bytes), else as GS v 0 raster lines
@@ -7,6 +7,13 @@ print `?` for a character its pages lack.
 
 The ticket starts with ESC @ (and ESC R 0, so `#`, `@`, `[`... are ASCII whatever the
 printer's international character set) and ends with a feed and GS V cut.
+
+The few commands a ticket uses (size, bold, alignment, reverse, font, feed) are written here:
+python-escpos's printer classes import its barcode, QR code and image support (Pillow) at
+start, about 8 MB of the daemon's RSS (issue 12). Only its capability database is used
+(profiles, code pages, paper width). The bytes are the ones python-escpos's `Escpos.set()`
+and `print_and_feed()` send for the same request, so tickets did not change
+(tests/test_render.py compares every style change with python-escpos's own).
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from escpos.printer import Dummy
 
 from edge.orders.ticket import Ticket
 from edge.printing.codepages import CodePage, CodePageError, CodePageSet, codepage_set
@@ -33,6 +39,37 @@ _FEED_LINES = 6  # clears the cutter on common 80 mm / 58 mm heads
 _FULL_CUT = b"\x1dV\x00"
 _PART_CUT = b"\x1dV\x01"
 COLUMNS = (32, 42, 48)
+
+_ESC = b"\x1b"
+_GS = b"\x1d"
+# ESC ! n, the print mode: it also clears bold, underline and font, so a size change resends
+# them all. python-escpos clears the mode twice (ESC ! 0) before it; kept, so the bytes are
+# the same.
+_MODE_CLEAR = (_ESC + b"!\x00") * 2
+_SIZE = {"normal": _ESC + b"!\x00", "tall": _ESC + b"!\x10", "large": _ESC + b"!\x30"}
+_BOLD = {False: _ESC + b"E\x00", True: _ESC + b"E\x01"}
+_ALIGN = {False: _ESC + b"a\x00", True: _ESC + b"a\x01"}    # left, center
+_INVERT = {False: _GS + b"B\x00", True: _GS + b"B\x01"}
+_FONT = {False: _ESC + b"M\x00", True: _ESC + b"M\x01"}     # font A, font B
+
+
+def style_change(current: Style | None, style: Style) -> bytes:
+    """The commands that take the printer from `current` (None: unknown) to `style`."""
+    if current == style:
+        return b""
+    if current is None or current.size != style.size:
+        return (_MODE_CLEAR + _SIZE[style.size] + _BOLD[style.bold]
+                + _ALIGN[style.center] + _INVERT[style.invert] + _FONT[style.font_b])
+    out = b""
+    if current.bold != style.bold:
+        out += _BOLD[style.bold]
+    if current.invert != style.invert:
+        out += _INVERT[style.invert]
+    if current.center != style.center:
+        out += _ALIGN[style.center]
+    if current.font_b != style.font_b:
+        out += _FONT[style.font_b]
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,36 +112,13 @@ class _Writer:
 
     def __init__(self, printer: _Printer) -> None:
         self.printer = printer
-        self.dummy = Dummy(profile=printer.profile)
+        self.out = bytearray()
         self.style: Style | None = None
         self.page: CodePage | None = None
         self.rastered = 0
 
     def set_style(self, style: Style) -> None:
-        current = self.style
-        if current == style:
-            return
-        d = self.dummy
-        if current is None or current.size != style.size:
-            # ESC ! (the size command) also clears bold and font, so everything is resent.
-            d.set(
-                normal_textsize=style.size == "normal",
-                double_width=style.size == "large",
-                double_height=style.size in ("large", "tall"),
-                bold=style.bold,
-                invert=style.invert,
-                align="center" if style.center else "left",
-            )
-            d._raw(b"\x1bM\x01" if style.font_b else b"\x1bM\x00")
-        else:
-            if current.bold != style.bold:
-                d.set(bold=style.bold)
-            if current.invert != style.invert:
-                d.set(invert=style.invert)
-            if current.center != style.center:
-                d.set(align="center" if style.center else "left")
-            if current.font_b != style.font_b:
-                d._raw(b"\x1bM\x01" if style.font_b else b"\x1bM\x00")
+        self.out += style_change(self.style, style)
         self.style = style
 
     def block(self, block: Block) -> None:
@@ -120,7 +134,7 @@ class _Writer:
 
     def _text(self, block: Block, page: CodePage | None) -> None:
         if page is not None and page is not self.page:
-            self.dummy._raw(page.select)
+            self.out += page.select
             self.page = page
         style = block.style
         # Reverse video on the indent would print a black bar left of the text.
@@ -128,11 +142,11 @@ class _Writer:
         for prefix, text in block.lines:
             if prefix and style.invert:
                 self.set_style(plain)
-                self.dummy._raw(prefix.encode("ascii"))
+                self.out += prefix.encode("ascii")
                 prefix = ""
             self.set_style(style)
             encoded = text.encode("ascii") if page is None else page.encode(text)
-            self.dummy._raw(prefix.encode("ascii") + encoded + b"\n")
+            self.out += prefix.encode("ascii") + encoded + b"\n"
 
     def _raster(self, block: Block) -> None:
         style = block.style
@@ -154,14 +168,14 @@ class _Writer:
                 invert=style.invert,
                 center=style.center,
             )
-            self.dummy._raw(gs_v0(line.image))
+            self.out += gs_v0(line.image)
             self.rastered += 1
 
     def finish(self) -> bytes:
         self.set_style(Style())
-        self.dummy.print_and_feed(_FEED_LINES)
-        self.dummy._raw(self.printer.cut)
-        return bytes(self.dummy.output)
+        self.out += _ESC + b"d" + bytes([_FEED_LINES])     # ESC d n: print and feed n lines
+        self.out += self.printer.cut
+        return bytes(self.out)
 
 
 def render_ticket(
@@ -181,7 +195,7 @@ def render_ticket(
     """
     printer = _printer(profile, columns, codepage)
     writer = _Writer(printer)
-    writer.dummy._raw(_INIT)
+    writer.out += _INIT
     for block in layout_ticket(ticket, columns, tz):
         writer.block(block)
     data = writer.finish()

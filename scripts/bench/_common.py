@@ -346,6 +346,12 @@ class DaemonRun:
     # The log through a pipe that this script copies to log_path, as journald would take it:
     # then the daemon's own write_bytes (/proc/PID/io) are its database alone.
     log_pipe: bool = False
+    # The interpreter the daemon runs under: by default the bench's own (the dev venv). A
+    # production-like venv (scripts/bench/prod-venv.sh) lacks the test tools that the
+    # daemon's libraries import when present (rich, click, trio, PySocks), which shows in RSS.
+    # Either way the daemon runs this checkout's edge/ (cwd is the checkout, and `-m` puts
+    # cwd first on sys.path): only the libraries come from that venv.
+    python: str = sys.executable
     _spy: subprocess.Popen[bytes] | None = None
     _log_thread: threading.Thread | None = None
 
@@ -359,7 +365,7 @@ class DaemonRun:
         log = self.log_path.open("ab")
         self.started_at = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
+            [self.python, "-m", "edge", "run", "--config", str(self.config)],
             stdout=subprocess.PIPE if self.log_pipe else log, stderr=subprocess.STDOUT,
             env=env, cwd=ROOT,
         )

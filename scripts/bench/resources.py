@@ -3,15 +3,18 @@ and, in the same run, for a naive consumer doing the same printing.
 
     .venv/bin/python scripts/bench/resources.py [--orders 3000] [--rate 50]
         [--rss-every N] [--idle 5] [--max-lag 30] [--json PATH] [--workdir DIR] [--strace]
+        [--daemon-python PATH] [--daemon-env NAME=VALUE ...]
 
 The kitchen of issues 12 and 17: two virtual printers (--no-png), two stations (grill: grill
 and mains; bar: drinks), orders of three lines over both (two tickets each), an upstream (the
 fake upstream in its own process) syncing, the HTTP listener on, discovery as shipped. The
-daemon runs as `python -m edge run --config FILE`; its output goes through a pipe that this
-script copies to a file (as journald would take it), so the daemon's own `write_bytes` are
-its database and nothing else. The naive consumer (scripts/bench/_naive.py --transport
-network) is aiomqtt + python-escpos `Network` printers, nothing durable, printing the same two
-tickets per order to its own two virtual printers.
+daemon runs as `PYTHON -m edge run --config FILE` (PYTHON: --daemon-python, by default this
+script's own interpreter; scripts/bench/prod-venv.sh makes a production-like venv for it,
+`pip install .` and nothing else, as scripts/install.sh does); its output goes through a pipe
+that this script copies to a file (as journald would take it), so the daemon's own
+`write_bytes` are its database and nothing else. The naive consumer
+(scripts/bench/_naive.py --transport network) is aiomqtt + python-escpos `Network` printers,
+nothing durable, printing the same two tickets per order to its own two virtual printers.
 
 Both are fed at the same time: every 1/rate s one order to each (QoS 1, an absolute
 schedule), so the machine's noise falls on both. Measured from /proc, all threads together:
@@ -50,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     KITCHEN_STATIONS,
+    ROOT,
     Broker,
     Consumer,
     DaemonRun,
@@ -125,6 +129,25 @@ def wait_until(what: str, check: Any, timeout: float) -> float:
     return time.monotonic() - began
 
 
+# Libraries the dev venv holds for the tests that the daemon's own libraries import when they
+# are present (structlog: rich and pygments; httpx: click; httpcore: trio; paho: PySocks). A
+# production install has none of them; `edge run` marks them absent (edge.cli.DEV_EXTRAS).
+DEV_ONLY = ("rich", "pygments", "click", "trio", "socks")
+
+
+def describe_python(python: str) -> dict[str, Any]:
+    """What the daemon will run on: the interpreter, where `edge` comes from (run from the
+    checkout, as the daemon is), and which dev-only libraries that venv holds."""
+    probe = ("import importlib.util as u, json, sys, edge; print(json.dumps({'version': "
+             "sys.version.split()[0], 'prefix': sys.prefix, 'edge': edge.__file__, "
+             f"'dev_only': [m for m in {DEV_ONLY!r} if u.find_spec(m)]}}))")
+    out = subprocess.run([python, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=60)
+    info: dict[str, Any] = json.loads(out.stdout)
+    info["python"] = python
+    return info
+
+
 def checkpoint(n: int, sides: list[Consumer], daemon: DaemonRun, upstream: FakeUpstreamProc,
                base: dict[str, ProcSample], log_base: int) -> dict[str, Any]:
     row: dict[str, Any] = {"orders": n, "at": time.monotonic(),
@@ -162,7 +185,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             printers={pid: p.address for pid, p in edge_printers.items()},
             state_dir=workdir / "edge" / "state", upstream_url=upstream.url,
             token_file=upstream.token_file, http_port=free_port(), log_level=args.log_level)
-        daemon = DaemonRun(cfg, workdir / "edge" / "daemon.log", log_pipe=True)
+        daemon = DaemonRun(cfg, workdir / "edge" / "daemon.log", log_pipe=True,
+                           python=args.daemon_python,
+                           extra_env=dict(kv.split("=", 1) for kv in args.daemon_env))
         daemon.start()
         stack.append(daemon)
         naive_proc = NaiveProc(
@@ -205,6 +230,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             # anything that grows with orders.
             print("RSS before the first order: " + ", ".join(
                 f"{who} {idle1[who].rss_kib / 1024:.1f} MB" for who in idle1), flush=True)
+            before_first = {who: {"rss_kib": idle1[who].rss_kib, "hwm_kib": idle1[who].hwm_kib}
+                            for who in idle1}
 
             if args.strace:
                 tracer = strace_start(edge.pid, workdir / "strace.txt")
@@ -238,7 +265,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     row = checkpoint(published, sides, daemon, upstream, base, log_base)
                     checkpoints.append(row)
                     print(f"{published:>7} orders, {row['at'] - began:6.0f}s: daemon RSS "
-                          f"{row['daemon']['rss_kib'] / 1024:.1f} MB, printed "
+                          f"{row['daemon']['rss_kib'] / 1024:.1f} MB (VmHWM "
+                          f"{row['daemon']['hwm_kib'] / 1024:.1f}), printed "
                           f"{row['daemon']['printed']}; naive RSS "
                           f"{row['naive']['rss_kib'] / 1024:.1f} MB, printed "
                           f"{row['naive']['printed']}; load {row['load1']:.2f}", flush=True)
@@ -326,7 +354,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         per[side.who]["tickets_printed"] >= 2 * n for side in sides)
     return {"orders": n, "orders_asked": args.orders, "kept_up": kept_up,
             "fell_behind_at": fell_behind_at, "rate": args.rate, "rss_every": every,
-            "fs": kind,
+            "fs": kind, "daemon_python": args.daemon_info, "before_first": before_first,
+            "daemon_env": args.daemon_env,
             "publish_s": publish_s, "idle": idle, "per_order": per,
             "checkpoints": checkpoints}
 
@@ -336,6 +365,10 @@ def report(r: dict[str, Any], wall: float) -> None:
     print()
     print(f"{r['orders']:,} orders at {r['rate']:g}/s to each consumer, side by side "
           f"(2 tickets per order; database on {r['fs']}); wall time {wall:.0f}s")
+    py = r["daemon_python"]
+    print(f"daemon on {py['python']} (Python {py['version']}, edge from {py['edge']}); "
+          f"dev-only libraries installed: {', '.join(py['dev_only']) or 'none'}"
+          + (f"; environment {' '.join(r['daemon_env'])}" if r["daemon_env"] else ""))
     if not r["kept_up"]:
         print(f"NOT KEPT UP: asked for {r['orders_asked']:,} orders, published {r['orders']:,}; "
               f"tickets printed: daemon {d['tickets_printed']:,}, naive "
@@ -370,9 +403,13 @@ def report(r: dict[str, Any], wall: float) -> None:
           f"{d['synced_after_publish_s']:.1f}s after the last publish; SQLite at the end: "
           + ", ".join(f"{k} {v:.1f} MB" for k, v in d["sqlite_end_mb"].items()))
     print()
-    rows = []
+    b = r["before_first"]
+    rows = [["before", f"{b['daemon']['rss_kib'] / 1024:.1f}",
+             f"{b['daemon']['hwm_kib'] / 1024:.1f}", f"{b['naive']['rss_kib'] / 1024:.1f}",
+             "-", "-", "-", "-", "-", "-", "-"]]
     for c in r["checkpoints"]:
         rows.append([f"{c['orders']:,}", f"{c['daemon']['rss_kib'] / 1024:.1f}",
+                     f"{c['daemon']['hwm_kib'] / 1024:.1f}",
                      f"{c['naive']['rss_kib'] / 1024:.1f}",
                      f"{c['daemon']['cpu_s'] * 1000 / c['orders']:.2f}",
                      f"{c['daemon']['write_bytes'] / 1024 / c['orders']:.1f}",
@@ -380,8 +417,9 @@ def report(r: dict[str, Any], wall: float) -> None:
                      c["daemon"]["printed"], c["naive"]["printed"], c["upstream_accepted"],
                      f"{c['load1']:.2f}"])
     print(f"every {r['rss_every']:,} orders (cumulative per-order figures since the start)")
-    print(table(["orders", "daemon RSS MB", "naive RSS MB", "daemon CPU ms/order",
-                 "daemon KiB/order", "SQLite MB", "daemon tickets", "naive tickets",
+    print(table(["orders", "daemon RSS MB", "daemon VmHWM MB", "naive RSS MB",
+                 "daemon CPU ms/order", "daemon KiB/order", "SQLite MB", "daemon tickets",
+                 "naive tickets",
                  "upstream accepted", "load"], rows))
 
 
@@ -409,7 +447,20 @@ def main() -> int:
                         help="count the daemon's fsync/fdatasync/pwrite64/write calls per "
                              "order with strace (slows the daemon; CPU figures then do not "
                              "count)")
+    parser.add_argument("--daemon-python", default=sys.executable, metavar="PATH",
+                        help="the interpreter the daemon runs under (default: this one, the "
+                             "dev venv); e.g. .venv-prod/bin/python from "
+                             "scripts/bench/prod-venv.sh, a production-like install. The "
+                             "daemon still runs this checkout's edge/; the bench's own tools "
+                             "stay on this interpreter")
+    parser.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the daemon only (repeatable), e.g. "
+                             "MALLOC_ARENA_MAX=2")
     args = parser.parse_args()
+    args.daemon_info = describe_python(args.daemon_python)
+    print(f"daemon python: {args.daemon_info['python']} (Python {args.daemon_info['version']}, "
+          f"edge from {args.daemon_info['edge']}); dev-only libraries installed: "
+          f"{', '.join(args.daemon_info['dev_only']) or 'none'}", flush=True)
     stop_on_signals()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-resources-") as tmp:
