@@ -106,11 +106,13 @@ def outbox_pending(db: Path) -> int:
         conn.close()
 
 
-def strace_start(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """Count the daemon's syncs and writes (all threads) until strace_stop."""
+def strace_start(pid: int, out: Path, *, every_call: bool = False) -> subprocess.Popen[bytes]:
+    """Count the daemon's syncs and writes (all threads) until strace_stop; `every_call`:
+    log each one instead (file, offset, length, the first bytes: `write_map.py` reads it)."""
+    what = (["-y", "-xx", "-s", "8", "-e", "trace=fsync,fdatasync,pwrite64,ftruncate"]
+            if every_call else ["-c", "-e", "trace=fsync,fdatasync,pwrite64,write"])
     proc = subprocess.Popen(
-        ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync,pwrite64,write",
-         "-o", str(out), "-p", str(pid)],
+        ["strace", "-f", *what, "-o", str(out), "-p", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)   # attaching to every thread takes a moment
     return proc
@@ -244,6 +246,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
             if args.strace:
                 tracer = strace_start(edge.pid, workdir / "strace.txt")
+            elif args.strace_calls:
+                tracer = strace_start(edge.pid, workdir / "strace-calls.txt", every_call=True)
             for side in sides:
                 side.printed_base = printed(side.printers)
             base = {s.who: s.sample() for s in sides}
@@ -319,7 +323,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 done_at.setdefault(side.who, time.monotonic())
             printed_end = {s.who: s.printed() for s in sides}
             end = {s.who: s.sample() for s in sides}
-            syscalls = strace_stop(tracer, workdir / "strace.txt") if tracer else None
+            syscalls = None
+            if tracer is not None and args.strace:
+                syscalls = strace_stop(tracer, workdir / "strace.txt")
+            elif tracer is not None:
+                strace_stop(tracer, workdir / "strace-calls.txt")
             sqlite_end = sqlite_bytes(daemon.db)
             log_end = daemon.log_path.stat().st_size
             accepted = int(upstream.state()["accepted"]) - accepted_base
@@ -445,6 +453,9 @@ def main() -> int:
                         help="count the daemon's fsync/fdatasync/pwrite64/write calls per "
                              "order with strace (slows the daemon; CPU figures then do not "
                              "count)")
+    parser.add_argument("--strace-calls", action="store_true",
+                        help="log each of the daemon's pwrite64 and syncs with strace into "
+                             "WORKDIR/strace-calls.txt, for write_map.py (slows the daemon)")
     args = parser.parse_args()
     stop_on_signals()
     started = time.monotonic()
