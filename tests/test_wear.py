@@ -89,3 +89,26 @@ def test_an_older_outbox_migrates_to_the_partial_indexes_and_sends_the_same(
         assert seq == 7
     finally:
         conn.close()
+
+
+def test_job_lookups_by_state_read_partial_indexes_only(tmp_path: Path) -> None:
+    """No index holds the settled jobs (issue 12: print_jobs_by_state moved an entry on every
+    state change); each lookup by a passing state reads that state's partial index."""
+    conn = connect_sync(tmp_path / "kitchen-edge.db")
+    try:
+        names = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='print_jobs'")}
+        assert "print_jobs_by_state" not in names
+        plans = {
+            "SELECT job_key FROM print_jobs WHERE state='sending'": "print_jobs_sending",
+            "SELECT job_key, order_id FROM print_jobs WHERE state='waiting' "
+            "AND wait_reason='scheduled' AND not_before <= '2026'": "print_jobs_waiting",
+            "SELECT (SELECT COUNT(*) FROM print_jobs WHERE state = 'queued' "
+            "AND station_id IN ('a')) + (SELECT COUNT(*) FROM print_jobs "
+            "WHERE state = 'sending' AND station_id IN ('a'))": "print_jobs_queue",
+        }
+        for sql, index in plans.items():
+            plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert index in plan, (sql, plan)
+    finally:
+        conn.close()

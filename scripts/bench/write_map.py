@@ -70,6 +70,13 @@ def main() -> int:
     except sqlite3.OperationalError as exc:
         print(f"(no dbstat here: {exc}; frames by page number only)", file=sys.stderr)
 
+    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]):
+        # Pointer-map pages (incremental vacuum): page 2, then one every usable/5 + 1 pages.
+        usable = page_size - int(conn.execute("PRAGMA page_size").fetchone()[0] and 0)
+        step = usable // 5 + 1
+        last = int(conn.execute("PRAGMA page_count").fetchone()[0]) + 100_000
+        for pgno in range(2, last, step):
+            owner[pgno] = "pointer map"
     dirty: dict[str, set[int]] = collections.defaultdict(set)   # file -> dirty 4 KiB pages
     seen: dict[str, set[int]] = collections.defaultdict(set)    # ... ever dirtied
     counted: collections.Counter[str] = collections.Counter()
