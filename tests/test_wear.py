@@ -112,3 +112,28 @@ def test_job_lookups_by_state_read_partial_indexes_only(tmp_path: Path) -> None:
             assert index in plan, (sql, plan)
     finally:
         conn.close()
+
+
+def test_seq_is_never_given_again_after_the_newest_records_are_deleted(tmp_path: Path) -> None:
+    """Without AUTOINCREMENT (issue 12) the floor kept by the delete trigger holds seq up
+    (CONTRACT section 7), and no transaction writes sqlite_sequence for the outbox."""
+    from datetime import UTC, datetime
+
+    from edge.store import outbox
+
+    conn = connect_sync(tmp_path / "kitchen-edge.db")
+    try:
+        now = datetime.now(UTC)
+        seqs = [outbox.add_record(conn, kind="status", record_id=f"status:o{n}:a",
+                                  order_id=f"o{n}", body={}, created_at=now) for n in range(5)]
+        assert seqs == [1, 2, 3, 4, 5]
+        conn.execute("DELETE FROM outbox WHERE seq >= 4")   # the newest, then others
+        assert outbox.add_record(conn, kind="status", record_id="status:o9:a", order_id="o9",
+                                 body={}, created_at=now) == 6
+        conn.execute("DELETE FROM outbox")                  # all of it, newest first or not
+        assert outbox.add_record(conn, kind="status", record_id="status:o9:b", order_id="o9",
+                                 body={}, created_at=now) == 7
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'outbox'"
+                            ).fetchone()[0] == 0
+    finally:
+        conn.close()
