@@ -89,3 +89,51 @@ def test_an_older_outbox_migrates_to_the_partial_indexes_and_sends_the_same(
         assert seq == 7
     finally:
         conn.close()
+
+
+def test_job_lookups_by_state_read_partial_indexes_only(tmp_path: Path) -> None:
+    """No index holds the settled jobs (issue 12: print_jobs_by_state moved an entry on every
+    state change); each lookup by a passing state reads that state's partial index."""
+    conn = connect_sync(tmp_path / "kitchen-edge.db")
+    try:
+        names = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='print_jobs'")}
+        assert "print_jobs_by_state" not in names
+        plans = {
+            "SELECT job_key FROM print_jobs WHERE state='sending'": "print_jobs_sending",
+            "SELECT job_key, order_id FROM print_jobs WHERE state='waiting' "
+            "AND wait_reason='scheduled' AND not_before <= '2026'": "print_jobs_waiting",
+            "SELECT (SELECT COUNT(*) FROM print_jobs WHERE state = 'queued' "
+            "AND station_id IN ('a')) + (SELECT COUNT(*) FROM print_jobs "
+            "WHERE state = 'sending' AND station_id IN ('a'))": "print_jobs_queue",
+        }
+        for sql, index in plans.items():
+            plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert index in plan, (sql, plan)
+    finally:
+        conn.close()
+
+
+def test_seq_is_never_given_again_after_the_newest_records_are_deleted(tmp_path: Path) -> None:
+    """Without AUTOINCREMENT (issue 12) the floor kept by the delete trigger holds seq up
+    (CONTRACT section 7), and no transaction writes sqlite_sequence for the outbox."""
+    from datetime import UTC, datetime
+
+    from edge.store import outbox
+
+    conn = connect_sync(tmp_path / "kitchen-edge.db")
+    try:
+        now = datetime.now(UTC)
+        seqs = [outbox.add_record(conn, kind="status", record_id=f"status:o{n}:a",
+                                  order_id=f"o{n}", body={}, created_at=now) for n in range(5)]
+        assert seqs == [1, 2, 3, 4, 5]
+        conn.execute("DELETE FROM outbox WHERE seq >= 4")   # the newest, then others
+        assert outbox.add_record(conn, kind="status", record_id="status:o9:a", order_id="o9",
+                                 body={}, created_at=now) == 6
+        conn.execute("DELETE FROM outbox")                  # all of it, newest first or not
+        assert outbox.add_record(conn, kind="status", record_id="status:o9:b", order_id="o9",
+                                 body={}, created_at=now) == 7
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'outbox'"
+                            ).fetchone()[0] == 0
+    finally:
+        conn.close()

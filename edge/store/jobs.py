@@ -243,9 +243,14 @@ def next_queued(conn: sqlite3.Connection, printer_id: str, stations: Sequence[st
 def queued_count(conn: sqlite3.Connection, stations: Sequence[str]) -> int:
     if not stations:
         return 0
+    # One count per state, so that each reads its own partial index (print_jobs_queue,
+    # print_jobs_sending), not the table.
+    marks = ",".join("?" * len(stations))
     row = query(conn,
-                f"SELECT COUNT(*) AS n FROM print_jobs WHERE state IN ('queued','sending') "
-                f"AND station_id IN ({','.join('?' * len(stations))})", tuple(stations)).fetchone()
+                f"SELECT (SELECT COUNT(*) FROM print_jobs WHERE state = 'queued' "
+                f"AND station_id IN ({marks})) + (SELECT COUNT(*) FROM print_jobs "
+                f"WHERE state = 'sending' AND station_id IN ({marks})) AS n",
+                (*stations, *stations)).fetchone()
     return int(row["n"])
 
 

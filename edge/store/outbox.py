@@ -144,8 +144,8 @@ def add_record(
     body_json = _BODY_JSON.encode(body)
     size = len(body_json.encode("utf-8"))
     cur = query(conn,
-        "INSERT OR IGNORE INTO outbox (record_id, kind, order_id, created_at, body, size)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO outbox (seq, record_id, kind, order_id, created_at, body, size)"
+        " VALUES (" + _NEXT_SEQ + ", ?, ?, ?, ?, ?, ?)",
         (record_id, kind, order_id, rfc3339_ms(created_at), body_json, size),
     )
     if cur.rowcount == 0:
@@ -159,6 +159,12 @@ def add_record(
 # json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True), built once:
 # several records are written for every order applied.
 _BODY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+# The next seq (CONTRACT section 7: one more than any record ever written, never reused):
+# past the newest row, and past the newest row ever deleted (`outbox_seq_floor`, kept by a
+# trigger; migration 0013). Not AUTOINCREMENT: that rewrote sqlite_sequence's page in every
+# transaction writing a record (issue 12).
+_NEXT_SEQ = ("MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0),"
+             " (SELECT seq FROM outbox_seq_floor WHERE id = 1)) + 1")
 _SUPERSEDING = frozenset({"status", "print_job"})
 # The assignments that empty a row's body as it leaves the unsent records for good.
 _DROP_BODY = (f"body = CASE WHEN kind = 'confirmation' THEN body ELSE '{EMPTY_BODY}' END,"

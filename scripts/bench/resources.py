@@ -95,11 +95,13 @@ def prune(printers: list[VPrinterProc]) -> None:
             jsonl.write_bytes(b"")
 
 
-def strace_start(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """Count the daemon's syncs and writes (all threads) until strace_stop."""
+def strace_start(pid: int, out: Path, *, every_call: bool = False) -> subprocess.Popen[bytes]:
+    """Count the daemon's syncs and writes (all threads) until strace_stop; `every_call`:
+    log each one instead (file, offset, length, the first bytes: `write_map.py` reads it)."""
+    what = (["-y", "-xx", "-s", "8", "-e", "trace=fsync,fdatasync,pwrite64,ftruncate"]
+            if every_call else ["-c", "-e", "trace=fsync,fdatasync,pwrite64,write"])
     proc = subprocess.Popen(
-        ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync,pwrite64,write",
-         "-o", str(out), "-p", str(pid)],
+        ["strace", "-f", *what, "-o", str(out), "-p", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)   # attaching to every thread takes a moment
     return proc
@@ -235,6 +237,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
             if args.strace:
                 tracer = strace_start(edge.pid, workdir / "strace.txt")
+            elif args.strace_calls:
+                tracer = strace_start(edge.pid, workdir / "strace-calls.txt", every_call=True)
             for side in sides:
                 side.printed_base = printed(side.printers)
             base = {s.who: s.sample() for s in sides}
@@ -311,7 +315,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 done_at.setdefault(side.who, time.monotonic())
             printed_end = {s.who: s.printed() for s in sides}
             end = {s.who: s.sample() for s in sides}
-            syscalls = strace_stop(tracer, workdir / "strace.txt") if tracer else None
+            syscalls = None
+            if tracer is not None and args.strace:
+                syscalls = strace_stop(tracer, workdir / "strace.txt")
+            elif tracer is not None:
+                strace_stop(tracer, workdir / "strace-calls.txt")
             sqlite_end = sqlite_bytes(daemon.db)
             log_end = daemon.log_path.stat().st_size
             accepted = int(upstream.state()["accepted"]) - accepted_base
@@ -456,6 +464,9 @@ def main() -> int:
     parser.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the daemon only (repeatable), e.g. "
                              "MALLOC_ARENA_MAX=2")
+    parser.add_argument("--strace-calls", action="store_true",
+                        help="log each of the daemon's pwrite64 and syncs with strace into "
+                             "WORKDIR/strace-calls.txt, for write_map.py (slows the daemon)")
     args = parser.parse_args()
     args.daemon_info = describe_python(args.daemon_python)
     print(f"daemon python: {args.daemon_info['python']} (Python {args.daemon_info['version']}, "
