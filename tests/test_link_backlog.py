@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import structlog
 import structlog.testing
 
 from edge.config import load_config
-from edge.ingest.link import BrokerLink
+from edge.ingest.link import BrokerLink, Consumer
 from edge.ingest.mqtt_compat import Session
 from tests.broker import Broker
 from tests.daemon import ROOT, Publisher, write_config
@@ -39,9 +40,9 @@ async def _stall_the_loop() -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Broker:
+def broker(tmp_path: Path) -> Iterator[Broker]:
     b = Broker(tmp_path / "broker").start()
-    yield b  # type: ignore[misc]
+    yield b
     b.stop()
 
 
@@ -49,9 +50,8 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
         tmp_path: Path, broker: Broker) -> None:
     cfg = load_config(write_config(tmp_path / "station.yaml", broker_port=broker.port))
 
-    async def run_link(consume: object) -> tuple[BrokerLink, asyncio.Task[None]]:
-        link = BrokerLink(cfg)
-        return link, asyncio.create_task(link.run(consume))  # type: ignore[arg-type]
+    def run_link(consume: Consumer) -> asyncio.Task[None]:
+        return asyncio.create_task(BrokerLink(cfg).run(consume))
 
     # The daemon's session and subscriptions exist; then it is away while orders queue up.
     subscribed = asyncio.Event()
@@ -60,7 +60,7 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
         subscribed.set()
         await asyncio.Event().wait()
 
-    link, task = await run_link(first)
+    task = run_link(first)
     await asyncio.wait_for(subscribed.wait(), 10)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -96,7 +96,7 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
             await asyncio.sleep(0.02)
         await asyncio.Event().wait()
 
-    link, task = await run_link(one_then_away)
+    task = run_link(one_then_away)
     await asyncio.wait_for(flooded.wait(), 15)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -115,14 +115,14 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
             while (more := session.take_nowait()) is not None:
                 batch.append(more)
             for message in batch:
-                seen.add(bytes(message.payload))  # type: ignore[arg-type]
+                seen.add(bytes(message.payload))  # type: ignore[arg-type, unused-ignore]
                 session.ack(message)
             if len(seen) >= EVENTS - 100:
                 done.set()
 
     stall = asyncio.create_task(_stall_the_loop())
     with structlog.testing.capture_logs() as logs:
-        link, task = await run_link(take_all)
+        task = run_link(take_all)
         try:
             deadline = time.monotonic() + 120
             while not done.is_set():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -88,7 +88,8 @@ def open_session(*args: Any, **kwargs: Any) -> Session:
     inner = paho_client(client)
     inner.manual_ack_set(True)
     session = Session(client, made[0])
-    aiomqtt_on_connect = inner.on_connect
+    # aiomqtt registers with paho's VERSION2 callback API (flags as ConnectFlags).
+    aiomqtt_on_connect = cast("paho.CallbackOnConnect_v2 | None", inner.on_connect)
     if aiomqtt_on_connect is None:
         raise LibraryInternalMoved(
             "aiomqtt.Client no longer sets paho's on_connect; the CONNACK's session present "
