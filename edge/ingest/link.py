@@ -58,7 +58,10 @@ RECONNECT_CAP = 30.0
 # CONNACK is the first packet on a connection, ahead of any resend: this wait is real.
 CONNACK_TIMEOUT = 10.0
 # SUBACK and PUBACK can be behind a resent backlog: no timeout (see the module docstring).
+# The consumer runs meanwhile and its message iterator raises if the connection drops.
 ACK_WAIT = math.inf
+# A new session has nothing queued ahead of its SUBACK; generous for a loaded box.
+NEW_SESSION_SUBACK_TIMEOUT = 30.0
 
 
 @dataclass
@@ -190,11 +193,12 @@ class BrokerLink:
             # The subscriptions are in the session, and the broker is resending its backlog
             # ahead of any SUBACK: the consumer starts now. Subscribing again still covers a
             # changed topic root; its SUBACK is awaited beside the consumer, not before it.
-            group.create_task(self._subscribe(client, topics))
+            group.create_task(self._subscribe(client, topics, ACK_WAIT))
         else:
             # A new session (first start, or a broker that lost its state): nothing is
-            # queued for us, and until the SUBACK nothing would be; ready only after it.
-            await self._subscribe(client, topics)
+            # queued for us, so the SUBACK comes at once; ready only after it. Bounded: no
+            # consumer runs yet to notice that the connection died meanwhile.
+            await self._subscribe(client, topics, NEW_SESSION_SUBACK_TIMEOUT)
         self.client = client
         self.connected.set()
         self.ever_connected.set()
@@ -203,9 +207,10 @@ class BrokerLink:
                  client_id=self.cfg.client_id, session_present=session.resumed)
 
     @staticmethod
-    async def _subscribe(client: aiomqtt.Client, topics: list[tuple[str, int]]) -> None:
+    async def _subscribe(client: aiomqtt.Client, topics: list[tuple[str, int]],
+                         wait: float) -> None:
         try:
-            codes = await client.subscribe(topics, timeout=ACK_WAIT)
+            codes = await client.subscribe(topics, timeout=wait)
         except aiomqtt.MqttError as exc:
             raise aiomqtt.MqttError(f"subscribe: {exc}") from exc
         _raise_if_cancelling()
