@@ -71,7 +71,8 @@ class Session:
 
 def open_session(*args: Any, **kwargs: Any) -> Session:
     """`aiomqtt.Client(*args, **kwargs)` with manual acknowledgement and a queue we hold.
-    The queue is unbounded: MQTT v5 Receive Maximum bounds what the broker sends."""
+    The queue is unbounded. MQTT v5 Receive Maximum is meant to bound what the broker sends;
+    Mosquitto 2.0 honours it only for a resumed session's first window (see link.py)."""
     made: list[asyncio.Queue[aiomqtt.Message]] = []
 
     class _Incoming(asyncio.Queue[aiomqtt.Message]):
