@@ -186,9 +186,10 @@ class Ingest:
     async def _store_batch(self, incoming: list[Incoming]) -> BatchResult | None:
         """The batch in one transaction, committed without waiting for the disk (see
         `_on_disk`). While the disk refuses it, nothing is acknowledged and nothing more is
-        taken (the broker keeps the rest, Receive Maximum bounds what it sends ahead): the
-        same batch is tried again once the disk takes writes. None when the daemon stops
-        meanwhile: the broker sends the batch again on the next connection."""
+        taken (the broker keeps the rest; what it already sent waits unacknowledged in the
+        client's queue): the same batch is tried again once the disk takes writes. None
+        when the daemon stops meanwhile: the broker sends the batch again on the next
+        connection."""
         while True:
             now = self.clock.now()
             try:

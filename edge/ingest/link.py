@@ -9,8 +9,19 @@ Three aiomqtt 2.x defaults would lose orders, and each is turned off here:
   process throws the broker-side session (and every order queued in it) away. We always
   connect with clean start off and a long session expiry.
 * A bounded incoming queue drops messages when full, after paho acknowledged them. Ours is
-  unbounded, and its size is bounded instead by MQTT v5 Receive Maximum: the broker never
-  has more than that many unacknowledged messages in flight to us.
+  unbounded. MQTT v5 Receive Maximum should bound it, but Mosquitto 2.0 honours it only for
+  the first window of a resumed session: once PUBACKs flow it sends the rest of the queue,
+  and on the next connection it resends everything still unacknowledged.
+
+That last point shapes the waits. A broker answers in order, so a SUBACK or PUBACK comes after
+every message it sent before it, and paho decodes one packet per event-loop turn: with a
+backlog of thousands on a loaded box, an acknowledgement is many seconds late on a healthy
+connection. aiomqtt's 10 s wait then tears the connection down, the broker resends the whole
+backlog to the next one, and the kitchen loops without ever getting in. So acknowledgements
+are waited for without a timeout (`ACK_WAIT`): a dead connection is found by keepalive (paho
+closes the socket when the broker stays silent) and by the consumer's message iterator, which
+raises on that disconnect and takes the connection's tasks down with it. On a resumed
+session the SUBSCRIBE is not waited for at all (the subscriptions are in the session).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import ssl
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -43,6 +55,13 @@ Consumer = Callable[[Session], Awaitable[None]]
 # Reconnect: 1 s, 2 s, 4 s ... up to 30 s, never less than half the ceiling.
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 30.0
+# CONNACK is the first packet on a connection, ahead of any resend: this wait is real.
+CONNACK_TIMEOUT = 10.0
+# SUBACK and PUBACK can be behind a resent backlog: no timeout (see the module docstring).
+# The consumer runs meanwhile and its message iterator raises if the connection drops.
+ACK_WAIT = math.inf
+# A new session has nothing queued ahead of its SUBACK; generous for a loaded box.
+NEW_SESSION_SUBACK_TIMEOUT = 30.0
 
 
 @dataclass
@@ -134,7 +153,7 @@ class BrokerLink:
             username=mq.username,
             password=self.password,
             tls_context=tls,
-            timeout=10,
+            timeout=CONNACK_TIMEOUT,
             will=aiomqtt.Will(self.state_topic, self._presence("offline"), qos=1, retain=True),
         )
 
@@ -147,8 +166,8 @@ class BrokerLink:
             try:
                 async with client:
                     backoff.succeeded()
-                    await self._on_connect(client)
                     async with asyncio.TaskGroup() as group:
+                        await self._on_connect(session, group)
                         group.create_task(self._sender(client))
                         await consume(session)
                         raise aiomqtt.MqttError("consumer returned")
@@ -165,19 +184,39 @@ class BrokerLink:
         self.connected.clear()
         self.client = None
 
-    async def _on_connect(self, client: aiomqtt.Client) -> None:
+    async def _on_connect(self, session: Session, group: asyncio.TaskGroup) -> None:
+        client = session.client
         root = self.cfg.root
-        # Subscriptions survive in the session, but a broker that lost its state would
-        # leave us deaf; resubscribing is cheap and idempotent.
-        await client.subscribe([(f"{root}/orders/+/events", 1), (f"{root}/commands/+", 1),
-                                (f"{root}/openapp/in", 1)])
-        _raise_if_cancelling()
+        topics = [(f"{root}/orders/+/events", 1), (f"{root}/commands/+", 1),
+                  (f"{root}/openapp/in", 1)]
+        if session.resumed:
+            # The subscriptions are in the session, and the broker is resending its backlog
+            # ahead of any SUBACK: the consumer starts now. Subscribing again still covers a
+            # changed topic root; its SUBACK is awaited beside the consumer, not before it.
+            group.create_task(self._subscribe(client, topics, ACK_WAIT))
+        else:
+            # A new session (first start, or a broker that lost its state): nothing is
+            # queued for us, so the SUBACK comes at once; ready only after it. Bounded: no
+            # consumer runs yet to notice that the connection died meanwhile.
+            await self._subscribe(client, topics, NEW_SESSION_SUBACK_TIMEOUT)
         self.client = client
         self.connected.set()
         self.ever_connected.set()
         self.publish(self.state_topic, self._presence("online"), retain=True)
         log.info("mqtt_connected", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
-                 client_id=self.cfg.client_id)
+                 client_id=self.cfg.client_id, session_present=session.resumed)
+
+    @staticmethod
+    async def _subscribe(client: aiomqtt.Client, topics: list[tuple[str, int]],
+                         wait: float) -> None:
+        try:
+            codes = await client.subscribe(topics, timeout=wait)
+        except aiomqtt.MqttError as exc:
+            raise aiomqtt.MqttError(f"subscribe: {exc}") from exc
+        _raise_if_cancelling()
+        refused = [str(c) for c in codes if getattr(c, "is_failure", False)]
+        if refused:
+            log.error("mqtt_subscribe_refused", topics=[t for t, _ in topics], codes=refused)
 
     async def _sender(self, client: aiomqtt.Client) -> None:
         while True:
@@ -186,7 +225,11 @@ class BrokerLink:
             while self._retained or self._ordered:
                 # Dead letters keep their order; retained states go in the gaps.
                 item = self._ordered[0] if self._ordered else next(iter(self._retained.values()))
-                await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+                try:
+                    await client.publish(item.topic, item.payload, qos=1, retain=item.retain,
+                                         timeout=ACK_WAIT)
+                except aiomqtt.MqttError as exc:
+                    raise aiomqtt.MqttError(f"publish {item.topic}: {exc}") from exc
                 _raise_if_cancelling()
                 # Only forget it once the broker has it; a failure above leaves it queued.
                 if self._ordered and self._ordered[0] is item:

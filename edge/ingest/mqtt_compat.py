@@ -3,6 +3,8 @@
 * Manual PUBACK. aiomqtt 2.x acknowledges through paho as soon as a message is parsed and
   offers no switch; paho has one (`manual_ack_set`, `ack`), on the paho client aiomqtt keeps
   in `Client._client`. That attribute is the one private name used, only in this module.
+* Whether the broker resumed our session (CONNACK session present). aiomqtt does not pass
+  it on; paho's `on_connect` callback has it, so ours records it and hands on to aiomqtt's.
 * Taking a batch. aiomqtt's message iterator waits for one message; the rest of what the
   broker already sent is taken without waiting from the client's incoming queue. That queue
   is made through aiomqtt's public `queue_type` argument, so we keep the instance ourselves.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -42,6 +44,9 @@ class Session:
 
     client: aiomqtt.Client
     queue: asyncio.Queue[aiomqtt.Message]
+    # The CONNACK's session present flag: the broker kept our session, subscriptions and
+    # queued messages with it. Known once the client's `async with` has entered.
+    resumed: bool = False
 
     @property
     def messages(self) -> AsyncIterator[aiomqtt.Message]:
@@ -66,7 +71,8 @@ class Session:
 
 def open_session(*args: Any, **kwargs: Any) -> Session:
     """`aiomqtt.Client(*args, **kwargs)` with manual acknowledgement and a queue we hold.
-    The queue is unbounded: MQTT v5 Receive Maximum bounds what the broker sends."""
+    The queue is unbounded. MQTT v5 Receive Maximum is meant to bound what the broker sends;
+    Mosquitto 2.0 honours it only for a resumed session's first window (see link.py)."""
     made: list[asyncio.Queue[aiomqtt.Message]] = []
 
     class _Incoming(asyncio.Queue[aiomqtt.Message]):
@@ -80,8 +86,23 @@ def open_session(*args: Any, **kwargs: Any) -> Session:
         raise LibraryInternalMoved(
             "aiomqtt.Client did not build its incoming queue from queue_type; adapt "
             "edge/ingest/mqtt_compat.py")
-    paho_client(client).manual_ack_set(True)
-    return Session(client, made[0])
+    inner = paho_client(client)
+    inner.manual_ack_set(True)
+    session = Session(client, made[0])
+    # aiomqtt registers with paho's VERSION2 callback API (flags as ConnectFlags).
+    aiomqtt_on_connect = cast("paho.CallbackOnConnect_v2 | None", inner.on_connect)
+    if aiomqtt_on_connect is None:
+        raise LibraryInternalMoved(
+            "aiomqtt.Client no longer sets paho's on_connect; the CONNACK's session present "
+            "flag cannot be read. Adapt edge/ingest/mqtt_compat.py")
+
+    def on_connect(client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
+                   reason_code: Any, properties: Any = None) -> None:
+        session.resumed = bool(flags.session_present)
+        aiomqtt_on_connect(client, userdata, flags, reason_code, properties)
+
+    inner.on_connect = on_connect
+    return session
 
 
 __all__ = ["LibraryInternalMoved", "Session", "open_session", "paho_client"]
