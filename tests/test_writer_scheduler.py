@@ -305,3 +305,31 @@ async def test_the_wal_is_checkpointed_off_the_writer(store: Store,
         await asyncio.sleep(0.1)
     assert store.checkpoints >= 1
     assert store.path.stat().st_size > before + 400_000   # the rows reached the file itself
+
+
+async def test_the_wal_is_reset_under_writes_that_never_stop(store: Store,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The checkpointer's PASSIVE checkpoint never catches up with a writer that never stops
+    (a backlog being worked off, a long rush): frames come in while it copies, so the WAL is
+    never complete, never started again from its beginning, and grows with every write. Past
+    WAL_SIZE_LIMIT_BYTES the writer copies the last few frames itself between two groups;
+    the next write starts the WAL again, and the file stays bounded."""
+    monkeypatch.setattr(db, "CHECKPOINT_EVERY", 0.05)
+    monkeypatch.setattr(db, "WAL_SIZE_LIMIT_BYTES", 1024 * 1024)
+    wal = f"{store.path}-wal"
+    peaks = [0, 0]                       # the WAL's biggest size in each half of the run
+    started = time.monotonic()
+    n = 0
+    while (elapsed := time.monotonic() - started) < 4.0:
+        await store.transact(lambda tx, n=n: [kv.put(tx.conn, f"k{i % 50}", f"{n}" * 2000)
+                                              for i in range(10)], durable=False)
+        n += 1
+        half = 0 if elapsed < 2.0 else 1
+        peaks[half] = max(peaks[half], os.stat(wal).st_size)
+    written = n * 10 * 2000
+    assert written > 8 * 1024 * 1024, f"too few writes to make the point: {written}"
+    # Growing with every write, the second half's peak would be about twice the first's.
+    assert peaks[1] < 1.5 * peaks[0], (
+        f"the WAL kept growing: {peaks[0]:,} then {peaks[1]:,} bytes, {written:,} written")
+    assert store.writer_checkpoints >= 1

@@ -27,6 +27,9 @@ run in arrival order:
   connection checkpoints (PASSIVE) every `CHECKPOINT_EVERY` seconds while commits come in, so
   no ticket's COMMIT pays for copying the WAL into the database. Seldom, for the storage's
   sake: a page changed by many transactions in between is copied into the database once.
+  Under writes that never stop, that checkpoint never copies the whole WAL, and SQLite only
+  starts a WAL again from its beginning once it has: past `WAL_SIZE_LIMIT_BYTES` the writer
+  copies the few frames left itself between two groups (never before a waiting claim).
 """
 
 from __future__ import annotations
@@ -252,7 +255,11 @@ class Store:
         self.groups = 0
         self.units = 0
         self.checkpoints = 0
+        self.writer_checkpoints = 0
         self.durable_groups = 0
+        # The checkpointer found the WAL past WAL_SIZE_LIMIT_BYTES: the writer copies the last
+        # frames itself between two groups (see `checkpoint`).
+        self._writer_checkpoint_due = False
         self.wal_syncs = 0          # fsyncs made for `synced()` callers, not by a durable commit
         # Units by the function that made them (its qualified name): what fills the writer.
         self.unit_kinds: collections.Counter[str] = collections.Counter()
@@ -413,6 +420,9 @@ class Store:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), BACKGROUND_LINGER)
+            if self._writer_checkpoint_due and self._waiting[0].priority is not Priority.PRINT:
+                self._writer_checkpoint_due = False
+                await self._checkpoint_on_writer(writer)
             group = self._next_group()
             if not group:
                 continue
@@ -566,13 +576,39 @@ class Store:
         one: the WAL holds everything meanwhile."""
         if self._checkpointer is None:
             return
+        wal = f"{self.path}-wal"
+
+        def passive(conn: sqlite3.Connection) -> int:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            try:
+                return os.stat(wal).st_size
+            except OSError:
+                return 0
+
         try:
-            await self._run(self._checkpointer,
-                            lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            size = await self._run(self._checkpointer, passive)
         except sqlite3.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))
+            return
+        self.checkpoints += 1
+        # Frames the writer adds while this one copies are left for the next, so a writer that
+        # never stops (a backlog, a long rush) leaves the WAL never wholly copied: SQLite starts
+        # it again from its beginning only then, and it grows with every write (800 MB for
+        # 200 MB written in tests/test_writer_scheduler.py). Past the size it is cut back to,
+        # the writer copies what is left itself, between two groups (a ticket's claim first):
+        # the few frames written meanwhile, a few milliseconds; its next write starts the WAL
+        # again.
+        if size > WAL_SIZE_LIMIT_BYTES:
+            self._writer_checkpoint_due = True
+
+    async def _checkpoint_on_writer(self, writer: aiosqlite.Connection) -> None:
+        try:
+            await self._run(writer,
+                            lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        except sqlite3.Error as exc:
+            log.warning("wal_checkpoint_failed", error=str(exc), on="writer")
         else:
-            self.checkpoints += 1
+            self.writer_checkpoints += 1
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the reader connection inside one read transaction (a consistent view)."""
