@@ -199,13 +199,7 @@ class Ingest:
             except StorageTrouble as exc:
                 log.error("events_not_stored", events=len(incoming), storage=exc.kind,
                           error=exc.detail, hint="not acknowledged: the broker keeps them")
-            # Nothing is between COMMIT and PUBACK while we wait: shutdown need not wait.
-            self.idle.set()
-            try:
-                await self._until_storage_or_stop()
-            finally:
-                self.idle.clear()
-            if self.stopping:
+            if not await self._disk_back():
                 return None
             self._pending.set()    # the applier's pass behind the retried batch, as above
 
@@ -223,12 +217,7 @@ class Ingest:
             except StorageTrouble as exc:
                 log.error("events_not_synced", events=len(incoming), storage=exc.kind,
                           error=exc.detail, hint="not acknowledged: the broker keeps them")
-            self.idle.set()
-            try:
-                await self._until_storage_or_stop()
-            finally:
-                self.idle.clear()
-            if self.stopping:
+            if not await self._disk_back():
                 return False
             try:
                 await self.store.transact(
@@ -237,6 +226,16 @@ class Ingest:
                     priority=Priority.INTAKE)
             except StorageTrouble:
                 continue
+
+    async def _disk_back(self) -> bool:
+        """Wait for the disk to take writes again; False when the daemon stops meanwhile.
+        Nothing is acknowledged while this waits, so shutdown need not wait for it."""
+        self.idle.set()
+        try:
+            await self._until_storage_or_stop()
+        finally:
+            self.idle.clear()
+        return not self.stopping
 
     async def _until_storage_or_stop(self) -> None:
         async with asyncio.TaskGroup() as group:
