@@ -53,6 +53,14 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
     def run_link(consume: Consumer) -> asyncio.Task[None]:
         return asyncio.create_task(BrokerLink(cfg).run(consume))
 
+    async def connect_until(consume: Consumer, reached: asyncio.Event, within: float) -> None:
+        """One connection of the link, dropped once `reached` is set."""
+        task = run_link(consume)
+        await asyncio.wait_for(reached.wait(), within)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     # The daemon's session and subscriptions exist; then it is away while orders queue up.
     subscribed = asyncio.Event()
 
@@ -60,11 +68,7 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
         subscribed.set()
         await asyncio.Event().wait()
 
-    task = run_link(first)
-    await asyncio.wait_for(subscribed.wait(), 10)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await connect_until(first, subscribed, 10)
 
     def publish_backlog() -> None:
         pos = Publisher(broker.port)
@@ -96,11 +100,7 @@ async def test_a_resent_backlog_on_a_slow_loop_is_taken_in_one_connection(
             await asyncio.sleep(0.02)
         await asyncio.Event().wait()
 
-    task = run_link(one_then_away)
-    await asyncio.wait_for(flooded.wait(), 15)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await connect_until(one_then_away, flooded, 15)
 
     # Back, on a slow loop: everything is taken in on the first connection, none dropped.
     seen: set[bytes] = set()
